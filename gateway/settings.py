@@ -1,0 +1,34 @@
+"""One typed settings object for the server. Unknown settings are an error, never ignored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.types import DurabilityPolicy
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("logway-data")
+    backend: str = "embedded"  # or nats://h1:4222,h2:4222
+    server: str = "granian"  # or "hypercorn"; see bench/RESULTS.md for why
+    durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    auto_create_topics: bool = False
+    default_partitions: int = 3  # for auto-created topics and PUT without "partitions"
+    max_body_bytes: int = 64 * MiB  # JSON produce bodies; NDJSON bodies stream with no total cap
+    max_record_bytes: int = 1 * MiB  # key + value + headers of one record
+    max_records_per_request: int = 100_000
+    heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
+    sse_retry_ms: int = 2000
+    stream_send_timeout_s: float = 30.0  # a stream whose client stops reading is closed after this
+    idempotency_ttl_ms: int = 24 * 3600 * 1000
+    shutdown_timeout_s: float = 10.0
+    root_path: str = ""  # set when mounted under a path prefix behind a proxy

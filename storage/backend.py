@@ -1,0 +1,116 @@
+"""The interface the gateway uses. `embedded` (local files) and `jetstream` implement it.
+
+Everything here is async and safe to call concurrently from one event loop. Errors are
+the ones in `storage.errors`. Offsets are dense per partition and start at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from storage.types import (
+    AppendResult,
+    NewRecord,
+    PartitionInfo,
+    Record,
+    TopicConfig,
+    TopicInfo,
+    TopicPartition,
+)
+
+
+class Backend(Protocol):
+    async def close(self) -> None:
+        """Flush and fsync what is pending, wake every waiter, release files and connections."""
+
+    async def check_writable(self) -> None:
+        """Raise a StorageError unless appends can currently succeed (for /readyz)."""
+
+    # -- topics -------------------------------------------------------------------------
+
+    async def create_topic(self, name: str, partitions: int, config: TopicConfig) -> bool:
+        """Create a topic; True if created, False if it exists with exactly these settings.
+
+        Raises TopicExists (carrying the existing TopicInfo) if it exists with others.
+        """
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data; waiters on it wake and then see TopicNotFound."""
+
+    async def list_topics(self) -> list[TopicInfo]: ...
+
+    async def get_topic(self, name: str) -> TopicInfo:
+        """Raises TopicNotFound."""
+
+    async def partition_info(self, topic: str, partition: int) -> PartitionInfo:
+        """Raises TopicNotFound or PartitionNotFound."""
+
+    # -- records ------------------------------------------------------------------------
+
+    async def append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> AppendResult:
+        """Append atomically (all records or none) and return once durable per the policy."""
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
+    ) -> list[Record]:
+        """Records from `offset` on, at most `max_records`, and stopping before `max_bytes`
+        of values and keys are exceeded (but always at least one record if any exists).
+
+        An offset below log_start_offset or above end_offset raises OffsetOutOfRange;
+        offset == end_offset returns [].
+        """
+
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        """The first offset whose timestamp is >= timestamp_ms, or end_offset if none."""
+
+    async def wait_for_records(
+        self, topic: str, positions: Mapping[int, int], timeout_s: float | None
+    ) -> bool:
+        """Wait until any partition p in `positions` has end_offset > positions[p].
+
+        Returns True as soon as one has (immediately if one already does), False on
+        timeout. Costs no task and no polling while idle: it parks one future on the
+        partitions' notifiers. Also returns (True) when the topic is deleted or the
+        backend closes, so the caller's next read raises.
+        """
+
+    # -- consumer groups ----------------------------------------------------------------
+
+    async def commit_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Store committed offsets (the next offset to read) in one transaction."""
+
+    async def committed_offsets(self, group: str) -> dict[TopicPartition, int]:
+        """Committed offsets of a group ({} for a group that never committed)."""
+
+    async def list_groups(self) -> list[str]:
+        """Groups that have committed offsets or stored metadata."""
+
+    async def delete_group(self, group: str) -> None:
+        """Forget a group's offsets and metadata. Raises GroupNotFound."""
+
+    async def load_group_metadata(self, group: str) -> bytes | None:
+        """Opaque coordinator state saved by save_group_metadata (e.g. the last generation)."""
+
+    async def save_group_metadata(self, group: str, metadata: bytes) -> None: ...
+
+    # -- produce idempotency ------------------------------------------------------------
+
+    async def load_idempotent_result(self, key: str) -> bytes | None:
+        """The stored response for an Idempotency-Key, or None (expired keys are None)."""
+
+    async def save_idempotent_result(self, key: str, result: bytes, ttl_ms: int) -> None: ...
+
+
+__all__ = [
+    "AppendResult",
+    "Backend",
+    "NewRecord",
+    "PartitionInfo",
+    "Record",
+    "TopicConfig",
+    "TopicInfo",
+    "TopicPartition",
+]

@@ -1,0 +1,85 @@
+"""Every error the storage layer raises, under one root.
+
+    StorageError
+    ├── InvalidTopicName        the name breaks Kafka's rule or could escape the data dir
+    ├── TopicNotFound
+    ├── TopicExists             carries the existing topic so callers can compare settings
+    ├── PartitionNotFound
+    ├── OffsetOutOfRange        carries log_start_offset and end_offset
+    ├── GroupNotFound
+    ├── CorruptRecord           a checksum failed inside sealed data: a read error, never data
+    ├── StorageWriteError       a write or fsync failed; the partition refuses writes until reopened
+    │   └── DiskFull            ENOSPC / EDQUOT / EFBIG
+    ├── StorageClosed
+    └── StorageUnavailable      the backend cannot be reached (a remote cluster without a leader)
+
+`retriable` says whether the same call may succeed later without any change by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.types import TopicInfo
+
+
+class StorageError(Exception):
+    retriable = False
+
+
+class InvalidTopicName(StorageError):
+    pass
+
+
+class TopicNotFound(StorageError):
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} does not exist")
+        self.topic = topic
+
+
+class TopicExists(StorageError):
+    def __init__(self, existing: TopicInfo) -> None:
+        super().__init__(f"topic {existing.name!r} already exists with other settings")
+        self.existing = existing
+
+
+class PartitionNotFound(StorageError):
+    def __init__(self, topic: str, partition: int) -> None:
+        super().__init__(f"topic {topic!r} has no partition {partition}")
+        self.topic = topic
+        self.partition = partition
+
+
+class OffsetOutOfRange(StorageError):
+    def __init__(self, offset: int, log_start_offset: int, end_offset: int) -> None:
+        super().__init__(f"offset {offset} is outside the log [{log_start_offset}, {end_offset}]")
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.end_offset = end_offset
+
+
+class GroupNotFound(StorageError):
+    def __init__(self, group: str) -> None:
+        super().__init__(f"consumer group {group!r} does not exist")
+        self.group = group
+
+
+class CorruptRecord(StorageError):
+    pass
+
+
+class StorageWriteError(StorageError):
+    """Sticky: once raised for a partition, its later appends fail the same way until reopen."""
+
+
+class DiskFull(StorageWriteError):
+    pass
+
+
+class StorageClosed(StorageError):
+    pass
+
+
+class StorageUnavailable(StorageError):
+    retriable = True

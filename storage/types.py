@@ -1,0 +1,109 @@
+"""Values that cross the storage boundary: frozen, slotted, validated on construction."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+SECOND_MS = 1000
+DAY_MS = 24 * 3600 * SECOND_MS
+MiB = 1024 * 1024
+
+
+class ValueFormat(enum.IntEnum):
+    """How the gateway should render a value. Stored in the record's attributes."""
+
+    BYTES = 0  # returned as value_base64
+    JSON = 1  # the bytes are a JSON document, returned as value
+
+
+class Durability(enum.Enum):
+    """When an append may be acknowledged (one policy per server)."""
+
+    ALWAYS = "always"  # fsync before the append returns; concurrent appends share one fsync
+    INTERVAL = "interval"  # fsync every `fsync_interval_ms`; a crash may lose that window
+    NEVER = "never"  # leave it to the OS page cache
+
+
+@dataclass(frozen=True, slots=True)
+class DurabilityPolicy:
+    mode: Durability = Durability.ALWAYS
+    fsync_interval_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.fsync_interval_ms <= 0:
+            raise ValueError("fsync_interval_ms must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """Per-topic settings. `None` retention means unlimited (Kafka's -1)."""
+
+    retention_ms: int | None = 7 * DAY_MS
+    retention_bytes: int | None = None
+    segment_bytes: int = 128 * MiB
+    segment_ms: int = 7 * DAY_MS
+
+    def __post_init__(self) -> None:
+        if self.retention_ms is not None and self.retention_ms <= 0:
+            raise ValueError("retention.ms must be positive or unlimited")
+        if self.retention_bytes is not None and self.retention_bytes <= 0:
+            raise ValueError("retention.bytes must be positive or unlimited")
+        if self.segment_bytes < 1024:
+            raise ValueError("segment.bytes must be at least 1024")
+        if self.segment_ms <= 0:
+            raise ValueError("segment.ms must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    config: TopicConfig
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 10_000:
+            raise ValueError("partitions must be between 1 and 10000")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    log_start_offset: int
+    end_offset: int  # the offset the next record will get
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to append. The log assigns its offset and timestamp (log-append time)."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    value_format: ValueFormat = ValueFormat.BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    timestamp_ms: int
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    value_format: ValueFormat
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Records of one append get offsets base_offset .. base_offset + count - 1."""
+
+    base_offset: int
+    count: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
