@@ -1,0 +1,220 @@
+"""The embedded backend: the log engine on local disk plus the SQLite catalog.
+
+    <data_dir>/catalog.sqlite3
+    <data_dir>/topics/<topic>/<partition>/<base offset>.log|.index|.timeindex
+
+The catalog is the source of truth for which topics exist. Creating a topic makes its
+directories first and adds the catalog row second; deleting removes the row first and the
+directories second. A crash between the two steps therefore leaves either directories
+without a row, which `open` removes, or nothing at all; a row whose directories are
+missing gets empty partitions on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from storage.catalog import Catalog
+from storage.errors import (
+    DiskFull,
+    InvalidTopicName,
+    StorageClosed,
+    StorageWriteError,
+    TopicExists,
+    TopicNotFound,
+)
+from storage.log import DEFAULT_RETENTION_INTERVAL_S, LogEngine
+from storage.names import validate_topic_name
+from storage.partition import now_ms
+from storage.types import (
+    AppendResult,
+    DurabilityPolicy,
+    NewRecord,
+    PartitionInfo,
+    Record,
+    TopicConfig,
+    TopicInfo,
+    TopicPartition,
+)
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.sqlite3"
+TOPICS_DIR = "topics"
+# /readyz reports not writable below this much free space.
+MIN_FREE_BYTES = 16 * 1024 * 1024
+
+
+class EmbeddedBackend:
+    """storage.backend.Backend on local files. Create with `await EmbeddedBackend.open(...)`."""
+
+    def __init__(self, data_dir: Path, catalog: Catalog, engine: LogEngine) -> None:
+        self.data_dir = data_dir
+        self._catalog = catalog
+        self._engine = engine
+        self._topics: dict[str, TopicInfo] = {}
+        self._admin_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        durability: DurabilityPolicy | None = None,
+        *,
+        retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
+    ) -> EmbeddedBackend:
+        """Open (creating if needed) a data directory and reconcile catalog and files."""
+        durability = durability or DurabilityPolicy()
+        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+        catalog = await Catalog.open(data_dir / CATALOG_FILE)
+        try:
+            engine = await LogEngine.open(data_dir / TOPICS_DIR, durability, retention_interval_s)
+        except BaseException:
+            await catalog.close()
+            raise
+        backend = cls(data_dir, catalog, engine)
+        try:
+            await backend._reconcile()
+        except BaseException:
+            await backend.close()
+            raise
+        return backend
+
+    async def _reconcile(self) -> None:
+        topics = await self._catalog.list_topics()
+        known = {t.name for t in topics}
+        for name in await self._engine.topic_dir_names():
+            if name not in known:
+                log.warning("removing topic directory %r, which has no catalog entry", name)
+                try:
+                    await self._engine.remove_topic(name)
+                except InvalidTopicName:
+                    log.warning("leaving %r alone: not a topic name", name)
+        for info in topics:
+            await self._engine.open_topic(info.name, info.partitions, info.config)
+            self._topics[info.name] = info
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._engine.close()
+        finally:
+            await self._catalog.close()
+
+    async def check_writable(self) -> None:
+        if self._closed:
+            raise StorageClosed("the backend is closed")
+        failures = self._engine.io_failures()
+        if failures:
+            raise StorageWriteError("; ".join(failures))
+        stat = await asyncio.to_thread(os.statvfs, self.data_dir)
+        if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES:
+            raise DiskFull(f"less than {MIN_FREE_BYTES} bytes free under {self.data_dir}")
+
+    async def run_retention(self, now: int | None = None) -> int:
+        """Apply retention now (it also runs every `retention_interval_s`)."""
+        return await self._engine.run_retention(now)
+
+    # -- topics -------------------------------------------------------------------------
+
+    async def create_topic(self, name: str, partitions: int, config: TopicConfig) -> bool:
+        validate_topic_name(name)
+        info = TopicInfo(name, partitions, config)
+        async with self._admin_lock:
+            self._check_open()
+            existing = self._topics.get(name)
+            if existing is not None:
+                if existing == info:
+                    return False
+                raise TopicExists(existing)
+            await self._engine.open_topic(name, partitions, config)
+            try:
+                await self._catalog.add_topic(info)
+            except BaseException:
+                await self._engine.remove_topic(name)
+                raise
+            self._topics[name] = info
+            return True
+
+    async def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        async with self._admin_lock:
+            self._check_open()
+            if name not in self._topics:
+                raise TopicNotFound(name)
+            await self._catalog.remove_topic(name)
+            del self._topics[name]
+            await self._engine.remove_topic(name)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        self._check_open()
+        return [self._topics[name] for name in sorted(self._topics)]
+
+    async def get_topic(self, name: str) -> TopicInfo:
+        self._check_open()
+        info = self._topics.get(name)
+        if info is None:
+            raise TopicNotFound(name)
+        return info
+
+    async def partition_info(self, topic: str, partition: int) -> PartitionInfo:
+        return self._engine.partition_info(topic, partition)
+
+    # -- records ------------------------------------------------------------------------
+
+    async def append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> AppendResult:
+        return await self._engine.append(topic, partition, records)
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
+    ) -> list[Record]:
+        return await self._engine.read(topic, partition, offset, max_records, max_bytes)
+
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        return await self._engine.offset_for_timestamp(topic, partition, timestamp_ms)
+
+    async def wait_for_records(
+        self, topic: str, positions: Mapping[int, int], timeout_s: float | None
+    ) -> bool:
+        return await self._engine.wait_for_records(topic, positions, timeout_s)
+
+    # -- consumer groups ----------------------------------------------------------------
+
+    async def commit_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        await self._catalog.commit_offsets(group, offsets)
+
+    async def committed_offsets(self, group: str) -> dict[TopicPartition, int]:
+        return await self._catalog.committed_offsets(group)
+
+    async def list_groups(self) -> list[str]:
+        return await self._catalog.list_groups()
+
+    async def delete_group(self, group: str) -> None:
+        await self._catalog.delete_group(group)
+
+    async def load_group_metadata(self, group: str) -> bytes | None:
+        return await self._catalog.load_group_metadata(group)
+
+    async def save_group_metadata(self, group: str, metadata: bytes) -> None:
+        await self._catalog.save_group_metadata(group, metadata)
+
+    # -- produce idempotency ------------------------------------------------------------
+
+    async def load_idempotent_result(self, key: str) -> bytes | None:
+        return await self._catalog.load_idempotent_result(key, now_ms())
+
+    async def save_idempotent_result(self, key: str, result: bytes, ttl_ms: int) -> None:
+        await self._catalog.save_idempotent_result(key, result, now_ms() + ttl_ms)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosed("the backend is closed")

@@ -1,0 +1,332 @@
+"""One segment: a `.log` file of batches with its `.index` and `.timeindex`.
+
+Blocking file I/O lives here and is only ever called from a worker thread (the partition
+decides which). Fields fall in two groups:
+
+- writer state (`size`, `next_offset`, `first_timestamp_ms`, `max_timestamp_ms`, `index`)
+  changes only while the partition's I/O lock is held;
+- published state (`readable_size`, `published_max_timestamp_ms`) changes only on the
+  event loop once a write has returned, and is all a reader looks at, so a reader never
+  sees a half-written batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage import codec
+from storage.errors import CorruptRecord
+from storage.index import SparseIndex
+from storage.types import Record
+
+log = logging.getLogger(__name__)
+
+OFFSET_DIGITS = 20
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+_READ_CHUNK_BYTES = 256 * 1024
+_MAX_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:0{OFFSET_DIGITS}d}"
+
+
+def parse_segment_name(file_name: str) -> int | None:
+    """The base offset of a `<20 digits>.log` file name, else None."""
+    stem, dot, suffix = file_name.partition(".")
+    if dot and "." + suffix == LOG_SUFFIX and len(stem) == OFFSET_DIGITS and stem.isdigit():
+        return int(stem)
+    return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a created, renamed or removed directory entry durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
+    """pwrite until every byte is written (a short write is not an error by itself)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, position)
+        if written == 0:
+            raise OSError("pwrite wrote nothing")
+        view = view[written:]
+        position += written
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryCut:
+    """What recovery removed from the end of an active segment."""
+
+    path: Path
+    offset: int  # first offset that was cut (the next offset after recovery)
+    position: int
+    bytes_cut: int
+    reason: str
+
+
+class Segment:
+    """A segment's file descriptor, index and positions (see the module docstring)."""
+
+    def __init__(self, directory: Path, base_offset: int, fd: int, index: SparseIndex) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.fd = fd
+        self.index = index
+        self.size = 0
+        self.next_offset = base_offset
+        self.first_timestamp_ms: int | None = None
+        self.max_timestamp_ms = -1
+        self.readable_size = 0
+        self.published_max_timestamp_ms = -1
+        self.readers = 0
+        self.deleted = False
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"Segment({self.log_path}, size={self.size}, next_offset={self.next_offset})"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / (segment_name(self.base_offset) + LOG_SUFFIX)
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / (segment_name(self.base_offset) + INDEX_SUFFIX)
+
+    @property
+    def time_index_path(self) -> Path:
+        return self.directory / (segment_name(self.base_offset) + TIME_INDEX_SUFFIX)
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int) -> Segment:
+        """A new empty segment (an existing empty file of that name is reused)."""
+        path = directory / (segment_name(base_offset) + LOG_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if os.fstat(fd).st_size:
+            os.close(fd)
+            raise FileExistsError(f"segment {path} already holds data")
+        return cls(directory, base_offset, fd, SparseIndex())
+
+    @classmethod
+    def recover(cls, directory: Path, base_offset: int) -> tuple[Segment, RecoveryCut | None]:
+        """Open the active segment: check every batch, cut a torn or corrupt tail."""
+        path = directory / (segment_name(base_offset) + LOG_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size, 0) if size else b""
+            result = codec.scan(data, 0, base_offset)
+            cut = None
+            if result.error is not None:
+                next_offset = result.batches[-1].next_offset if result.batches else base_offset
+                cut = RecoveryCut(
+                    path, next_offset, result.valid_end, size - result.valid_end, result.error
+                )
+                os.ftruncate(fd, result.valid_end)
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        segment = cls(directory, base_offset, fd, SparseIndex.build(result.batches))
+        segment._set_scanned_state(result.batches, result.valid_end)
+        return segment, cut
+
+    @classmethod
+    def open_sealed(cls, directory: Path, base_offset: int, next_offset: int) -> Segment:
+        """Open a sealed segment; its index is loaded, or rebuilt if missing or damaged.
+
+        `next_offset` is the next segment's base offset. The segment is not fully checked
+        here: a corrupt batch surfaces as CorruptRecord when it is read.
+        """
+        path = directory / (segment_name(base_offset) + LOG_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            segment = cls(directory, base_offset, fd, SparseIndex())
+            index = segment._load_index(size)
+            if index is None:
+                data = os.pread(fd, size, 0)
+                result = codec.scan(data, 0, base_offset)
+                if result.error is not None:
+                    log.error("sealed segment %s is damaged: %s", path, result.error)
+                segment.index = SparseIndex.build(result.batches)
+                segment._write_index()
+                tail = result.batches
+            else:
+                segment.index = index
+                start = index.last_position
+                data = os.pread(fd, size - start, start)
+                result = codec.scan(data, 0, index.offsets[-1] if len(index) else base_offset)
+                if result.error is not None:
+                    log.error("sealed segment %s is damaged: %s", path, result.error)
+                tail = result.batches
+        except BaseException:
+            os.close(fd)
+            raise
+        segment.size = segment.readable_size = size
+        segment.next_offset = next_offset
+        if len(segment.index):
+            segment.first_timestamp_ms = segment.index.timestamps[0]
+            segment.max_timestamp_ms = segment.index.timestamps[-1]
+        if tail:
+            segment.max_timestamp_ms = max(segment.max_timestamp_ms, tail[-1].timestamp_ms)
+        segment.published_max_timestamp_ms = segment.max_timestamp_ms
+        return segment
+
+    def _set_scanned_state(self, batches: list[codec.BatchHeader], size: int) -> None:
+        self.size = self.readable_size = size
+        if batches:
+            self.next_offset = batches[-1].next_offset
+            self.first_timestamp_ms = batches[0].timestamp_ms
+            self.max_timestamp_ms = self.published_max_timestamp_ms = batches[-1].timestamp_ms
+
+    def _load_index(self, size: int) -> SparseIndex | None:
+        try:
+            offset_bytes = self.index_path.read_bytes()
+            time_bytes = self.time_index_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        index = SparseIndex.from_files(offset_bytes, time_bytes, self.base_offset, size)
+        if index is None:
+            log.warning("index of %s is damaged; rebuilding it from the segment", self.log_path)
+        return index
+
+    # -- writing (I/O lock held, in a worker thread) ----------------------------------------
+
+    def _write_index(self) -> None:
+        offset_bytes, time_bytes = self.index.encode()
+        for path, data in ((self.index_path, offset_bytes), (self.time_index_path, time_bytes)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                write_all(fd, data, 0)
+            finally:
+                os.close(fd)
+
+    def seal(self, fsync: bool) -> None:
+        """Write the index files of a segment that takes no more appends."""
+        if fsync:
+            os.fsync(self.fd)
+        self._write_index()
+
+    def write_locked(
+        self, data: bytes, batches: list[tuple[int, int, int, int]], fsync: bool
+    ) -> None:
+        """Append `data` (whole batches given as (base offset, count, timestamp, size))."""
+        start = self.size
+        position = start
+        try:
+            for base_offset, _count, timestamp_ms, size in batches:
+                self.index.maybe_add(base_offset, position, timestamp_ms)
+                position += size
+            write_all(self.fd, data, start)
+            if fsync:
+                os.fsync(self.fd)
+        except BaseException:
+            self.index.truncate(start)
+            raise
+        self.size = position
+        last_base, last_count, last_timestamp, _ = batches[-1]
+        self.next_offset = last_base + last_count
+        if self.first_timestamp_ms is None:
+            self.first_timestamp_ms = batches[0][2]
+        self.max_timestamp_ms = last_timestamp
+
+    def truncate_locked(self, size: int) -> None:
+        """Cut the file back to `size` after a failed write."""
+        os.ftruncate(self.fd, size)
+        self.index.truncate(size)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+    def unlink(self) -> None:
+        for path in (self.log_path, self.index_path, self.time_index_path):
+            path.unlink(missing_ok=True)
+
+    # -- reading (any thread; only below a published `limit`) -------------------------------
+
+    def read(
+        self, offset: int, limit: int, max_records: int, max_bytes: int, at_least_one: bool
+    ) -> codec.Decoded:
+        """Records from `offset` on, reading only below file position `limit`."""
+        index_offset, position = self.index.lookup(offset)
+        records: list[Record] = []
+        used_bytes = 0
+        first_offset = offset
+        want_at_least = 0
+        checked_index = False
+        while position < limit:
+            want = min(
+                limit - position,
+                max(
+                    _READ_CHUNK_BYTES, want_at_least, min(max_bytes - used_bytes, _MAX_CHUNK_BYTES)
+                ),
+            )
+            buf = os.pread(self.fd, want, position)
+            if len(buf) < want:
+                raise CorruptRecord(f"{self.log_path} is shorter than expected")
+            if not checked_index:
+                checked_index = True
+                header = codec.read_header(buf, 0)
+                if header is not None and header.base_offset != index_offset:
+                    raise CorruptRecord(f"index of {self.log_path} points inside a batch")
+            decoded = codec.decode(
+                buf,
+                first_offset,
+                max_records - len(records),
+                max_bytes - used_bytes,
+                at_least_one=at_least_one and not records,
+            )
+            records.extend(decoded.records)
+            used_bytes += decoded.used_bytes
+            if decoded.full:
+                return codec.Decoded(records, 0, used_bytes, True)
+            if decoded.records:
+                first_offset = decoded.records[-1].offset + 1
+            if decoded.next_position == 0:
+                header = codec.read_header(buf, 0)
+                if header is None or position + header.size > limit:
+                    raise CorruptRecord(f"batch at {self.log_path}:{position} overruns the segment")
+                want_at_least = header.size
+            else:
+                want_at_least = 0
+            position += decoded.next_position
+        return codec.Decoded(records, position, used_bytes, False)
+
+    def find_timestamp(self, timestamp_ms: int, limit: int) -> int | None:
+        """The base offset of the first batch with timestamp >= `timestamp_ms`, if any."""
+        position = self.index.lookup_time(timestamp_ms)
+        while position < limit:
+            buf = os.pread(self.fd, min(limit - position, _READ_CHUNK_BYTES), position)
+            cursor = 0
+            while True:
+                header = codec.read_header(buf, cursor)
+                if header is None or header.end_position > len(buf):
+                    break
+                if header.timestamp_ms >= timestamp_ms:
+                    return header.base_offset
+                cursor = header.end_position
+            if cursor == 0:
+                header = codec.read_header(buf, 0)
+                if header is None:
+                    raise CorruptRecord(f"{self.log_path} is shorter than expected")
+                if header.timestamp_ms >= timestamp_ms:
+                    return header.base_offset
+                cursor = header.size
+            position += cursor
+        return None
