@@ -23,9 +23,10 @@ class Settings:
     keyfile: Path | None = None
     auto_create_topics: bool = False
     default_partitions: int = 3  # for auto-created topics and PUT without "partitions"
-    max_body_bytes: int = 64 * MiB  # JSON produce bodies; NDJSON bodies stream with no total cap
+    max_body_bytes: int = 64 * MiB  # JSON produce bodies; NDJSON bodies use max_ndjson_bytes
     max_record_bytes: int = 1 * MiB  # key + value + headers of one record
     max_records_per_request: int = 100_000
+    max_ndjson_bytes: int = 256 * MiB  # NDJSON produce bodies: parsed as they stream, buffered for all-or-nothing
     heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
     sse_retry_ms: int = 2000
     stream_send_timeout_s: float = 30.0  # a stream whose client stops reading is closed after this

@@ -1,0 +1,55 @@
+"""The ASGI app: `create_app(settings)` for servers, `begin_shutdown(app)` for their signals.
+
+The app is server-agnostic (Granian and Hypercorn run it as is). Its lifespan opens the
+embedded backend from the settings unless one is passed in — then it uses that one and
+leaves closing it to the caller — and on shutdown ends every open stream before closing
+the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from gateway.problems import EXCEPTION_HANDLERS
+from gateway.routes import Context, routes
+from gateway.settings import Settings
+from storage.backend import Backend
+
+
+def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
+    """The gateway app; with `backend` given it is ready at once (no lifespan needed)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned: Backend | None = None
+        if backend is None:
+            from storage.embedded import EmbeddedBackend
+
+            owned = await EmbeddedBackend.open(settings.data_dir, settings.durability)
+            app.state.logway = Context(settings, owned)
+        try:
+            yield
+        finally:
+            begin_shutdown(app)
+            if owned is not None:
+                await owned.close()
+
+    app = Starlette(
+        routes=list(routes()), exception_handlers=dict(EXCEPTION_HANDLERS), lifespan=lifespan
+    )
+    if backend is not None:
+        app.state.logway = Context(settings, backend)
+    return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """End every open stream and long poll now, cleanly; new ones are refused with a 503.
+
+    Synchronous and idempotent, so a signal handler can call it directly on the loop.
+    """
+    ctx: Context | None = getattr(app.state, "logway", None)
+    if ctx is not None:
+        ctx.streams.close_all()

@@ -1,0 +1,69 @@
+"""Operations: liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.problems import Problem
+from gateway.routes import context
+from storage.errors import StorageError
+
+# The YAML in the repository is the source of truth; an editable install (`pip install -e .`)
+# and a source checkout both find it here, next to the `gateway` package.
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.yaml"
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The parsed spec (read once per process)."""
+    with OPENAPI_PATH.open("rb") as f:
+        doc: dict[str, Any] = yaml.safe_load(f)
+    return doc
+
+
+@functools.cache
+def _openapi_json(root_path: str) -> bytes:
+    doc = dict(openapi_document())
+    doc["servers"] = [{"url": root_path or "/"}]
+    return orjson.dumps(doc)
+
+
+def _json(doc: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up and serving (does not touch storage)."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Appends can succeed right now; otherwise a 503 problem so a balancer routes elsewhere."""
+    ctx = context(request)
+    if ctx.streams.closing:
+        raise Problem("shutting-down", "the gateway is shutting down", headers={"Retry-After": "1"})
+    try:
+        await ctx.backend.check_writable()
+    except StorageError as exc:
+        raise Problem("storage-unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+    return _json({"status": "ready"})
+
+
+async def openapi_json(request: Request) -> Response:
+    root_path = request.scope.get("root_path") or context(request).settings.root_path
+    return Response(_openapi_json(root_path.rstrip("/")), media_type="application/json")
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]

@@ -1,0 +1,83 @@
+"""Pull: read a partition from any offset, optionally long-polling until records arrive."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.problems import Problem, offset_out_of_range
+from gateway.routes import context, resource
+from gateway.streaming import Interruptible
+from gateway.wire import render_records
+from storage.names import validate_topic_name
+
+DEFAULT_MAX_RECORDS = 500
+MAX_MAX_RECORDS = 10_000
+DEFAULT_MAX_BYTES = 1024 * 1024
+MAX_MAX_BYTES = 64 * 1024 * 1024
+MAX_WAIT_MS = 60_000
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A bounded integer query parameter (`default` when absent); malformed or out of bounds
+    is a 422."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+        raise Problem(
+            "validation-error",
+            f"query parameter {name} must be an integer from {low} to {high}",
+            errors=[{"parameter": name, "detail": f"an integer from {low} to {high}"}],
+        )
+    return int(raw)
+
+
+def partition_param(request: Request) -> int:
+    raw = request.path_params["partition"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 5:
+        raise Problem("unknown-partition", f"partition {raw!r} is not a partition number")
+    return int(raw)
+
+
+async def pull(request: Request) -> Response:
+    """Records from `offset` (default: the log start); `next_offset` is where to continue."""
+    ctx = context(request)
+    backend = ctx.backend
+    topic = validate_topic_name(request.path_params["topic"])
+    partition = partition_param(request)
+    offset = int_param(request, "offset", -1, 0, 2**63 - 1)
+    max_records = int_param(request, "max_records", DEFAULT_MAX_RECORDS, 1, MAX_MAX_RECORDS)
+    max_bytes = int_param(request, "max_bytes", DEFAULT_MAX_BYTES, 1, MAX_MAX_BYTES)
+    wait_ms = int_param(request, "wait_ms", 0, 0, MAX_WAIT_MS)
+
+    info = await backend.partition_info(topic, partition)
+    if offset < 0:
+        offset = info.log_start_offset
+    elif not info.log_start_offset <= offset <= info.end_offset:
+        raise offset_out_of_range(offset, info.log_start_offset, info.end_offset)
+    if offset == info.end_offset and wait_ms > 0:
+        waiter = Interruptible()
+        ctx.streams.add(waiter)
+        try:
+            await waiter.wait_for_records(backend, topic, {partition: offset}, wait_ms / 1000)
+        finally:
+            ctx.streams.discard(waiter)
+    records = await backend.read(topic, partition, offset, max_records, max_bytes)
+    next_offset = records[-1].offset + 1 if records else offset
+    end_offset = info.end_offset
+    if records or wait_ms > 0:
+        end_offset = (await backend.partition_info(topic, partition)).end_offset
+    body = (
+        b'{"records":'
+        + render_records(topic, partition, records)
+        + b',"next_offset":'
+        + str(next_offset).encode()
+        + b',"end_offset":'
+        + str(max(end_offset, next_offset)).encode()
+        + b"}"
+    )
+    return Response(body, media_type="application/json")
+
+
+ROUTES = [resource("/v1/topics/{topic}/partitions/{partition}/records", GET=pull)]

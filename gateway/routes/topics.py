@@ -1,0 +1,138 @@
+"""Topics: list, create (idempotent), describe, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.problems import Problem, validation_error
+from gateway.routes import context, resource
+from gateway.wire import read_body, require_json
+from storage.backend import Backend
+from storage.names import validate_topic_name
+from storage.types import TopicConfig, TopicInfo
+
+MAX_TOPIC_BODY_BYTES = 64 * 1024
+_CONFIG_FIELDS = {
+    "retention.ms": "retention_ms",
+    "retention.bytes": "retention_bytes",
+    "segment.bytes": "segment_bytes",
+    "segment.ms": "segment_ms",
+}
+_UNLIMITED = frozenset({"retention.ms", "retention.bytes"})
+
+
+def config_to_json(config: TopicConfig) -> dict[str, int]:
+    """Kafka's spelling: dotted names, -1 for unlimited retention."""
+    return {
+        "retention.ms": -1 if config.retention_ms is None else config.retention_ms,
+        "retention.bytes": -1 if config.retention_bytes is None else config.retention_bytes,
+        "segment.bytes": config.segment_bytes,
+        "segment.ms": config.segment_ms,
+    }
+
+
+def config_from_json(doc: Any) -> TopicConfig:
+    """Unset members keep their defaults; unknown ones are an error, never ignored."""
+    if not isinstance(doc, dict):
+        raise validation_error("/config", "must be an object")
+    values: dict[str, int | None] = {}
+    for name, value in doc.items():
+        field = _CONFIG_FIELDS.get(name)
+        if field is None:
+            raise validation_error(
+                f"/config/{name}", f"unknown setting; known: {', '.join(_CONFIG_FIELDS)}"
+            )
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise validation_error(f"/config/{name}", "must be an integer")
+        values[field] = None if value == -1 and name in _UNLIMITED else value
+    try:
+        return TopicConfig(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise validation_error("/config", str(exc)) from None
+
+
+async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
+    partitions = await asyncio.gather(
+        *(backend.partition_info(info.name, p) for p in range(info.partitions))
+    )
+    return {
+        "name": info.name,
+        "partitions": [
+            {
+                "partition": p.partition,
+                "log_start_offset": p.log_start_offset,
+                "end_offset": p.end_offset,
+                "bytes": p.size_bytes,
+            }
+            for p in partitions
+        ],
+        "config": config_to_json(info.config),
+    }
+
+
+def _json(doc: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+async def list_topics(request: Request) -> Response:
+    topics = await context(request).backend.list_topics()
+    return _json(
+        {
+            "topics": [
+                {"name": t.name, "partitions": t.partitions}
+                for t in sorted(topics, key=lambda t: t.name)
+            ]
+        }
+    )
+
+
+async def put_topic(request: Request) -> Response:
+    """201 created, 200 when it exists with the same settings, 409 otherwise."""
+    ctx = context(request)
+    name = validate_topic_name(request.path_params["topic"])
+    body = await read_body(request, MAX_TOPIC_BODY_BYTES)
+    doc: Any = {}
+    if body.strip():
+        require_json(request)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Problem("bad-json", f"the body is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise validation_error("", "the body must be an object")
+    unknown = doc.keys() - {"partitions", "config"}
+    if unknown:
+        raise validation_error("", f"unknown member(s): {', '.join(sorted(unknown))}")
+    partitions = doc.get("partitions", ctx.settings.default_partitions)
+    if (
+        not isinstance(partitions, int)
+        or isinstance(partitions, bool)
+        or not 1 <= partitions <= 10_000
+    ):
+        raise validation_error("/partitions", "must be an integer from 1 to 10000")
+    config = config_from_json(doc.get("config", {}))
+    created = await ctx.backend.create_topic(name, partitions, config)
+    info = await ctx.backend.get_topic(name)
+    return _json(await describe(ctx.backend, info), 201 if created else 200)
+
+
+async def get_topic(request: Request) -> Response:
+    backend = context(request).backend
+    info = await backend.get_topic(validate_topic_name(request.path_params["topic"]))
+    return _json(await describe(backend, info))
+
+
+async def delete_topic(request: Request) -> Response:
+    await context(request).backend.delete_topic(validate_topic_name(request.path_params["topic"]))
+    return Response(status_code=204)
+
+
+ROUTES = [
+    resource("/v1/topics", GET=list_topics),
+    resource("/v1/topics/{topic}", GET=get_topic, PUT=put_topic, DELETE=delete_topic),
+]

@@ -1,0 +1,364 @@
+"""Live streams: each one reads the log at its own positions and sleeps on the backend's
+notifier between batches — no per-subscriber copies, no polling, one batch in memory.
+
+    LogStream.events()  ──► StreamEvent (RecordBatch | Gap | Assignment | Heartbeat | End)
+         │                        │
+    reassign() / close()     sse_chunks() / ndjson_chunks()  ──► bytes for the response
+
+`LogStream` knows nothing of HTTP: it turns positions into events. The formatters turn
+events into SSE or NDJSON bytes, many records per chunk. `reassign()` replaces the set of
+partitions and their positions mid-stream and makes the stream announce it (`event:
+assignment`); consumer groups drive it. `close()` ends the stream cleanly at once (graceful
+shutdown); `StreamRegistry` tracks every open stream and long poll so the app can close
+them all.
+
+Rules:
+- A position below the log start (retention removed what the stream had not sent yet)
+  moves to the log start and emits `Gap`; a position beyond the end offset (the topic was
+  recreated) ends the stream with an offset-out-of-range problem.
+- The topic being deleted ends the stream with the unknown-topic problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.cursor import CursorEncoder
+from gateway.problems import Problem, from_storage_error
+from gateway.wire import render_record
+from storage import errors
+from storage.backend import Backend
+from storage.types import Record
+
+BATCH_RECORDS = 500
+BATCH_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    partition: int
+    records: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Records [from_offset, to_offset) of a partition were deleted before they were sent."""
+
+    partition: int
+    from_offset: int
+    to_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The stream now reads `positions`; `announcement` is sent to the client as is."""
+
+    positions: Mapping[int, int]
+    announcement: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing arrived for a heartbeat interval (only when events() is given one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The stream is over: cleanly (problem None, e.g. shutdown) or with a problem."""
+
+    problem: Problem | None = None
+
+
+StreamEvent = RecordBatch | Gap | Assignment | Heartbeat | End
+
+
+class Interruptible:
+    """Something parked on the backend that `close()` must cut short."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._scope: anyio.CancelScope | None = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def wait_for_records(
+        self, backend: Backend, topic: str, positions: Mapping[int, int], timeout_s: float | None
+    ) -> bool:
+        """backend.wait_for_records, returning False early when woken or closed."""
+        if self.closed:
+            return False
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                return await backend.wait_for_records(topic, positions, timeout_s)
+            finally:
+                self._scope = None
+        return False
+
+
+class StreamRegistry:
+    """Every open stream and long poll, so shutdown can end them all right away."""
+
+    def __init__(self) -> None:
+        self._open: set[Interruptible] = set()
+        self.closing = False
+
+    def add(self, item: Interruptible) -> None:
+        if self.closing:
+            item.close()
+        self._open.add(item)
+
+    def discard(self, item: Interruptible) -> None:
+        self._open.discard(item)
+
+    def close_all(self) -> None:
+        self.closing = True
+        for item in list(self._open):
+            item.close()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class LogStream(Interruptible):
+    """One subscriber's read loop over some partitions of a topic."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        topic: str,
+        positions: Mapping[int, int],
+        *,
+        batch_records: int = BATCH_RECORDS,
+        batch_bytes: int = BATCH_BYTES,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.topic = topic
+        self._positions = dict(positions)
+        self._pending: Assignment | None = None
+        self._batch_records = batch_records
+        self._batch_bytes = batch_bytes
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """The next offset to send, per partition (a copy)."""
+        return dict(self._positions)
+
+    def reassign(self, positions: Mapping[int, int], announcement: Mapping[str, Any]) -> None:
+        """Read `positions` from now on; the stream emits Assignment before any of their records.
+
+        Safe to call from any task on the loop at any time; a newer call replaces an
+        assignment not yet emitted.
+        """
+        self._pending = Assignment(dict(positions), dict(announcement))
+        self.wake()
+
+    async def events(self, heartbeat_s: float | None = None) -> AsyncGenerator[StreamEvent, None]:
+        """Events until End. With heartbeat_s, an idle interval yields Heartbeat."""
+        while True:
+            if self.closed:
+                yield End()
+                return
+            if self._pending is not None:
+                assignment, self._pending = self._pending, None
+                self._positions = dict(assignment.positions)
+                yield assignment
+                continue
+            progressed = False
+            for partition in list(self._positions):
+                if self._pending is not None or self.closed:
+                    progressed = True
+                    break
+                position = self._positions[partition]
+                try:
+                    records = await self.backend.read(
+                        self.topic, partition, position, self._batch_records, self._batch_bytes
+                    )
+                except errors.OffsetOutOfRange as exc:
+                    if position < exc.log_start_offset:
+                        self._positions[partition] = exc.log_start_offset
+                        progressed = True
+                        yield Gap(partition, position, exc.log_start_offset)
+                        continue
+                    yield End(from_storage_error(exc))
+                    return
+                except errors.StorageError as exc:
+                    yield End(from_storage_error(exc))
+                    return
+                if records and self._pending is None:
+                    self._positions[partition] = records[-1].offset + 1
+                    progressed = True
+                    yield RecordBatch(partition, records)
+            if progressed or self._pending is not None or self.closed:
+                continue
+            if self._positions:
+                arrived = await self.wait_for_records(
+                    self.backend, self.topic, self._positions, heartbeat_s
+                )
+            else:  # an empty assignment: nothing to read until reassigned
+                arrived = await self._sleep(heartbeat_s)
+            if not arrived and heartbeat_s is not None and not self.closed and not self._pending:
+                yield Heartbeat()
+
+    async def _sleep(self, timeout_s: float | None) -> bool:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                await anyio.sleep(timeout_s if timeout_s is not None else float("inf"))
+            finally:
+                self._scope = None
+        return False
+
+
+# -- formats --------------------------------------------------------------------------------
+
+
+def _problem_json(problem: Problem) -> bytes:
+    return orjson.dumps(problem.body())
+
+
+async def sse_chunks(stream: LogStream, retry_ms: int) -> AsyncGenerator[bytes, None]:
+    """SSE bytes: `retry:` first, then `event: record` with `id: <cursor>` per record (one chunk
+    per batch), `event: gap` / `event: assignment` (with the new cursor as id), and
+    `event: error` carrying a problem before the stream ends on an error."""
+    topic = stream.topic
+    encoder = CursorEncoder(stream.positions) if stream.positions else None
+    yield b"retry: %d\n\n" % retry_ms
+    async with aclosing(stream.events()) as events:
+        async for event in events:
+            if isinstance(event, RecordBatch):
+                assert encoder is not None
+                partition = event.partition
+                parts: list[bytes] = []
+                for record in event.records:
+                    encoder.advance(partition, record.offset + 1)
+                    parts.append(
+                        b"event: record\nid: "
+                        + encoder.encode().encode("ascii")
+                        + b"\ndata: "
+                        + render_record(topic, partition, record)
+                        + b"\n\n"
+                    )
+                yield b"".join(parts)
+            elif isinstance(event, Gap):
+                assert encoder is not None
+                encoder.advance(event.partition, event.to_offset)
+                data = orjson.dumps(
+                    {
+                        "partition": event.partition,
+                        "from_offset": event.from_offset,
+                        "to_offset": event.to_offset,
+                    }
+                )
+                yield b"event: gap\nid: " + encoder.encode().encode() + b"\ndata: " + data + b"\n\n"
+            elif isinstance(event, Assignment):
+                encoder = CursorEncoder(event.positions) if event.positions else None
+                cursor = b"id: " + encoder.encode().encode() + b"\n" if encoder else b""
+                data = orjson.dumps(dict(event.announcement))
+                yield b"event: assignment\n" + cursor + b"data: " + data + b"\n\n"
+            elif isinstance(event, End):
+                if event.problem is not None:
+                    yield b"event: error\ndata: " + _problem_json(event.problem) + b"\n\n"
+                else:
+                    yield b": stream closed by the server; reconnect to resume\n\n"
+                return
+
+
+async def ndjson_chunks(stream: LogStream, heartbeat_s: float) -> AsyncGenerator[bytes, None]:
+    """NDJSON bytes: one record object per line (one chunk per batch); an empty line is a
+    heartbeat; control lines are objects with an "event" member (gap, assignment, error),
+    which record lines never have."""
+    topic = stream.topic
+    async with aclosing(stream.events(heartbeat_s)) as events:
+        async for event in events:
+            if isinstance(event, RecordBatch):
+                partition = event.partition
+                yield b"".join(
+                    render_record(topic, partition, record) + b"\n" for record in event.records
+                )
+            elif isinstance(event, Heartbeat):
+                yield b"\n"
+            elif isinstance(event, Gap):
+                yield (
+                    orjson.dumps(
+                        {
+                            "event": "gap",
+                            "partition": event.partition,
+                            "from_offset": event.from_offset,
+                            "to_offset": event.to_offset,
+                        }
+                    )
+                    + b"\n"
+                )
+            elif isinstance(event, Assignment):
+                yield orjson.dumps({"event": "assignment", **event.announcement}) + b"\n"
+            elif isinstance(event, End):
+                if event.problem is not None:
+                    yield orjson.dumps({"event": "error", **event.problem.body()}) + b"\n"
+                return
+
+
+class StreamResponse(Response):
+    """A streaming ASGI response that drops a client which stops reading for `send_timeout_s`
+    and stops at once when the client disconnects (sse-starlette's EventSourceResponse does
+    the same for SSE; this one serves NDJSON)."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        *,
+        media_type: str,
+        headers: Mapping[str, str],
+        send_timeout_s: float,
+    ) -> None:
+        self.chunks = chunks
+        self.send_timeout_s = send_timeout_s
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-type", media_type.encode("latin-1"))] + [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as task_group:
+
+            async def stream() -> None:
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                if scope["method"] != "HEAD":
+                    async with aclosing(self.chunks) as chunks:
+                        async for chunk in chunks:
+                            body = {"type": "http.response.body", "body": chunk, "more_body": True}
+                            with anyio.move_on_after(self.send_timeout_s) as timer:
+                                await send(body)
+                            if timer.cancelled_caught:  # the client stopped reading: drop it
+                                task_group.cancel_scope.cancel()
+                                return
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                task_group.cancel_scope.cancel()
+
+            async def watch_disconnect() -> None:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        task_group.cancel_scope.cancel()
+                        return
+
+            task_group.start_soon(stream)
+            task_group.start_soon(watch_disconnect)

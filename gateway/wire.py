@@ -1,0 +1,260 @@
+"""The API's wire formats: produce request parsing and record rendering.
+
+Parsing turns untrusted JSON into `NewRecord`s or raises a `Problem`; it never touches the
+log, so a request is validated whole before anything is written. Rendering is on the hot
+path of every stream and pull: a record becomes its JSON bytes in one `orjson.dumps`, and a
+stored JSON value is spliced in as an `orjson.Fragment` instead of being parsed again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from gateway.problems import Problem, validation_error
+from storage.types import NewRecord, Record, ValueFormat
+
+RECORD_FIELDS = frozenset({"key", "value", "value_base64", "headers", "partition"})
+
+
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower-cased ("" when absent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    kind = media_type(request)
+    if kind != "application/json":
+        raise Problem(
+            "unsupported-media-type",
+            f"send the body as application/json, not {kind or 'no Content-Type'}",
+        )
+
+
+def _body_too_large(limit: int) -> Problem:
+    return Problem(
+        "body-too-large", f"the request body may be at most {limit} bytes", max_body_bytes=limit
+    )
+
+
+def check_content_length(request: Request, limit: int) -> None:
+    """Refuse a declared oversized body before reading a byte of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _body_too_large(limit)
+
+
+async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, raising body-too-large as soon as it passes `limit` bytes."""
+    check_content_length(request, limit)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise _body_too_large(limit)
+        yield chunk
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes (413 beyond)."""
+    return b"".join([chunk async for chunk in limited_stream(request, limit)])
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceRecord:
+    """A validated record and the partition the request named for it (None: let us pick)."""
+
+    record: NewRecord
+    partition: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_record_bytes: int
+    max_records: int
+
+
+def parse_record(obj: Any, pointer: str, limits: Limits) -> ProduceRecord:
+    """Validate one record object of a produce request."""
+    if not isinstance(obj, dict):
+        raise validation_error(pointer, "a record must be a JSON object")
+    unknown = obj.keys() - RECORD_FIELDS
+    if unknown:
+        raise validation_error(pointer, f"unknown member(s): {', '.join(sorted(unknown))}")
+    has_value, has_base64 = "value" in obj, "value_base64" in obj
+    if has_value == has_base64:
+        raise validation_error(pointer, "give exactly one of value and value_base64")
+    if has_value:
+        value = orjson.dumps(obj["value"])
+        value_format = ValueFormat.JSON
+    else:
+        encoded = obj["value_base64"]
+        if not isinstance(encoded, str):
+            raise validation_error(pointer + "/value_base64", "must be a base64 string")
+        try:
+            value = binascii.a2b_base64(encoded, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise validation_error(
+                pointer + "/value_base64", "not valid base64 (RFC 4648, with padding)"
+            ) from None
+        value_format = ValueFormat.BYTES
+
+    key_obj = obj.get("key")
+    if key_obj is not None and not isinstance(key_obj, str):
+        raise validation_error(pointer + "/key", "must be a string or null")
+    key = None if key_obj is None else key_obj.encode("utf-8")
+
+    headers_obj = obj.get("headers")
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if headers_obj is not None:
+        if not isinstance(headers_obj, dict):
+            raise validation_error(pointer + "/headers", "must be an object of strings")
+        items = []
+        for name, text in headers_obj.items():
+            if not isinstance(text, str):
+                raise validation_error(f"{pointer}/headers/{_escape(name)}", "must be a string")
+            if not name:
+                raise validation_error(pointer + "/headers", "header names must not be empty")
+            items.append((name, text.encode("utf-8")))
+        headers = tuple(items)
+
+    partition = obj.get("partition")
+    if partition is not None and (
+        not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
+    ):
+        raise validation_error(pointer + "/partition", "must be a non-negative integer")
+
+    size = len(value) + (len(key) if key else 0)
+    size += sum(len(name.encode("utf-8")) + len(text) for name, text in headers)
+    if size > limits.max_record_bytes:
+        raise Problem(
+            "record-too-large",
+            f"{pointer}: key, value and headers take {size} bytes; the limit is "
+            f"{limits.max_record_bytes}",
+            pointer=pointer,
+            max_record_bytes=limits.max_record_bytes,
+        )
+    return ProduceRecord(NewRecord(value, key, headers, value_format), partition)
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _too_many(limits: Limits) -> Problem:
+    return Problem(
+        "too-many-records",
+        f"a request may carry at most {limits.max_records} records",
+        max_records_per_request=limits.max_records,
+    )
+
+
+def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
+    """`{"records": [...]}` → validated records, or a Problem for the first thing wrong."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem("bad-json", f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise validation_error("", 'the body must be an object {"records": [...]}')
+    unknown = doc.keys() - {"records"}
+    if unknown:
+        raise validation_error("", f"unknown member(s): {', '.join(sorted(unknown))}")
+    records = doc.get("records")
+    if not isinstance(records, list):
+        raise validation_error("/records", "must be an array of records")
+    if len(records) > limits.max_records:
+        raise _too_many(limits)
+    return [parse_record(obj, f"/records/{i}", limits) for i, obj in enumerate(records)]
+
+
+async def ndjson_lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:
+    """Split a streamed body into lines as it arrives, holding at most one partial line.
+
+    A line longer than `max_line_bytes` raises record-too-large without reading further.
+    Blank lines are skipped; `\\r\\n` endings are fine (JSON ignores the `\\r`).
+    """
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while (newline := buffer.find(b"\n", start)) != -1:
+            line = bytes(buffer[start:newline])
+            start = newline + 1
+            if len(line) > max_line_bytes:
+                raise _line_too_long(max_line_bytes)
+            if line.strip():
+                yield line
+        del buffer[:start]
+        if len(buffer) > max_line_bytes:
+            raise _line_too_long(max_line_bytes)
+    if bytes(buffer).strip():
+        yield bytes(buffer)
+
+
+def _line_too_long(max_line_bytes: int) -> Problem:
+    return Problem(
+        "record-too-large",
+        f"an NDJSON line may be at most {max_line_bytes} bytes",
+        max_line_bytes=max_line_bytes,
+    )
+
+
+def ndjson_line_limit(max_record_bytes: int) -> int:
+    """JSON text of a record can exceed its raw size (base64 is 4/3, escapes more)."""
+    return 2 * max_record_bytes + 4096
+
+
+async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> list[ProduceRecord]:
+    """One record object per line → validated records (line numbers count from 1)."""
+    parsed: list[ProduceRecord] = []
+    number = 0
+    async for line in lines:
+        number += 1
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise Problem("bad-json", f"NDJSON record {number} is not JSON: {exc}") from None
+        if len(parsed) >= limits.max_records:
+            raise _too_many(limits)
+        parsed.append(parse_record(obj, f"/{number - 1}", limits))
+    return parsed
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def render_record(topic: str, partition: int, record: Record) -> bytes:
+    """The record's JSON: {"topic","partition","offset","timestamp","key","value"|"value_base64",
+    "headers"}, one line (no raw newline, so it fits an SSE `data:` line and NDJSON)."""
+    doc: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+        "key": None if record.key is None else _text(record.key),
+    }
+    if record.value_format is ValueFormat.JSON:
+        value = record.value
+        if b"\n" in value or b"\r" in value:  # stored by another writer with pretty-printing
+            value = orjson.dumps(orjson.loads(value))
+        doc["value"] = orjson.Fragment(value)
+    else:
+        doc["value_base64"] = base64.b64encode(record.value).decode("ascii")
+    doc["headers"] = {name: _text(text) for name, text in record.headers}
+    return orjson.dumps(doc)
+
+
+def render_records(topic: str, partition: int, records: list[Record]) -> bytes:
+    """A JSON array of rendered records, without building a list of dicts first."""
+    return b"[" + b",".join(render_record(topic, partition, r) for r in records) + b"]"
