@@ -115,8 +115,18 @@ class Catalog:
 
     @classmethod
     async def open(cls, path: Path) -> Catalog:
-        """Open (creating if needed) the sqlite file at `path`; its directory must exist."""
-        db = await aiosqlite.connect(path, isolation_level=None)
+        """Open (creating if needed) the sqlite file at `path`; its directory must exist.
+
+        A file that is not a catalog, or cannot be opened, raises StorageError.
+        """
+        # Checked here because aiosqlite's own failure path leaves its worker thread to
+        # report to the event loop after connect() has returned.
+        if not path.parent.is_dir():
+            raise StorageError(f"catalog {path}: directory {path.parent} does not exist")
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"catalog {path}: {exc}") from exc
         try:
             async with db.execute("PRAGMA journal_mode=WAL") as cursor:
                 row = await cursor.fetchone()
@@ -125,6 +135,9 @@ class Catalog:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
             await migrate(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StorageError(f"catalog {path}: {exc}") from exc
         except BaseException:
             await db.close()
             raise

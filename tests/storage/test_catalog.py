@@ -260,6 +260,17 @@ async def test_the_file_is_wal_and_versioned(catalog: Catalog, path: Path) -> No
         await Catalog.open(path)
 
 
+async def test_a_file_that_is_not_a_catalog_is_refused(tmp_path: Path) -> None:
+    not_sqlite = tmp_path / "catalog.sqlite"
+    not_sqlite.write_bytes(b"this is not a database, and it must stay as it is" * 100)
+    with pytest.raises(StorageError, match="not a database"):
+        await Catalog.open(not_sqlite)
+    assert not_sqlite.read_bytes() == b"this is not a database, and it must stay as it is" * 100
+
+    with pytest.raises(StorageError, match="does not exist"):
+        await Catalog.open(tmp_path / "missing-dir" / "catalog.sqlite")
+
+
 async def test_a_closed_catalog_refuses_calls(catalog: Catalog) -> None:
     await catalog.close()
     with pytest.raises(StorageClosed):
