@@ -40,7 +40,7 @@ class TopicNotFound(StorageError):
 
 class TopicExists(StorageError):
     def __init__(self, existing: TopicInfo) -> None:
-        super().__init__(f"topic {existing.name!r} already exists with other settings")
+        super().__init__(f"topic {existing.name!r} already exists")
         self.existing = existing
 
 
