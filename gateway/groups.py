@@ -1,0 +1,579 @@
+"""Consumer groups for the gateway: the asyncio adapter around the pure coordinators.
+
+One GroupCoordinator per group (gateway/coordinator.py) decides membership and assignment;
+this module feeds it events with the event loop's clock, owns the session timers (one
+`loop.call_later` per group, armed for the earliest session deadline: no polling), keeps
+each group's committed offsets in memory as written through it, and persists through the
+storage Backend only: committed offsets, and the generation as group metadata so it keeps
+growing across restarts.
+
+A stream (or a pull consumer) gets a Membership from `join`:
+
+    membership = await groups.join(group, topic)        # or member_id=... to rejoin
+    send_assignment(membership.assignment)              # starting_offsets: where to begin
+    while True:
+        assignment = await membership.changed()          # a new generation for this member
+        stop(assignment.lost); start(assignment.starting_offsets)
+
+Positions. `starting_offsets` maps each partition to (re)start to the group's committed
+offset, or None when the group has none ("use the stream's from="). A committed offset
+can be below the log start after retention; the stream should then start at the log start.
+
+Ownership. `membership.owns(p)` is live: it turns False in the same event-loop step the
+coordinator moves p away, before the stream sees `changed()`, so a stream that checks it
+before sending each record never sends a record of a partition it no longer owns.
+
+Commits are serialised per group and validated against the coordinator both before and
+after the end-offset check. A commit validated just before a rebalance may land after the
+new owner read its starting offset: that can only cause redelivery, never loss.
+
+Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
+has members, opens a new generation in which every partition of the topic restarts from
+them (older-generation commits are fenced, so none can undo the seek).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
+from gateway.coordinator import (
+    Commit,
+    GroupCoordinator,
+    GroupState,
+    Heartbeat,
+    Join,
+    Leave,
+    MemberInfo,
+    Rebalance,
+    Rejected,
+    RejectReason,
+    Seek,
+    Tick,
+)
+from gateway.group_errors import (
+    FencedGeneration,
+    GroupError,
+    GroupNotEmpty,
+    InvalidGroupName,
+    InvalidMemberId,
+    InvalidOffsets,
+    NotPartitionOwner,
+    UnknownGroup,
+    UnknownMember,
+)
+from storage.backend import Backend
+from storage.errors import GroupNotFound, PartitionNotFound, StorageError, TopicNotFound
+from storage.names import is_valid_group_name
+from storage.types import TopicPartition
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION_TIMEOUT_S = 30.0
+
+SeekTarget = Literal["earliest", "latest"] | int  # an int is a timestamp in ms
+"""Where `seek` moves a group: the log start, the end, or the first record at or after a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What a member must do for a generation, relative to the previous one it was given.
+
+    `starting_offsets`: partitions to (re)start, each at the group's committed offset, or
+    None to use the stream's `from=`. `lost`: partitions to stop reading.
+    """
+
+    member_id: str
+    topic: str
+    generation: int
+    partitions: tuple[int, ...]
+    starting_offsets: Mapping[int, int | None]
+    lost: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed_offset: int | None
+    end_offset: int
+    lag: int | None  # end_offset - committed_offset; None when nothing is committed
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """GET /v1/groups/{group}."""
+
+    group: str
+    state: GroupState
+    generation: int
+    protocol: str
+    members: tuple[MemberInfo, ...]
+    partitions: tuple[PartitionLag, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """One entry of GET /v1/groups."""
+
+    group: str
+    state: GroupState
+    generation: int
+    members: int
+
+
+class Membership:
+    """One member's handle on its group: assignment, heartbeats, commits, leaving."""
+
+    def __init__(self, groups: ConsumerGroups, group: str, member_id: str, topic: str) -> None:
+        self._groups = groups
+        self.group = group
+        self.member_id = member_id
+        self.topic = topic
+        self._generation = 0
+        self._partitions: tuple[int, ...] = ()
+        self._pending_starts: dict[int, int | None] = {}
+        self._assignment = Assignment(member_id, topic, 0, (), {})
+        self._gone: UnknownMember | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def assignment(self) -> Assignment:
+        """The assignment last handed out (by `join` or `changed()`)."""
+        return self._assignment
+
+    @property
+    def generation(self) -> int:
+        """The current generation (may be newer than `assignment.generation`)."""
+        return self._generation
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """The partitions owned right now (may differ from `assignment.partitions`)."""
+        return self._partitions
+
+    @property
+    def active(self) -> bool:
+        return self._gone is None
+
+    def owns(self, partition: int) -> bool:
+        """Whether the member owns `partition` right now; check before sending a record."""
+        return self._gone is None and partition in self._partitions
+
+    async def changed(self) -> Assignment:
+        """Wait for a generation newer than the last assignment handed out, and return it.
+
+        Intermediate generations are folded into one: `lost` and `starting_offsets` are
+        relative to the previous assignment returned. Raises UnknownMember once the member
+        has left, expired or the gateway is closing.
+        """
+        while True:
+            if self._gone is not None:
+                raise self._gone
+            if self._generation != self._assignment.generation:
+                return self._deliver()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def heartbeat(self) -> None:
+        """Keep the session alive. Raises UnknownMember if it already expired."""
+        self._groups._heartbeat(self.group, self.member_id)
+
+    async def commit(self, generation: int, offsets: Mapping[int, int]) -> None:
+        """Commit {partition: next offset to read} of this member's topic.
+
+        Raises FencedGeneration (use the newer `changed()` assignment's generation, for the
+        partitions still owned), NotPartitionOwner, UnknownMember, InvalidOffsets.
+        """
+        await self._groups.commit(
+            self.group,
+            self.member_id,
+            generation,
+            {TopicPartition(self.topic, p): offset for p, offset in offsets.items()},
+        )
+
+    async def leave(self) -> None:
+        """Leave the group now (a rebalance hands the partitions on). Idempotent."""
+        await self._groups.leave(self.group, self.member_id)
+
+    def _update(
+        self,
+        generation: int,
+        partitions: tuple[int, ...],
+        lost: tuple[int, ...],
+        starts: Mapping[int, int | None],
+    ) -> None:
+        for partition in lost:
+            self._pending_starts.pop(partition, None)
+        self._pending_starts.update(starts)
+        self._generation = generation
+        self._partitions = partitions
+        self._wake()
+
+    def _deliver(self) -> Assignment:
+        owned = set(self._partitions)
+        self._assignment = Assignment(
+            self.member_id,
+            self.topic,
+            self._generation,
+            self._partitions,
+            {p: offset for p, offset in sorted(self._pending_starts.items()) if p in owned},
+            tuple(sorted(set(self._assignment.partitions) - owned)),
+        )
+        self._pending_starts.clear()
+        return self._assignment
+
+    def _close(self, why: str) -> None:
+        self._gone = UnknownMember(self.group, self.member_id, why)
+        self._partitions = ()
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    name: str
+    coordinator: GroupCoordinator
+    committed: dict[TopicPartition, int]
+    saved_generation: int
+    members: dict[str, Membership] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # commits, seeks and delete
+    timer: asyncio.TimerHandle | None = None
+    timer_at_ms: int | None = None
+    saver: asyncio.Task[None] | None = None
+
+
+class ConsumerGroups:
+    """Every consumer group of one gateway process, over one storage Backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
+        assignor: str = DEFAULT_ASSIGNOR.name,
+    ) -> None:
+        if session_timeout_s <= 0:
+            raise ValueError("session_timeout_s must be positive")
+        if assignor not in ASSIGNORS:
+            raise ValueError(f"unknown assignor {assignor!r}: one of {sorted(ASSIGNORS)}")
+        self._backend = backend
+        self._session_timeout_ms = max(1, round(session_timeout_s * 1000))
+        self._assignor = ASSIGNORS[assignor]
+        self._groups: dict[str, _Group] = {}
+        self._open_lock = asyncio.Lock()
+
+    # -- members --------------------------------------------------------------------------
+
+    async def join(self, group: str, topic: str, member_id: str | None = None) -> Membership:
+        """Join `group` as a consumer of `topic`; the returned assignment is already current.
+
+        A new member id is generated unless `member_id` is given. Joining again with the id
+        of a live member on the same topic returns its existing Membership (as a heartbeat);
+        on another topic, the old membership leaves first. Raises TopicNotFound.
+        """
+        _check_group_name(group)
+        if member_id is not None and not is_valid_group_name(member_id):
+            raise InvalidMemberId(member_id)
+        topic_info = await self._backend.get_topic(topic)
+        g = await self._open(group, create=True)
+        member_id = member_id or str(uuid.uuid4())
+        join = Join(member_id, topic, topic_info.partitions, self._now_ms())
+        existing = g.members.get(member_id)
+        if existing is not None and existing.topic == topic:
+            decision = g.coordinator.handle(join)
+            if isinstance(decision, Rebalance):  # the topic's partition count changed
+                self._apply(g, decision)
+            return existing
+        if existing is not None:
+            self._leave(g, member_id)
+        membership = Membership(self, group, member_id, topic)
+        g.members[member_id] = membership
+        decision = g.coordinator.handle(join)
+        assert isinstance(decision, Rebalance)
+        self._apply(g, decision)
+        membership._deliver()
+        return membership
+
+    def member(self, group: str, member_id: str) -> Membership:
+        """The live member `member_id` (for pull consumers). Raises UnknownMember."""
+        g = self._groups.get(group)
+        membership = g.members.get(member_id) if g is not None else None
+        if membership is None:
+            raise UnknownMember(group, member_id)
+        return membership
+
+    async def leave(self, group: str, member_id: str) -> None:
+        """Remove a member now; a no-op for one that is already gone."""
+        g = self._groups.get(group)
+        if g is not None:
+            self._leave(g, member_id)
+
+    async def commit(
+        self,
+        group: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, int],
+    ) -> None:
+        """Commit offsets (the next offset to read) for a member of the current generation.
+
+        Raises UnknownMember, FencedGeneration, NotPartitionOwner, or InvalidOffsets for an
+        empty commit, a negative offset or one beyond the partition's end offset. An
+        accepted commit also counts as a heartbeat.
+        """
+        g = self._groups.get(group)
+        if g is None:
+            raise UnknownMember(group, member_id)
+        if not offsets:
+            raise InvalidOffsets("a commit needs at least one offset")
+        negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
+        if negative:
+            raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
+        async with g.lock:
+            self._check_commit(g, member_id, generation, offsets)
+            for tp, offset in sorted(offsets.items()):
+                end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
+                if offset > end_offset:
+                    raise InvalidOffsets(
+                        f"offset {offset} of {tp.topic}/{tp.partition} is beyond its end"
+                        f" offset {end_offset}"
+                    )
+            self._check_commit(g, member_id, generation, offsets)  # the awaits allowed a rebalance
+            await self._backend.commit_offsets(group, dict(offsets))
+            g.committed.update(offsets)
+            g.coordinator.handle(Heartbeat(member_id, self._now_ms()))
+
+    # -- groups ---------------------------------------------------------------------------
+
+    async def list_groups(self) -> list[GroupSummary]:
+        """Every group with members, committed offsets or saved metadata, by name."""
+        names = set(await self._backend.list_groups()) | set(self._groups)
+        summaries = []
+        for name in sorted(names):
+            g = await self._open(name, create=True)
+            snapshot = g.coordinator.snapshot()
+            summaries.append(
+                GroupSummary(name, snapshot.state, snapshot.generation, len(snapshot.members))
+            )
+        return summaries
+
+    async def describe(self, group: str) -> GroupDescription:
+        """State, generation, members, and committed offset, end offset and lag per partition.
+
+        Partitions listed: every partition of the topics the members read, and every one the
+        group has committed (of topics that still exist). Raises UnknownGroup.
+        """
+        g = await self._open(group, create=False)
+        snapshot = g.coordinator.snapshot()
+        wanted = set(g.committed)
+        for member in snapshot.members:
+            wanted.update(TopicPartition(member.topic, p) for p in member.partitions)
+        partitions = []
+        for tp in sorted(wanted):
+            try:
+                info = await self._backend.partition_info(tp.topic, tp.partition)
+            except (TopicNotFound, PartitionNotFound):
+                continue
+            committed = g.committed.get(tp)
+            lag = None if committed is None else max(0, info.end_offset - committed)
+            partitions.append(PartitionLag(tp.topic, tp.partition, committed, info.end_offset, lag))
+        return GroupDescription(
+            group,
+            snapshot.state,
+            snapshot.generation,
+            snapshot.protocol,
+            snapshot.members,
+            tuple(partitions),
+        )
+
+    async def seek(self, group: str, topic: str, to: SeekTarget) -> dict[int, int]:
+        """Move the group's committed offsets of every partition of `topic`; return them.
+
+        `to` is "earliest" (log start), "latest" (end offset) or a timestamp in ms (the
+        first record at or after it). Members of the topic restart from the new offsets in
+        a new generation. Raises TopicNotFound, InvalidOffsets for a negative timestamp.
+        """
+        _check_group_name(group)
+        if isinstance(to, int) and to < 0:
+            raise InvalidOffsets("a seek timestamp must not be negative")
+        if not isinstance(to, int) and to not in ("earliest", "latest"):
+            raise InvalidOffsets(f"seek to 'earliest', 'latest' or a timestamp, not {to!r}")
+        topic_info = await self._backend.get_topic(topic)
+        offsets: dict[int, int] = {}
+        for partition in range(topic_info.partitions):
+            if isinstance(to, int):
+                offsets[partition] = await self._backend.offset_for_timestamp(topic, partition, to)
+            else:
+                info = await self._backend.partition_info(topic, partition)
+                offsets[partition] = info.log_start_offset if to == "earliest" else info.end_offset
+        g = await self._open(group, create=True)
+        committed = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
+        async with g.lock:
+            await self._backend.commit_offsets(group, committed)
+            g.committed.update(committed)
+            decision = g.coordinator.handle(Seek(topic))
+            if isinstance(decision, Rebalance):
+                self._apply(g, decision)
+        return offsets
+
+    async def delete(self, group: str) -> None:
+        """Forget an empty group's offsets and metadata. Raises GroupNotEmpty, UnknownGroup."""
+        async with self._open_lock:
+            g = self._groups.get(group)
+            if g is not None:
+                if g.members:
+                    raise GroupNotEmpty(group, len(g.members))
+                async with g.lock:
+                    del self._groups[group]
+                    self._cancel_timer(g)
+                    if g.saver is not None:
+                        await g.saver
+            try:
+                await self._backend.delete_group(group)
+            except GroupNotFound:
+                if g is None:
+                    raise UnknownGroup(group) from None
+
+    async def close(self) -> None:
+        """Stop timers, end every membership (their `changed()` raise) and flush metadata."""
+        groups, self._groups = list(self._groups.values()), {}
+        for g in groups:
+            self._cancel_timer(g)
+            for membership in g.members.values():
+                membership._close("lost its membership when the gateway closed")
+            g.members.clear()
+        await asyncio.gather(*(g.saver for g in groups if g.saver is not None))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(asyncio.get_running_loop().time() * 1000)
+
+    async def _open(self, group: str, *, create: bool) -> _Group:
+        """The group's state, loaded from storage on first use. Raises UnknownGroup when
+        `create` is false and the group has nothing stored."""
+        g = self._groups.get(group)
+        if g is not None:
+            return g
+        async with self._open_lock:
+            g = self._groups.get(group)
+            if g is not None:
+                return g
+            metadata = await self._backend.load_group_metadata(group)
+            committed = await self._backend.committed_offsets(group)
+            if not create and metadata is None and not committed:
+                raise UnknownGroup(group)
+            coordinator = GroupCoordinator.from_metadata(
+                group,
+                metadata,
+                session_timeout_ms=self._session_timeout_ms,
+                assignor=self._assignor,
+            )
+            g = _Group(group, coordinator, committed, coordinator.generation)
+            self._groups[group] = g
+            return g
+
+    def _heartbeat(self, group: str, member_id: str) -> None:
+        g = self._groups.get(group)
+        if g is None or isinstance(
+            g.coordinator.handle(Heartbeat(member_id, self._now_ms())), Rejected
+        ):
+            raise UnknownMember(group, member_id)
+
+    def _leave(self, g: _Group, member_id: str) -> None:
+        decision = g.coordinator.handle(Leave(member_id))
+        if isinstance(decision, Rebalance):
+            self._apply(g, decision)
+
+    def _check_commit(
+        self, g: _Group, member_id: str, generation: int, offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        decision = g.coordinator.handle(Commit(member_id, generation, offsets))
+        if not isinstance(decision, Rejected):
+            return
+        error: GroupError
+        match decision.reason:
+            case RejectReason.UNKNOWN_MEMBER:
+                error = UnknownMember(g.name, member_id)
+            case RejectReason.FENCED_GENERATION:
+                error = FencedGeneration(g.name, generation, decision.generation)
+            case RejectReason.NOT_OWNER:
+                error = NotPartitionOwner(g.name, member_id, decision.partitions)
+        raise error
+
+    def _apply(self, g: _Group, decision: Rebalance) -> None:
+        """Announce a new generation to the members, then persist it and re-arm the timer."""
+        for member_id in decision.left:
+            if (gone := g.members.pop(member_id, None)) is not None:
+                gone._close("left")
+        for member_id in decision.expired:
+            if (gone := g.members.pop(member_id, None)) is not None:
+                gone._close("expired after its session timeout")
+        for a in decision.assignments:
+            starts = {p: g.committed.get(TopicPartition(a.topic, p)) for p in a.gained}
+            g.members[a.member_id]._update(decision.generation, a.partitions, a.lost, starts)
+        if g.saver is None or g.saver.done():
+            g.saver = asyncio.create_task(self._save_generation(g))
+        self._arm_timer(g)
+
+    async def _save_generation(self, g: _Group) -> None:
+        """Persist the latest generation; bursts of rebalances share one write."""
+        while g.saved_generation != g.coordinator.generation:
+            generation = g.coordinator.generation
+            try:
+                await self._backend.save_group_metadata(g.name, g.coordinator.metadata())
+            except StorageError:
+                log.exception("could not save generation %d of group %r", generation, g.name)
+                return
+            g.saved_generation = generation
+
+    def _arm_timer(self, g: _Group) -> None:
+        """Have a Tick arrive at the earliest session deadline (heartbeats only move
+        deadlines later, so a timer armed earlier fires, finds nothing and re-arms)."""
+        deadline_ms = g.coordinator.next_deadline_ms()
+        if deadline_ms is None:
+            self._cancel_timer(g)
+            return
+        if g.timer is not None and g.timer_at_ms is not None and g.timer_at_ms <= deadline_ms:
+            return
+        self._cancel_timer(g)
+        delay_s = max(0, deadline_ms - self._now_ms() + 1) / 1000
+        g.timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer, g)
+        g.timer_at_ms = deadline_ms
+
+    def _on_timer(self, g: _Group) -> None:
+        g.timer = g.timer_at_ms = None
+        if self._groups.get(g.name) is not g:
+            return
+        decision = g.coordinator.handle(Tick(self._now_ms()))
+        if isinstance(decision, Rebalance):
+            self._apply(g, decision)
+        else:
+            self._arm_timer(g)
+
+    @staticmethod
+    def _cancel_timer(g: _Group) -> None:
+        if g.timer is not None:
+            g.timer.cancel()
+        g.timer = g.timer_at_ms = None
+
+
+def _check_group_name(group: str) -> None:
+    if not is_valid_group_name(group):
+        raise InvalidGroupName(group)
