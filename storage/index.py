@@ -70,14 +70,13 @@ class SparseIndex:
             return (self.offsets[0] if self.offsets else 0), 0
         return self.offsets[i], self.positions[i]
 
-    def lookup_time(self, timestamp_ms: int) -> int:
-        """A position from which a forward scan finds the first batch with ts >= timestamp_ms.
-
-        That is the last indexed batch with a timestamp below it: every batch before that
-        one is older too.
+    def lookup_time(self, timestamp_ms: int) -> tuple[int, int]:
+        """(base offset, position) from which a forward scan finds the first batch with
+        ts >= timestamp_ms: the last indexed batch older than that, as every batch before it
+        is older too. Position 0 when there is none.
         """
         i = bisect_left(self.timestamps, timestamp_ms) - 1
-        return self.positions[i] if i >= 0 else 0
+        return (self.offsets[i], self.positions[i]) if i >= 0 else (0, 0)
 
     @property
     def last_position(self) -> int:

@@ -157,6 +157,18 @@ class Segment:
             size = os.fstat(fd).st_size
             segment = cls(directory, base_offset, fd, SparseIndex())
             index = segment._load_index(size)
+            tail: list[codec.BatchHeader] = []
+            if index is not None:
+                # The batches after the last entry give the newest timestamp; if they do not
+                # scan, the index (or the segment) is wrong and a full scan decides which.
+                start = index.last_position
+                data = os.pread(fd, size - start, start)
+                result = codec.scan(data, 0, index.offsets[-1] if len(index) else base_offset)
+                if result.error is None:
+                    segment.index = index
+                    tail = result.batches
+                else:
+                    index = None
             if index is None:
                 data = os.pread(fd, size, 0)
                 result = codec.scan(data, 0, base_offset)
@@ -164,14 +176,6 @@ class Segment:
                     log.error("sealed segment %s is damaged: %s", path, result.error)
                 segment.index = SparseIndex.build(result.batches)
                 segment._write_index()
-                tail = result.batches
-            else:
-                segment.index = index
-                start = index.last_position
-                data = os.pread(fd, size - start, start)
-                result = codec.scan(data, 0, index.offsets[-1] if len(index) else base_offset)
-                if result.error is not None:
-                    log.error("sealed segment %s is damaged: %s", path, result.error)
                 tail = result.batches
         except BaseException:
             os.close(fd)
@@ -282,9 +286,10 @@ class Segment:
                 raise CorruptRecord(f"{self.log_path} is shorter than expected")
             if not checked_index:
                 checked_index = True
-                header = codec.read_header(buf, 0)
-                if header is not None and header.base_offset != index_offset:
-                    raise CorruptRecord(f"index of {self.log_path} points inside a batch")
+                if position and not _starts_batch(buf, index_offset):
+                    log.warning("index of %s is wrong; scanning from the start", self.log_path)
+                    position = 0
+                    continue
             decoded = codec.decode(
                 buf,
                 first_offset,
@@ -310,7 +315,12 @@ class Segment:
 
     def find_timestamp(self, timestamp_ms: int, limit: int) -> int | None:
         """The base offset of the first batch with timestamp >= `timestamp_ms`, if any."""
-        position = self.index.lookup_time(timestamp_ms)
+        indexed_offset, position = self.index.lookup_time(timestamp_ms)
+        if position and not _starts_batch(
+            os.pread(self.fd, codec.BATCH_HEADER_SIZE, position), indexed_offset
+        ):
+            log.warning("index of %s is wrong; scanning from the start", self.log_path)
+            position = 0
         while position < limit:
             buf = os.pread(self.fd, min(limit - position, _READ_CHUNK_BYTES), position)
             cursor = 0
@@ -330,3 +340,12 @@ class Segment:
                 cursor = header.size
             position += cursor
         return None
+
+
+def _starts_batch(buf: bytes, base_offset: int) -> bool:
+    """Whether `buf` starts with the header of the batch at `base_offset` (an index check)."""
+    try:
+        header = codec.read_header(buf, 0)
+    except CorruptRecord:
+        return False
+    return header is not None and header.base_offset == base_offset

@@ -41,7 +41,7 @@ def test_lookup_lands_on_a_batch_at_or_before_the_offset(
 def test_lookup_time_starts_before_the_first_match(batch_sizes: list[int], wanted: int) -> None:
     _, batches = _segment(batch_sizes)
     index = SparseIndex.build(batches)
-    start = index.lookup_time(wanted)
+    _, start = index.lookup_time(wanted)
     first_match = next((b for b in batches if b.timestamp_ms >= wanted), None)
     if first_match is not None:
         assert start <= first_match.position
