@@ -230,9 +230,6 @@ class GroupCoordinator:
     def state(self) -> GroupState:
         return GroupState.STABLE if self._members else GroupState.EMPTY
 
-    def is_member(self, member_id: str) -> bool:
-        return member_id in self._members
-
     def next_deadline_ms(self) -> int | None:
         """When the next Tick could expire someone (None: nobody to expire)."""
         return min((m.deadline_ms for m in self._members.values()), default=None)

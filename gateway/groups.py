@@ -27,6 +27,17 @@ Commits are serialised per group and validated against the coordinator both befo
 after the end-offset check. A commit validated just before a rebalance may land after the
 new owner read its starting offset: that can only cause redelivery, never loss.
 
+commit=auto (what a stream should do): remember, per owned partition, the next offset
+after the last record written to the connection, and commit those with
+`membership.assignment.generation` every second or so (Kafka's auto.commit.interval.ms),
+never ahead of what was sent, with no final commit when the connection drops or the member
+expires (a vanished client may never have processed its last records; they are redelivered
+to the next owner). On FencedGeneration or NotPartitionOwner, drop that commit; the next one
+uses the generation from `changed()`. That is at least once for everything not yet written
+to a connection, with duplicates bounded by one interval after a rebalance; a client that
+receives records and crashes before processing them loses those, so applications that need
+at-least-once processing commit manually after processing (POST .../offsets).
+
 Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
 has members, opens a new generation in which every partition of the topic restarts from
 them (older-generation commits are fenced, so none can undo the seek).
