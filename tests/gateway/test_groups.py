@@ -4,6 +4,7 @@ restarts, seek, describe and delete. Session timeouts are short; nothing asserts
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -278,3 +279,27 @@ async def test_bad_names_and_unknown_topics(groups: ConsumerGroups) -> None:
         await groups.join("", "orders")
     with pytest.raises(TopicNotFound):
         await groups.join("g", "missing")
+
+
+async def test_concurrent_churn_never_shares_or_loses_a_partition(
+    groups: ConsumerGroups,
+) -> None:
+    """Seeded random joins and leaves, run concurrently: after each wave, the live members'
+    partitions (what `owns` answers) are disjoint and complete, in one generation."""
+    rng = random.Random(7)
+    members: list[Membership] = []
+    generations: list[int] = []
+    for _ in range(20):
+        leaving = rng.sample(members, rng.randint(0, len(members)))
+        members = [m for m in members if m not in leaving]
+        joined = await asyncio.gather(
+            *(groups.join("g", "orders") for _ in range(rng.randint(0, 4))),
+            *(m.leave() for m in leaving),
+        )
+        members += [m for m in joined if isinstance(m, Membership)]
+        assert all(not m.active for m in leaving)
+        if members:
+            _check_partitioned(members, 6)
+            assert all(sum(m.owns(p) for m in members) == 1 for p in range(6)), "exactly one owner"
+            generations.append(members[0].generation)
+    assert generations == sorted(generations)
