@@ -45,7 +45,7 @@ async def _pull_all(client: httpx.AsyncClient, topic: str, partition: int) -> li
 async def test_values_keys_and_headers_round_trip(client: httpx.AsyncClient) -> None:
     await _topic(client, partitions=1)
     raw = bytes(range(256))
-    sent = [
+    sent: list[dict[str, Any]] = [
         {
             "value": {"nested": [1, 2.5, None, True, "ü\n"]},
             "key": "k1",
