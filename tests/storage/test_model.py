@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from storage import partition
 from storage.errors import OffsetOutOfRange
 from storage.log import LogEngine
 from storage.types import DurabilityPolicy, NewRecord, Record, TopicConfig
@@ -34,6 +35,10 @@ class ModelRecord:
 class LogModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        # A clock the machine moves, so runs replay exactly (hypothesis needs that).
+        self.clock_ms = 1_700_000_000_000
+        self.real_now_ms = partition.now_ms
+        partition.now_ms = lambda: self.clock_ms
         self.runner = asyncio.Runner()
         self.directory = Path(tempfile.mkdtemp(prefix="logway-model-"))
         self.retention_bytes: int | None = None
@@ -55,6 +60,11 @@ class LogModel(RuleBasedStateMachine):
         self.runner.run(self.engine.close())
         self.runner.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        partition.now_ms = self.real_now_ms
+
+    @rule(ms=st.integers(0, 2 * RETENTION_MS))
+    def advance_clock(self, ms: int) -> None:
+        self.clock_ms += ms
 
     def _append(self, batch: list[tuple[bytes, bytes | None]]) -> None:
         result = self.runner.run(
