@@ -97,8 +97,13 @@ class Problem(Exception):
         }
 
     def to_response(self) -> Response:
+        try:
+            body = orjson.dumps(self.body())
+        except TypeError:  # an extension member JSON cannot carry: keep the problem itself
+            self.extensions = {}
+            body = orjson.dumps(self.body())
         return Response(
-            orjson.dumps(self.body()),
+            body,
             status_code=self.type.status,
             headers=self.headers,
             media_type=PROBLEM_MEDIA_TYPE,

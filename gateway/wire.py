@@ -23,6 +23,17 @@ from storage.types import NewRecord, Record, ValueFormat
 RECORD_FIELDS = frozenset({"key", "value", "value_base64", "headers", "partition"})
 
 
+def as_int(value: Any) -> int | None:
+    """A JSON integer, including JSON Schema's integral numbers like `2.0`; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return None
+
+
 def media_type(request: Request) -> str:
     """The request's Content-Type without parameters, lower-cased ("" when absent)."""
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -125,10 +136,10 @@ def parse_record(obj: Any, pointer: str, limits: Limits) -> ProduceRecord:
         headers = tuple(items)
 
     partition = obj.get("partition")
-    if partition is not None and (
-        not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
-    ):
-        raise validation_error(pointer + "/partition", "must be a non-negative integer")
+    if partition is not None:
+        partition = as_int(partition)
+        if partition is None or partition < 0:
+            raise validation_error(pointer + "/partition", "must be a non-negative integer")
 
     size = len(value) + (len(key) if key else 0)
     size += sum(len(name.encode("utf-8")) + len(text) for name, text in headers)

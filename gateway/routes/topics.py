@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from gateway.problems import Problem, validation_error
 from gateway.routes import context, resource
-from gateway.wire import read_body, require_json
+from gateway.wire import as_int, read_body, require_json
 from storage.backend import Backend
 from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo
@@ -47,9 +47,10 @@ def config_from_json(doc: Any) -> TopicConfig:
             raise validation_error(
                 f"/config/{name}", f"unknown setting; known: {', '.join(_CONFIG_FIELDS)}"
             )
-        if not isinstance(value, int) or isinstance(value, bool):
+        number = as_int(value)
+        if number is None:
             raise validation_error(f"/config/{name}", "must be an integer")
-        values[field] = None if value == -1 and name in _UNLIMITED else value
+        values[field] = None if number == -1 and name in _UNLIMITED else number
     try:
         return TopicConfig(**values)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -108,12 +109,8 @@ async def put_topic(request: Request) -> Response:
     unknown = doc.keys() - {"partitions", "config"}
     if unknown:
         raise validation_error("", f"unknown member(s): {', '.join(sorted(unknown))}")
-    partitions = doc.get("partitions", ctx.settings.default_partitions)
-    if (
-        not isinstance(partitions, int)
-        or isinstance(partitions, bool)
-        or not 1 <= partitions <= 10_000
-    ):
+    partitions = as_int(doc.get("partitions", ctx.settings.default_partitions))
+    if partitions is None or not 1 <= partitions <= 10_000:
         raise validation_error("/partitions", "must be an integer from 1 to 10000")
     config = config_from_json(doc.get("config", {}))
     created = await ctx.backend.create_topic(name, partitions, config)
