@@ -41,8 +41,10 @@ _LENGTH_AND_CRC_SIZE = 8
 _RECORD_HEADER = struct.Struct("<BiIH")
 _HEADER_NAME_LENGTH = struct.Struct("<H")
 _HEADER_VALUE_LENGTH = struct.Struct("<I")
+_LENGTH_AND_CRC = struct.Struct("<II")
 _AFTER_CRC = struct.Struct("<qIq")
 _LENGTH = struct.Struct("<I")
+_LENGTH_AND_CRC = struct.Struct("<II")
 
 # A batch may not be larger than this (a sanity bound that stops a corrupt length field
 # from making recovery read gigabytes).
@@ -83,6 +85,10 @@ def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecor
         key = record.key
         headers = record.headers
         value = record.value
+        if key is None and not headers:  # the common case, kept short
+            append(pack_record(record.value_format, -1, len(value), 0))
+            append(value)
+            continue
         if key is None:
             append(pack_record(record.value_format, -1, len(value), len(headers)))
         else:
@@ -98,7 +104,7 @@ def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecor
     body = b"".join(parts)
     if len(body) + 4 > MAX_BATCH_BYTES:
         raise ValueError(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
-    return _LENGTH.pack(len(body) + 4) + _LENGTH.pack(zlib.crc32(body)) + body
+    return _LENGTH_AND_CRC.pack(len(body) + 4, zlib.crc32(body)) + body
 
 
 def read_header(buf: bytes | memoryview, position: int) -> BatchHeader | None:

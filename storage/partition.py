@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 # Recently written batches are kept in memory per partition (shared by all readers, not a
 # copy per subscriber) so consumers tailing the log decode without a thread hop.
 TAIL_CACHE_BYTES = 1024 * 1024
+# One group commit writes at most about this much (always at least one batch).
+GROUP_COMMIT_BYTES = 1024 * 1024
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -191,8 +193,7 @@ class Partition:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                group = self._pending
-                self._pending = []
+                group = self._take_group()
                 async with self._io_lock:
                     try:
                         touched = await loop.run_in_executor(
@@ -211,6 +212,23 @@ class Partition:
                         )
         finally:
             self._writer = None
+
+    def _take_group(self) -> list[_Pending]:
+        """The next batches to write together: all pending, up to GROUP_COMMIT_BYTES.
+
+        A bound keeps one huge group from making every producer wait for all of it, and
+        lets acknowledged producers encode their next appends while this group is written.
+        """
+        pending = self._pending
+        size = 0
+        for i, p in enumerate(pending):
+            size += len(p.data)
+            if size >= GROUP_COMMIT_BYTES:
+                group = pending[: i + 1]
+                del pending[: i + 1]
+                return group
+        self._pending = []
+        return pending
 
     def _should_roll(self, segment_bytes: int, first_timestamp_ms: int | None, p: _Pending) -> bool:
         if segment_bytes == 0:
