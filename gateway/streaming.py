@@ -207,9 +207,13 @@ class LogStream(Interruptible):
             if progressed or self._pending is not None or self.closed:
                 continue
             if self._positions:
-                arrived = await self.wait_for_records(
-                    self.backend, self.topic, self._positions, heartbeat_s
-                )
+                try:
+                    arrived = await self.wait_for_records(
+                        self.backend, self.topic, self._positions, heartbeat_s
+                    )
+                except errors.StorageError as exc:
+                    yield End(from_storage_error(exc))
+                    return
             else:  # an empty assignment: nothing to read until reassigned
                 arrived = await self._sleep(heartbeat_s)
             if not arrived and heartbeat_s is not None and not self.closed and not self._pending:
