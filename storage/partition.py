@@ -195,6 +195,9 @@ class Partition:
             while self._pending:
                 group = self._take_group()
                 async with self._io_lock:
+                    if self._failure is not None:  # a failed interval fsync
+                        self._fail_pending(self._failure, group)
+                        return
                     try:
                         touched = await loop.run_in_executor(
                             self._executor, self._write_locked, group
@@ -309,6 +312,9 @@ class Partition:
         else:
             log.error("%s; the partition refuses writes until it is reopened", error)
         self._failure = error
+        self._fail_pending(error, group)
+
+    def _fail_pending(self, error: StorageWriteError, group: list[_Pending]) -> None:
         failed = group + self._pending
         self._pending = []
         self._next_offset = self._end_offset

@@ -213,3 +213,19 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert result.timestamp_ms >= before[-1].timestamp_ms
     finally:
         await engine.close()
+
+
+async def test_interval_policy_fsyncs_in_the_background(tmp_path: Path) -> None:
+    engine = await LogEngine.open(tmp_path, DurabilityPolicy(Durability.INTERVAL, 10), 3600)
+    try:
+        await engine.open_topic("t", 1, SMALL)
+        await engine.append("t", 0, [NewRecord(b"x")])
+        partition = engine.partition("t", 0)
+        assert partition._dirty
+        for _ in range(500):
+            if not partition._dirty:
+                break
+            await asyncio.sleep(0.01)
+        assert not partition._dirty
+    finally:
+        await engine.close()

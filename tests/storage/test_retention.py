@@ -141,3 +141,28 @@ async def test_background_retention_runs_by_itself(tmp_path: Path) -> None:
         assert (await backend.append("t", 0, [NewRecord(b"x")])).base_offset == 10
     finally:
         await backend.close()
+
+
+async def test_reads_racing_retention_get_whole_data_or_out_of_range(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path, TopicConfig(segment_bytes=4096, retention_ms=1000))
+    try:
+        for round_ in range(5):
+            start = engine.partition_info("t", 0).end_offset
+            for i in range(20):
+                await engine.append("t", 0, [NewRecord(VALUE + b"%d" % (start + i))])
+            await engine.close()  # empty the tail cache so reads go through the files
+            engine = await _engine(tmp_path, TopicConfig(segment_bytes=4096, retention_ms=1000))
+            reads = [engine.read("t", 0, start + i, 100, 10**9) for i in range(0, 20, 3)]
+            results = await asyncio.gather(
+                *reads, engine.run_retention(2**62), return_exceptions=True
+            )
+            for i, result in zip(range(0, 20, 3), results, strict=False):
+                if isinstance(result, OffsetOutOfRange):
+                    continue
+                assert isinstance(result, list), result
+                assert [r.value for r in result] == [
+                    VALUE + b"%d" % o for o in range(start + i, start + 20)
+                ], round_
+            assert engine.partition_info("t", 0).log_start_offset == start + 20
+    finally:
+        await engine.close()
