@@ -4,7 +4,7 @@ topic deletion, shutdown, and the reassignment seam consumer groups drive."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -327,3 +327,51 @@ async def test_reassign_replaces_partitions_mid_stream(
     assert isinstance(batch, RecordBatch)
     assert (batch.partition, [r.offset for r in batch.records]) == (2, [1])
     await gen.aclose()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a state the server reaches on its own; bounded so a bug fails, not hangs."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_gone_and_stalled_clients_are_released(
+    settings: Settings, backend: EmbeddedBackend
+) -> None:
+    app = create_app(with_settings(settings, stream_send_timeout_s=0.2), backend)
+    registry = app.state.logway.streams
+    url, stop, task = await serve_app(app)
+    host, port = url.removeprefix("http://").split(":")
+    request = b"GET /v1/topics/t/events?from=earliest HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            assert (await client.put("/v1/topics/t", json={"partitions": 1})).status_code == 201
+            # a client that goes away: its stream is released
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request % b"text/event-stream")
+            await reader.readuntil(b"retry: ")
+            assert len(registry) == 1
+            writer.close()
+            await writer.wait_closed()
+            await _until(lambda: len(registry) == 0)
+
+            # a client that stops reading while the stream has far more to send than socket
+            # buffers hold: dropped after stream_send_timeout_s, holding one batch meanwhile
+            big = [{"value_base64": "A" * 40_000} for _ in range(50)]
+            for _ in range(10):
+                await produce(client, "t", big)
+            stalled = []
+            for accept in (b"text/event-stream", b"application/x-ndjson"):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(request % accept)
+                await reader.read(1)
+                stalled.append(writer)
+            await _until(lambda: len(registry) == 0)
+            for writer in stalled:
+                writer.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
