@@ -15,12 +15,14 @@ from starlette.applications import Starlette
 
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import Context, routes
+from gateway.routes.ops import openapi_document
 from gateway.settings import Settings
 from storage.backend import Backend
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     """The gateway app; with `backend` given it is ready at once (no lifespan needed)."""
+    openapi_document()  # a missing or broken spec fails here, at startup, not as a 500 later
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -16,9 +16,10 @@ from gateway.problems import Problem
 from gateway.routes import context
 from storage.errors import StorageError
 
-# The YAML in the repository is the source of truth; an editable install (`pip install -e .`)
-# and a source checkout both find it here, next to the `gateway` package.
-OPENAPI_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.yaml"
+# openapi/openapi.yaml is the source of truth. gateway/openapi.yaml is a symlink to it, so a
+# source checkout and an editable install read the real file, and a wheel (package data,
+# which follows the link) carries a copy.
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 
 @functools.cache
