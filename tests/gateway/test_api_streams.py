@@ -375,3 +375,23 @@ async def test_gone_and_stalled_clients_are_released(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_many_streams_over_one_h2c_connection(live_url: str) -> None:
+    """HTTP/2 forbids connection-specific headers; the stream responses carry none."""
+    async with httpx.AsyncClient(base_url=live_url, http1=False, http2=True, timeout=10) as client:
+        assert (await client.put("/v1/topics/t", json={"partitions": 2})).status_code == 201
+        await produce(client, "t", [{"value": i} for i in range(4)])
+
+        async def one(accept: dict[str, str]) -> int:
+            async with client.stream(
+                "GET", "/v1/topics/t/events?from=earliest", headers=accept
+            ) as response:
+                assert response.http_version == "HTTP/2"
+                if accept is NDJSON:
+                    lines = response.aiter_lines()
+                    return len([await anext(lines) for _ in range(4)])
+                return len(await take(sse_events(response), 4))
+
+        counts = await asyncio.gather(*(one(SSE if i % 2 else NDJSON) for i in range(20)))
+        assert counts == [4] * 20
