@@ -27,9 +27,10 @@ records costs a few C calls per record and no per-byte Python loop.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from storage.errors import CorruptRecord
@@ -107,7 +108,7 @@ def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecor
     return _LENGTH_AND_CRC.pack(len(body) + 4, zlib.crc32(body)) + body
 
 
-def read_header(buf: bytes | memoryview, position: int) -> BatchHeader | None:
+def read_header(buf: bytes | memoryview | mmap.mmap, position: int) -> BatchHeader | None:
     """The header of the batch at `position`, or None if the buffer ends before it does.
 
     Only the header is checked (a plausible length); the checksum is checked by
@@ -121,7 +122,7 @@ def read_header(buf: bytes | memoryview, position: int) -> BatchHeader | None:
     return BatchHeader(position, length + 4, base_offset, count, timestamp_ms)
 
 
-def check_batch(buf: bytes | memoryview, header: BatchHeader) -> None:
+def check_batch(buf: bytes | memoryview | mmap.mmap, header: BatchHeader) -> None:
     """Raise CorruptRecord unless the batch's checksum matches its bytes."""
     (crc,) = _LENGTH.unpack_from(buf, header.position + 4)
     body = memoryview(buf)[header.position + _LENGTH_AND_CRC_SIZE : header.end_position]
@@ -136,19 +137,28 @@ def check_batch(buf: bytes | memoryview, header: BatchHeader) -> None:
 class ScanResult:
     """The valid prefix of a buffer: its batches, where it ends, and why it stops."""
 
-    batches: list[BatchHeader]
+    batches: list[BatchHeader]  # empty when the caller visited them instead
+    last: BatchHeader | None  # the last valid batch
     valid_end: int  # position just after the last valid batch
     error: str | None  # None when the buffer ends exactly at a batch boundary
 
 
-def scan(buf: bytes | memoryview, start: int = 0, expected_offset: int | None = None) -> ScanResult:
+def scan(
+    buf: bytes | memoryview | mmap.mmap,
+    start: int = 0,
+    expected_offset: int | None = None,
+    visit: Callable[[BatchHeader], None] | None = None,
+) -> ScanResult:
     """Walk batches from `start`, checking length, checksum and offset continuity.
 
     Stops at the first torn, corrupt or out-of-sequence batch; that is the recovery cut
     point. `expected_offset` is the base offset the first batch must have (the next ones
-    must follow densely).
+    must follow densely). With `visit`, each valid batch goes to it instead of into
+    `batches`, so a whole segment scans in constant memory.
     """
     batches: list[BatchHeader] = []
+    keep = batches.append if visit is None else visit
+    last: BatchHeader | None = None
     position = start
     end = len(buf)
     error: str | None = None
@@ -172,10 +182,11 @@ def scan(buf: bytes | memoryview, start: int = 0, expected_offset: int | None = 
                 f"expected {expected_offset}"
             )
             break
-        batches.append(header)
+        keep(header)
+        last = header
         expected_offset = header.next_offset
         position = header.end_position
-    return ScanResult(batches, position, error)
+    return ScanResult(batches, last, position, error)
 
 
 def decode_batch(

@@ -13,6 +13,7 @@ decides which). Fields fall in two groups:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +128,10 @@ class Segment:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
-            result = codec.scan(data, 0, base_offset)
+            index, result = _scan_file(fd, size, base_offset)
             cut = None
             if result.error is not None:
-                next_offset = result.batches[-1].next_offset if result.batches else base_offset
+                next_offset = result.last.next_offset if result.last else base_offset
                 cut = RecoveryCut(
                     path, next_offset, result.valid_end, size - result.valid_end, result.error
                 )
@@ -140,8 +140,13 @@ class Segment:
         except BaseException:
             os.close(fd)
             raise
-        segment = cls(directory, base_offset, fd, SparseIndex.build(result.batches))
-        segment._set_scanned_state(result.batches, result.valid_end)
+        segment = cls(directory, base_offset, fd, index)
+        segment.size = segment.readable_size = result.valid_end
+        if result.last is not None:
+            segment.next_offset = result.last.next_offset
+            segment.first_timestamp_ms = index.timestamps[0]
+            segment.max_timestamp_ms = result.last.timestamp_ms
+            segment.published_max_timestamp_ms = result.last.timestamp_ms
         return segment, cut
 
     @classmethod
@@ -157,7 +162,7 @@ class Segment:
             size = os.fstat(fd).st_size
             segment = cls(directory, base_offset, fd, SparseIndex())
             index = segment._load_index(size)
-            tail: list[codec.BatchHeader] = []
+            last: codec.BatchHeader | None = None
             if index is not None:
                 # The batches after the last entry give the newest timestamp; if they do not
                 # scan, the index (or the segment) is wrong and a full scan decides which.
@@ -166,17 +171,15 @@ class Segment:
                 result = codec.scan(data, 0, index.offsets[-1] if len(index) else base_offset)
                 if result.error is None:
                     segment.index = index
-                    tail = result.batches
+                    last = result.last
                 else:
                     index = None
             if index is None:
-                data = os.pread(fd, size, 0)
-                result = codec.scan(data, 0, base_offset)
+                segment.index, result = _scan_file(fd, size, base_offset)
                 if result.error is not None:
                     log.error("sealed segment %s is damaged: %s", path, result.error)
-                segment.index = SparseIndex.build(result.batches)
                 segment._write_index()
-                tail = result.batches
+                last = result.last
         except BaseException:
             os.close(fd)
             raise
@@ -185,17 +188,10 @@ class Segment:
         if len(segment.index):
             segment.first_timestamp_ms = segment.index.timestamps[0]
             segment.max_timestamp_ms = segment.index.timestamps[-1]
-        if tail:
-            segment.max_timestamp_ms = max(segment.max_timestamp_ms, tail[-1].timestamp_ms)
+        if last is not None:
+            segment.max_timestamp_ms = max(segment.max_timestamp_ms, last.timestamp_ms)
         segment.published_max_timestamp_ms = segment.max_timestamp_ms
         return segment
-
-    def _set_scanned_state(self, batches: list[codec.BatchHeader], size: int) -> None:
-        self.size = self.readable_size = size
-        if batches:
-            self.next_offset = batches[-1].next_offset
-            self.first_timestamp_ms = batches[0].timestamp_ms
-            self.max_timestamp_ms = self.published_max_timestamp_ms = batches[-1].timestamp_ms
 
     def _load_index(self, size: int) -> SparseIndex | None:
         try:
@@ -340,6 +336,19 @@ class Segment:
                 cursor = header.size
             position += cursor
         return None
+
+
+def _scan_file(fd: int, size: int, base_offset: int) -> tuple[SparseIndex, codec.ScanResult]:
+    """Check a whole segment file and index it, through mmap in constant memory."""
+    index = SparseIndex()
+
+    def visit(header: codec.BatchHeader) -> None:
+        index.maybe_add(header.base_offset, header.position, header.timestamp_ms)
+
+    if size == 0:
+        return index, codec.scan(b"", 0, base_offset)
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+        return index, codec.scan(mapped, 0, base_offset, visit)
 
 
 def _starts_batch(buf: bytes, base_offset: int) -> bool:
