@@ -44,7 +44,13 @@ def negotiate(accept: str | None) -> str:
                 except ValueError:
                     quality = 0.0
         media = media.lower()
-        choice = {SSE: SSE, NDJSON: NDJSON, "*/*": SSE, "text/*": SSE}.get(media)
+        choice = {
+            SSE: SSE,
+            NDJSON: NDJSON,
+            "*/*": SSE,
+            "text/*": SSE,
+            "application/*": NDJSON,
+        }.get(media)
         if choice is not None and quality > 0 and (best is None or quality > best[0]):
             best = (quality, choice)
     if best is None:
