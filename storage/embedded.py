@@ -8,6 +8,13 @@ directories first and adds the catalog row second; deleting removes the row firs
 directories second. A crash between the two steps therefore leaves either directories
 without a row, which `open` removes, or nothing at all; a row whose directories are
 missing gets empty partitions on open.
+
+Appends, reads, retention and waiting are the log engine's (storage.log,
+storage.partition): group-committed appends under the server's DurabilityPolicy, and a
+partition whose write or fsync failed refuses appends (StorageWriteError / DiskFull) until
+the backend is reopened; `check_writable` reports such partitions and a nearly full disk.
+Retention runs every `retention_interval_s` in a background task; `run_retention` runs it
+now.
 """
 
 from __future__ import annotations
