@@ -1,0 +1,247 @@
+"""The streaming consumer: `async for record in consumer` over SSE, reconnecting by itself.
+
+Resume. Every SSE record carries a cursor (`id:`) that holds the next offset of every
+partition the stream reads. The consumer remembers the cursor of the last record it handed
+to you and reconnects with it as `Last-Event-ID`, so a dropped connection, a gateway restart
+or a `retry:` pause loses nothing and repeats nothing. Reconnects wait the server's `retry:`
+(or `reconnect_delay_ms`), doubling while the gateway stays unreachable, up to
+`max_reconnect_delay_ms`; `max_reconnect_attempts` (default: forever, like EventSource)
+bounds consecutive failures. Heartbeat comments keep the read timeout from firing on an idle
+stream; a stream silent for longer than the client's `stream_read_timeout_s` is reconnected.
+
+Groups. With `group=`, the stream is a member of the group: the gateway announces each
+generation (`event: assignment`), which sets `consumer.assignment` and calls
+`on_assignment`, and starts each assigned partition at the group's committed offset. With
+`commit="auto"` the gateway commits what it sent; otherwise call `commit()` after
+processing (at least once: whatever was not committed is delivered again after a
+rebalance or a restart).
+
+A problem the stream ends with (`event: error`) or answers with is raised as its typed
+error, unless it is retriable (shutting-down, storage-unavailable), which reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from logway_client.client import AsyncLogwayClient, path_segment, raise_for_problem
+from logway_client.errors import (
+    ConnectionFailed,
+    LogwayError,
+    ProtocolViolation,
+    error_from_problem,
+)
+from logway_client.types import Assignment, Record
+
+AssignmentCallback = Callable[[Assignment], Awaitable[None] | None]
+DEFAULT_RECONNECT_DELAY_MS = 1000.0
+
+
+class AsyncConsumer:
+    """Stream `topic`; iterate with `async for record in consumer`. Use as `async with`.
+
+    `start`: where partitions without a cursor (or group commit) begin: "earliest",
+    "latest" (the gateway's default) or a timestamp in ms. `partitions`: read only these
+    (not with `group`). `cursor`: resume a stream from a cursor saved earlier
+    (`consumer.cursor`).
+    """
+
+    def __init__(
+        self,
+        client: AsyncLogwayClient,
+        topic: str,
+        *,
+        start: Literal["earliest", "latest"] | int | None = None,
+        partitions: Iterable[int] | None = None,
+        cursor: str | None = None,
+        group: str | None = None,
+        commit: Literal["auto", "manual"] = "manual",
+        on_assignment: AssignmentCallback | None = None,
+        reconnect_delay_ms: float | None = None,
+        max_reconnect_delay_ms: float = 30_000.0,
+        max_reconnect_attempts: int | None = None,
+    ) -> None:
+        if group is not None and partitions is not None:
+            raise ValueError("a group member reads the partitions the group assigns it")
+        if commit not in ("auto", "manual"):
+            raise ValueError("commit must be 'auto' or 'manual'")
+        self.client = client
+        self.topic = topic
+        self.start = start
+        self.partitions = None if partitions is None else tuple(sorted(set(partitions)))
+        self.group = group
+        self.commit_mode = commit
+        self.on_assignment = on_assignment
+        self.cursor = cursor
+        self.assignment: Assignment | None = None
+        self.reconnects = 0  # connections opened after the first one
+        self._reconnect_delay_ms = reconnect_delay_ms
+        self._server_retry_ms: float | None = None
+        self._max_reconnect_delay_ms = max_reconnect_delay_ms
+        self._max_reconnect_attempts = max_reconnect_attempts
+        self._delivered: dict[int, int] = {}  # partition -> next offset after the last record
+        self._records: AsyncGenerator[Record, None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncConsumer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncConsumer:
+        return self
+
+    async def __anext__(self) -> Record:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._records is None:
+            self._records = self._run()
+        return await self._records.__anext__()
+
+    async def close(self) -> None:
+        """End the stream (a group member leaves when its connection closes)."""
+        self._closed = True
+        if self._records is not None:
+            await self._records.aclose()
+
+    async def commit(
+        self, records: Iterable[Record] | None = None, *, offsets: Mapping[int, int] | None = None
+    ) -> None:
+        """Commit the group's position: after `records` (each partition's last record), or
+        explicit `offsets` ({partition: next offset to read}), or by default everything this
+        consumer has handed out in the current generation.
+
+        Raises FencedGeneration when a rebalance happened since (those records go to the
+        partition's new owner, which starts at the last successful commit).
+        """
+        if self.group is None:
+            raise RuntimeError("commit() needs a consumer in a group")
+        if self.assignment is None:
+            raise RuntimeError("no assignment yet: iterate the consumer first")
+        positions: dict[int, int] = {}
+        if offsets is not None:
+            positions.update(offsets)
+        elif records is not None:
+            for record in records:
+                positions[record.partition] = max(
+                    positions.get(record.partition, 0), record.next_offset
+                )
+        else:
+            positions = dict(self._delivered)
+        if not positions:
+            return
+        await self.client.commit_offsets(
+            self.group,
+            self.assignment.member_id,
+            self.assignment.generation,
+            self.topic,
+            positions,
+        )
+
+    # -- the stream ------------------------------------------------------------------------
+
+    def _params(self) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if self.start is not None:
+            params["from"] = str(self.start)
+        if self.partitions is not None:
+            params["partitions"] = ",".join(map(str, self.partitions))
+        if self.group is not None:
+            params["group"] = self.group
+            if self.commit_mode == "auto":
+                params["commit"] = "auto"
+        return params
+
+    def _delay_s(self, failures: int) -> float:
+        base = self._reconnect_delay_ms or self._server_retry_ms or DEFAULT_RECONNECT_DELAY_MS
+        return min(self._max_reconnect_delay_ms, base * 2.0 ** max(0, failures - 1)) / 1000
+
+    async def _run(self) -> AsyncGenerator[Record, None]:
+        failures = 0
+        first = True
+        while not self._closed:
+            if not first:
+                self.reconnects += 1
+            first = False
+            try:
+                async for record in self._connect():
+                    failures = 0
+                    yield record
+                failures = 0  # a clean end (the gateway restarting): reconnect and resume
+            except LogwayError as exc:
+                if not exc.retriable:
+                    raise
+                failures += 1
+                if (
+                    self._max_reconnect_attempts is not None
+                    and failures > self._max_reconnect_attempts
+                ):
+                    raise
+            await asyncio.sleep(self._delay_s(failures))
+
+    async def _connect(self) -> AsyncGenerator[Record, None]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.cursor:
+            headers["Last-Event-ID"] = self.cursor
+        timeout = httpx.Timeout(self.client.timeout_s, read=self.client.stream_read_timeout_s)
+        path = f"/v1/topics/{path_segment(self.topic)}/events"
+        try:
+            async with self.client.http.stream(
+                "GET", path, params=self._params(), headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    raise_for_problem(response, await response.aread())
+                    raise ProtocolViolation(f"unexpected status {response.status_code}")
+                async for sse in EventSource(response).aiter_sse():
+                    if sse.retry is not None:
+                        self._server_retry_ms = float(sse.retry)
+                    if sse.event == "record":
+                        record = Record.from_json(self._data(sse.data))
+                        self.cursor = sse.id or self.cursor
+                        self._delivered[record.partition] = record.next_offset
+                        yield record
+                    elif sse.event == "gap":
+                        self.cursor = sse.id or self.cursor
+                    elif sse.event == "assignment":
+                        await self._assigned(Assignment.from_json(self._data(sse.data)), sse.id)
+                    elif sse.event == "error":
+                        problem = self._data(sse.data)
+                        status = problem.get("status") if isinstance(problem, dict) else None
+                        raise error_from_problem(
+                            status if isinstance(status, int) else 500,
+                            problem if isinstance(problem, dict) else {},
+                        )
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"stream of {self.topic!r}: {exc!r}") from exc
+        except SSEError as exc:
+            raise ProtocolViolation(str(exc)) from exc
+
+    @staticmethod
+    def _data(data: str) -> Any:
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ProtocolViolation(f"an SSE event whose data is not JSON: {exc}") from None
+
+    async def _assigned(self, assignment: Assignment, cursor: str | None) -> None:
+        self.assignment = assignment
+        self.cursor = cursor or None
+        self._delivered = {}
+        if self.on_assignment is not None:
+            result = self.on_assignment(assignment)
+            if inspect.isawaitable(result):
+                await result
