@@ -21,7 +21,7 @@ from pathlib import Path
 
 from storage.errors import PartitionNotFound, StorageClosed, TopicNotFound
 from storage.names import validate_topic_name
-from storage.partition import Partition, now_ms
+from storage.partition import Partition, TailCacheBudget, now_ms
 from storage.segment import fsync_dir
 from storage.types import (
     AppendResult,
@@ -50,6 +50,7 @@ class LogEngine:
         self.retention_interval_s = retention_interval_s
         self._executor = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="logway-io")
         self._topics: dict[str, list[Partition]] = {}
+        self._tail_budget = TailCacheBudget()
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
 
@@ -89,7 +90,12 @@ class LogEngine:
         opened = await asyncio.gather(
             *(
                 Partition.open(
-                    topic_dir / str(p), f"{name}/{p}", config, self.durability, self._executor
+                    topic_dir / str(p),
+                    f"{name}/{p}",
+                    config,
+                    self.durability,
+                    self._executor,
+                    self._tail_budget,
                 )
                 for p in range(partitions)
             ),

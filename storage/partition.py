@@ -65,6 +65,29 @@ log = logging.getLogger(__name__)
 # Recently written batches are kept in memory per partition (shared by all readers, not a
 # copy per subscriber) so consumers tailing the log decode without a thread hop.
 TAIL_CACHE_BYTES = 1024 * 1024
+
+
+class TailCacheBudget:
+    """Splits one memory budget for tail caches among the open partitions.
+
+    Each partition keeps at most `per_partition` bytes: the budget divided by the number
+    of open partitions, between 16 KiB and TAIL_CACHE_BYTES. Total memory stays near
+    `limit_bytes` (or 16 KiB per partition when there are very many).
+    """
+
+    MIN_PER_PARTITION = 16 * 1024
+
+    def __init__(self, limit_bytes: int = 64 * 1024 * 1024) -> None:
+        self.limit_bytes = limit_bytes
+        self.partitions = 0
+        self.per_partition = TAIL_CACHE_BYTES
+
+    def resize(self, delta: int) -> None:
+        self.partitions += delta
+        share = self.limit_bytes // max(1, self.partitions)
+        self.per_partition = max(self.MIN_PER_PARTITION, min(TAIL_CACHE_BYTES, share))
+
+
 # One group commit writes at most about this much (always at least one batch).
 GROUP_COMMIT_BYTES = 1024 * 1024
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -110,6 +133,7 @@ class Partition:
         durability: DurabilityPolicy,
         executor: Executor,
         segments: list[Segment],
+        tail_budget: TailCacheBudget,
     ) -> None:
         self.directory = directory
         self.name = name
@@ -132,6 +156,8 @@ class Partition:
         self._tail_bases: list[int] = []
         self._tail_batches: list[bytes] = []
         self._tail_bytes = 0
+        self._tail_budget = tail_budget
+        tail_budget.resize(+1)
 
     @classmethod
     async def open(
@@ -141,11 +167,12 @@ class Partition:
         config: TopicConfig,
         durability: DurabilityPolicy,
         executor: Executor,
+        tail_budget: TailCacheBudget,
     ) -> Partition:
         """Open (or create) the partition directory and recover its active segment."""
         loop = asyncio.get_running_loop()
         segments = await loop.run_in_executor(executor, _open_segments, directory)
-        return cls(directory, name, config, durability, executor, segments)
+        return cls(directory, name, config, durability, executor, segments, tail_budget)
 
     # -- state --------------------------------------------------------------------------
 
@@ -340,9 +367,10 @@ class Partition:
             self._tail_bases.append(pending.base_offset)
             self._tail_batches.append(pending.data)
             self._tail_bytes += len(pending.data)
-        if self._tail_bytes > TAIL_CACHE_BYTES:
+        cache_bytes = self._tail_budget.per_partition
+        if self._tail_bytes > cache_bytes:
             drop = 0
-            while self._tail_bytes > TAIL_CACHE_BYTES and drop < len(self._tail_batches) - 1:
+            while self._tail_bytes > cache_bytes and drop < len(self._tail_batches) - 1:
                 self._tail_bytes -= len(self._tail_batches[drop])
                 drop += 1
             del self._tail_bases[:drop], self._tail_batches[:drop]
@@ -560,6 +588,7 @@ class Partition:
                     segment.close()
         self._tail_bases.clear()
         self._tail_batches.clear()
+        self._tail_budget.resize(-1)
         self._wake_all()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from storage.errors import OffsetOutOfRange, PartitionNotFound, StorageClosed, TopicNotFound
 from storage.log import LogEngine
-from storage.partition import TAIL_CACHE_BYTES
+from storage.partition import TAIL_CACHE_BYTES, TailCacheBudget
 from storage.segment import parse_segment_name
 from storage.types import Durability, DurabilityPolicy, NewRecord, TopicConfig, ValueFormat
 
@@ -229,3 +229,15 @@ async def test_interval_policy_fsyncs_in_the_background(tmp_path: Path) -> None:
         assert not partition._dirty
     finally:
         await engine.close()
+
+
+def test_tail_cache_budget_is_shared_among_partitions() -> None:
+    budget = TailCacheBudget(limit_bytes=4 * 1024 * 1024)
+    budget.resize(+2)
+    assert budget.per_partition == TAIL_CACHE_BYTES
+    budget.resize(+98)
+    assert budget.per_partition == 4 * 1024 * 1024 // 100
+    budget.resize(+10_000)
+    assert budget.per_partition == TailCacheBudget.MIN_PER_PARTITION
+    budget.resize(-10_099)
+    assert budget.per_partition == TAIL_CACHE_BYTES
