@@ -1,0 +1,414 @@
+"""The Python client (clients/python, `logway_client`) against real `logway serve` processes.
+
+Restarts move a gateway to another port, so the tests that restart one put a `Relay` in
+front of it: a TCP relay on a port of its own that forwards to whichever gateway is current
+and can swallow the answer to a request after the gateway sent it (the request was applied,
+the client never hears so), which is how a retry of an applied produce is provoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from logway_client import (
+    PROBLEM_TYPES,
+    AsyncConsumer,
+    AsyncLogwayClient,
+    AsyncProducer,
+    Consumer,
+    InvalidTopicName,
+    LogwayClient,
+    LogwayError,
+    NewRecord,
+    OffsetOutOfRange,
+    Producer,
+    Record,
+    RecordTooLarge,
+    TopicExists,
+    UnknownPartition,
+    UnknownTopic,
+    ValidationError,
+)
+from logway_client.errors import error_from_problem
+
+from gateway.problems import CATALOG
+from tests.e2e.conftest import Gateway, GatewayFactory
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+GUARD_S = 30.0  # only a guard against hanging; no test asserts a duration
+
+
+@pytest.fixture
+def server() -> str:
+    """The client is tested on the default HTTP server only (the protocol tests cover both)."""
+    return "granian"
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1: a stable address in front of gateways that come and go."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.swallow_answers = 0  # swallow the answer on this many next connections
+        self.swallowed = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:  # the gateway is down: the client sees the connection close
+            return
+        swallow = self.swallow_answers > 0
+        self.swallow_answers -= swallow
+
+        async def upstream() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if swallow:  # the gateway answered, so it applied the request: drop the answer
+                    self.swallowed += 1
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        pipes = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            up_writer.close()
+            with contextlib.suppress(OSError):
+                await up_writer.wait_closed()
+
+
+def _port(gateway: Gateway) -> int:
+    return int(gateway.url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+async def relay(gateway: Gateway) -> AsyncIterator[Relay]:
+    relay = Relay(_port(gateway))
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+async def _all_records(client: AsyncLogwayClient, topic: str) -> list[Record]:
+    """Every record of every partition, by pulls (independent of the consumer under test)."""
+    records: list[Record] = []
+    for partition in (await client.describe_topic(topic)).partitions:
+        offset = partition.log_start_offset
+        while offset < partition.end_offset:
+            result = await client.pull(topic, partition.partition, offset, max_records=1000)
+            records += result.records
+            offset = result.next_offset
+    return records
+
+
+async def _restart(
+    start_gateway: GatewayFactory, old: Gateway, relay: Relay, *, kill: bool
+) -> Gateway:
+    """Stop `old` (kill -9 or SIGTERM), start a gateway on its data, point the relay at it."""
+    await asyncio.to_thread(old.kill if kill else old.terminate)
+    new = await asyncio.to_thread(start_gateway, "--auto-create-topics", data_dir=old.data_dir)
+    relay.target_port = _port(new)
+    return new
+
+
+# -- produce and pull -----------------------------------------------------------------------
+
+
+async def test_produce_pull_round_trip_keys_headers_json_and_bytes(gateway: Gateway) -> None:
+    values: list[Any] = [
+        {"order": 1, "items": [{"sku": "A-1", "qty": 2}], "note": "ünïcødé ✓"},
+        [1, 2.5, None, True, "x"],
+        "a string",
+        0,
+        None,
+        b"\x00\xff raw bytes \xfe\n",
+        b"",
+    ]
+    sent = [
+        NewRecord(value, key=f"customer-{i % 3}", headers={"trace": f"t{i}", "n": str(i)})
+        for i, value in enumerate(values)
+    ]
+    sent.append(NewRecord({"pinned": True}, headers={}, partition=2))
+    sent.append(NewRecord(b"keyless bytes"))
+    async with AsyncLogwayClient(gateway.url) as client:
+        created = await client.create_topic("orders", 3, {"retention.ms": -1})
+        assert created.name == "orders"
+        assert len(created.partitions) == 3
+        assert created.config["retention.ms"] == -1
+        again = await client.create_topic("orders", 3, {"retention.ms": -1})
+        assert again == created  # the same settings: 200 with the topic
+        assert "orders" in {t.name for t in await client.list_topics()}
+
+        metadata = await client.produce("orders", sent)
+        assert len(metadata) == len(sent)
+        assert metadata[-2].partition == 2
+        by_key: dict[str, set[int]] = {}
+        for record, meta in zip(sent, metadata, strict=True):
+            if record.key is not None:
+                by_key.setdefault(record.key, set()).add(meta.partition)
+        assert all(len(partitions) == 1 for partitions in by_key.values())
+
+        for record, meta in zip(sent, metadata, strict=True):
+            pulled = await client.pull("orders", meta.partition, meta.offset, max_records=1)
+            (got,) = pulled.records
+            assert (got.topic, got.partition, got.offset) == ("orders", meta.partition, meta.offset)
+            assert got.timestamp == meta.timestamp
+            assert got.key == record.key
+            assert dict(got.headers) == dict(record.headers)
+            if isinstance(record.value, bytes):
+                assert got.value_bytes == record.value
+                assert got.value is None
+            else:
+                assert got.value == record.value
+                assert got.value_bytes is None
+
+        described = await client.describe_topic("orders")
+        assert sum(p.end_offset for p in described.partitions) == len(sent)
+        await client.delete_topic("orders")
+        assert "orders" not in {t.name for t in await client.list_topics()}
+
+
+async def test_producer_batches_by_count_and_bytes_and_keeps_order(gateway: Gateway) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("batched", 1)
+        async with AsyncProducer(client, linger_ms=60_000, max_batch_records=10) as producer:
+            futures = [producer.send("batched", {"i": i}, key="k") for i in range(95)]
+            await producer.flush()  # the last 5 would linger for a minute without it
+            metadata = [f.result() for f in futures]
+            assert producer.attempts == 10  # 9 full batches of 10, then the flushed 5
+        assert [m.offset for m in metadata] == list(range(95))
+
+        record_bytes = len(NewRecord("x" * 1000).encode()) + 1  # with its comma
+        async with AsyncProducer(
+            client, linger_ms=60_000, max_batch_bytes=3 * record_bytes + 10
+        ) as producer:
+            futures = [producer.send("batched", "x" * 1000) for _ in range(12)]
+            await producer.flush()
+            await asyncio.gather(*futures)
+            assert producer.attempts == 4  # 3 records fit a batch, a 4th would not
+
+        values = [r.value for r in await _all_records(client, "batched")]
+        assert values == [{"i": i} for i in range(95)] + ["x" * 1000] * 12
+
+
+async def test_producer_retries_with_one_idempotency_key_and_writes_nothing_twice(
+    gateway: Gateway, start_gateway: GatewayFactory, relay: Relay
+) -> None:
+    async with AsyncLogwayClient(gateway.url) as admin:
+        await admin.create_topic("payments", 2)
+
+    async with (
+        AsyncLogwayClient(relay.url) as client,
+        AsyncProducer(client, linger_ms=0, retry_backoff_ms=20, max_backoff_ms=200) as producer,
+    ):
+        # 1. the gateway writes the batch, the answer is lost: the retry gets the first result
+        relay.swallow_answers = 1
+        first = [producer.send("payments", {"n": i}, key=str(i)) for i in range(20)]
+        first_meta = await asyncio.gather(*first)
+        assert relay.swallowed == 1
+        assert producer.attempts >= 2
+
+        # 2. the gateway is killed; a batch sent meanwhile is retried until one is back
+        attempts_before = producer.attempts
+        await asyncio.to_thread(gateway.kill)
+        second = [producer.send("payments", {"n": i}, key=str(i)) for i in range(20, 40)]
+        new = await _restart(start_gateway, gateway, relay, kill=True)
+        second_meta = await asyncio.gather(*second)
+        assert producer.attempts - attempts_before >= 2
+
+    async with AsyncLogwayClient(new.url) as client:
+        stored = await _all_records(client, "payments")
+    assert sorted(r.value["n"] for r in stored) == list(range(40)), "lost or duplicated"
+    placed = {(m.partition, m.offset) for m in first_meta + second_meta}
+    assert placed == {(r.partition, r.offset) for r in stored}
+
+
+# -- consume --------------------------------------------------------------------------------
+
+
+async def test_consumer_resumes_across_gateway_kill_without_loss_or_duplicates(
+    gateway: Gateway, start_gateway: GatewayFactory, relay: Relay
+) -> None:
+    async with AsyncLogwayClient(gateway.url) as admin:
+        await admin.create_topic("clicks", 3)
+        await admin.produce("clicks", [NewRecord({"i": i}, key=str(i)) for i in range(60)])
+
+    seen: list[Record] = []
+    async with (
+        AsyncLogwayClient(relay.url) as client,
+        AsyncConsumer(
+            client,
+            "clicks",
+            start="earliest",
+            reconnect_delay_ms=50,
+            max_reconnect_delay_ms=300,
+        ) as consumer,
+    ):
+        async with asyncio.timeout(GUARD_S):
+            while len(seen) < 25:
+                seen.append(await anext(consumer))
+            cursor_before = consumer.cursor
+
+            new = await _restart(start_gateway, gateway, relay, kill=True)
+            async with AsyncLogwayClient(new.url) as admin:
+                await admin.produce("clicks", [NewRecord({"i": i}) for i in range(60, 100)])
+
+            while len(seen) < 100:
+                seen.append(await anext(consumer))
+        assert consumer.reconnects >= 1
+        assert consumer.cursor != cursor_before
+
+    keys = [(r.partition, r.offset) for r in seen]
+    assert len(keys) == len(set(keys)), "a record was delivered twice"
+    assert sorted(r.value["i"] for r in seen) == list(range(100)), "a record was lost"
+    for partition in range(3):
+        offsets = [o for p, o in keys if p == partition]
+        assert offsets == sorted(offsets)
+
+
+async def test_consumer_partitions_start_and_saved_cursor(gateway: Gateway) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("views", 3)
+        await client.produce("views", [NewRecord(i, partition=i % 3) for i in range(30)])
+
+        async with AsyncConsumer(client, "views", start="earliest", partitions=[1]) as consumer:
+            async with asyncio.timeout(GUARD_S):
+                first = [await anext(consumer) for _ in range(4)]
+            cursor = consumer.cursor
+        assert [(r.partition, r.offset) for r in first] == [(1, o) for o in range(4)]
+
+        await client.produce("views", [NewRecord(i, partition=1) for i in range(30, 33)])
+        async with AsyncConsumer(client, "views", partitions=[1], cursor=cursor) as consumer:
+            async with asyncio.timeout(GUARD_S):
+                rest = [await anext(consumer) for _ in range(9)]
+        assert [r.offset for r in rest] == list(range(4, 13))
+        assert [r.value for r in rest] == [*range(13, 30, 3), 30, 31, 32]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_every_problem_type_of_the_gateway_has_a_client_class() -> None:
+    missing = set(CATALOG) - set(PROBLEM_TYPES)
+    assert not missing, f"add classes to logway_client.errors for {sorted(missing)}"
+    for slug, problem in CATALOG.items():
+        error = error_from_problem(problem.status, {"type": problem.uri, "detail": "d"})
+        assert type(error) is PROBLEM_TYPES[slug]
+
+
+def test_unknown_problem_types_map_to_the_root() -> None:
+    error = error_from_problem(
+        418, {"type": "https://example.com/teapot", "title": "Teapot", "detail": "no", "x": 1}
+    )
+    assert type(error) is LogwayError
+    assert (error.status, error.title, error.detail) == (418, "Teapot", "no")
+    assert error.extensions == {"x": 1}
+    assert not error.retriable
+    assert error_from_problem(502, {}).retriable  # a proxy's 5xx without a problem body
+
+
+async def test_typed_errors_from_a_real_gateway(gateway: Gateway) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        with pytest.raises(UnknownTopic) as unknown:
+            await client.pull("nope", 0)
+        assert unknown.value.status == 404
+        assert unknown.value.topic == "nope"
+        assert unknown.value.title
+        assert "nope" in unknown.value.detail
+        with pytest.raises(UnknownTopic):
+            await client.describe_topic("nope")
+
+        with pytest.raises(InvalidTopicName):
+            await client.create_topic("bad name!", 1)
+        with pytest.raises(ValidationError) as invalid:
+            await client.create_topic("t", 0)
+        assert invalid.value.status == 422
+        assert invalid.value.extensions["errors"][0]["pointer"] == "/partitions"
+
+        await client.create_topic("t", 2)
+        with pytest.raises(TopicExists):
+            await client.create_topic("t", 5)
+        with pytest.raises(UnknownPartition):
+            await client.pull("t", 7)
+        await client.produce("t", [NewRecord("a", partition=0)])
+        with pytest.raises(OffsetOutOfRange) as out_of_range:
+            await client.pull("t", 0, 5)
+        assert (out_of_range.value.log_start_offset, out_of_range.value.end_offset) == (0, 1)
+        with pytest.raises(RecordTooLarge):
+            await client.produce("t", [NewRecord(b"x" * (2 * 1024 * 1024))])
+        assert sum(p.end_offset for p in (await client.describe_topic("t")).partitions) == 1
+
+        async with AsyncConsumer(client, "nope", start="earliest") as consumer:
+            with pytest.raises(UnknownTopic):
+                await anext(consumer)
+
+
+# -- the blocking API -----------------------------------------------------------------------
+
+
+def test_sync_client_producer_and_consumer(gateway: Gateway) -> None:
+    with LogwayClient(gateway.url) as client:
+        client.create_topic("sync", 2)
+        (meta,) = client.produce("sync", [{"value": {"hello": "world"}, "key": "k"}])
+        assert client.pull("sync", meta.partition, meta.offset).records[0].value == {
+            "hello": "world"
+        }
+        with Producer(client, linger_ms=1) as producer:
+            futures = [producer.send("sync", i, headers={"h": str(i)}) for i in range(10)]
+            producer.flush()
+            assert all(f.result().topic == "sync" for f in futures)
+        with Consumer(client, "sync", start="earliest") as consumer:
+            records = [next(consumer) for _ in range(11)]
+        assert sorted(str(r.value) for r in records) == sorted(
+            [str({"hello": "world"}), *map(str, range(10))]
+        )
+        assert consumer.cursor
+        with pytest.raises(UnknownTopic):
+            client.describe_topic("missing")
+        assert {t.name for t in client.list_topics()} == {"sync"}
