@@ -74,9 +74,20 @@ class BatchHeader:
 
 
 def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecord]) -> bytes:
-    """Encode `records` as one checksummed batch (layout in the module docstring)."""
+    """Encode `records` as one checksummed batch (layout in the module docstring).
+
+    Raises ValueError for what the format cannot hold (no records, a header name over
+    65535 bytes or not encodable as UTF-8, a batch over MAX_BATCH_BYTES).
+    """
     if not records:
         raise ValueError("a batch needs at least one record")
+    try:
+        return _encode_batch(base_offset, timestamp_ms, records)
+    except struct.error as exc:
+        raise ValueError(f"record does not fit the batch format: {exc}") from exc
+
+
+def _encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecord]) -> bytes:
     pack_record = _RECORD_HEADER.pack
     pack_name = _HEADER_NAME_LENGTH.pack
     pack_value = _HEADER_VALUE_LENGTH.pack

@@ -169,3 +169,10 @@ def test_checksummed_but_malformed_records_are_corrupt() -> None:
 def test_empty_batch_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         codec.encode_batch(0, 0, [])
+
+
+def test_what_the_format_cannot_hold_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        codec.encode_batch(0, 0, [NewRecord(b"", headers=(("n" * 70_000, b""),))])
+    with pytest.raises(UnicodeEncodeError):  # a ValueError
+        codec.encode_batch(0, 0, [NewRecord(b"", headers=(("\ud800", b""),))])
