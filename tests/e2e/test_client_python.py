@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -412,3 +413,32 @@ def test_sync_client_producer_and_consumer(gateway: Gateway) -> None:
         with pytest.raises(UnknownTopic):
             client.describe_topic("missing")
         assert {t.name for t in client.list_topics()} == {"sync"}
+
+
+async def test_heartbeats_keep_an_idle_stream_open_and_retry_is_read(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = start_gateway("--heartbeat-s", "0.1")
+    async with AsyncLogwayClient(gateway.url, stream_read_timeout_s=1.0) as client:
+        await client.create_topic("quiet", 1)
+        async with AsyncConsumer(client, "quiet", start="earliest") as consumer:
+            waiting = asyncio.create_task(anext(consumer))
+            await asyncio.sleep(2.0)  # idle for twice the read timeout: only heartbeats arrive
+            await client.produce("quiet", [NewRecord("finally")])
+            async with asyncio.timeout(GUARD_S):
+                record = await waiting
+            assert record.value == "finally"
+            assert consumer.reconnects == 0, "the idle stream was cut and reopened"
+            assert consumer.server_retry_ms == 2000  # the gateway's `retry:` (its default)
+
+
+async def test_http2_over_tls(start_gateway: GatewayFactory, tls_cert: tuple[Path, Path]) -> None:
+    gateway = start_gateway(tls=tls_cert)
+    async with AsyncLogwayClient(gateway.url, verify=gateway.verify()) as client:
+        await client.create_topic("secure", 1)
+        async with AsyncConsumer(client, "secure", start="earliest") as consumer:
+            await client.produce("secure", [NewRecord({"n": n}) for n in range(3)])
+            async with asyncio.timeout(GUARD_S):
+                values = [(await anext(consumer)).value for _ in range(3)]
+        assert values == [{"n": n} for n in range(3)]
+        assert (await client.http.get("/healthz")).http_version == "HTTP/2"

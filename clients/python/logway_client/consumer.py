@@ -84,7 +84,7 @@ class AsyncConsumer:
         self.assignment: Assignment | None = None
         self.reconnects = 0  # connections opened after the first one
         self._reconnect_delay_ms = reconnect_delay_ms
-        self._server_retry_ms: float | None = None
+        self.server_retry_ms: float | None = None
         self._max_reconnect_delay_ms = max_reconnect_delay_ms
         self._max_reconnect_attempts = max_reconnect_attempts
         self._delivered: dict[int, int] = {}  # partition -> next offset after the last record
@@ -167,7 +167,7 @@ class AsyncConsumer:
         return params
 
     def _delay_s(self, failures: int) -> float:
-        base = self._reconnect_delay_ms or self._server_retry_ms or DEFAULT_RECONNECT_DELAY_MS
+        base = self._reconnect_delay_ms or self.server_retry_ms or DEFAULT_RECONNECT_DELAY_MS
         return min(self._max_reconnect_delay_ms, base * 2.0 ** max(0, failures - 1)) / 1000
 
     async def _run(self) -> AsyncGenerator[Record, None]:
@@ -208,7 +208,7 @@ class AsyncConsumer:
                     raise ProtocolViolation(f"unexpected status {response.status_code}")
                 async for sse in EventSource(response).aiter_sse():
                     if sse.retry is not None:
-                        self._server_retry_ms = float(sse.retry)
+                        self.server_retry_ms = float(sse.retry)
                     if sse.event == "record":
                         record = Record.from_json(self._data(sse.data))
                         self.cursor = sse.id or self.cursor
