@@ -6,6 +6,7 @@
     ├── TopicExists             carries the existing topic so callers can compare settings
     ├── PartitionNotFound
     ├── OffsetOutOfRange        carries log_start_offset and end_offset
+    ├── AppendTooLarge          more records in one append than the backend writes atomically
     ├── GroupNotFound
     ├── CorruptRecord           a checksum failed inside sealed data: a read error, never data
     ├── StorageWriteError       a write or fsync failed; the partition refuses writes until reopened
@@ -57,6 +58,17 @@ class OffsetOutOfRange(StorageError):
         self.offset = offset
         self.log_start_offset = log_start_offset
         self.end_offset = end_offset
+
+
+class AppendTooLarge(StorageError):
+    """Refused before writing anything (jetstream: an atomic batch holds at most 1000)."""
+
+    def __init__(self, count: int, max_records: int) -> None:
+        super().__init__(
+            f"{count} records in one append; this backend writes at most {max_records} atomically"
+        )
+        self.count = count
+        self.max_records = max_records
 
 
 class GroupNotFound(StorageError):
