@@ -431,6 +431,13 @@ async def test_heartbeats_keep_an_idle_stream_open_and_retry_is_read(
             assert consumer.reconnects == 0, "the idle stream was cut and reopened"
             assert consumer.server_retry_ms == 2000  # the gateway's `retry:` (its default)
 
+            waiting = asyncio.create_task(anext(consumer))
+            await asyncio.sleep(0.2)  # let it block on the idle stream
+            await consumer.close()
+            async with asyncio.timeout(GUARD_S):
+                with pytest.raises(StopAsyncIteration):
+                    await waiting
+
 
 async def test_http2_over_tls(start_gateway: GatewayFactory, tls_cert: tuple[Path, Path]) -> None:
     gateway = start_gateway(tls=tls_cert)

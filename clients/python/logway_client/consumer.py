@@ -89,6 +89,7 @@ class AsyncConsumer:
         self._max_reconnect_attempts = max_reconnect_attempts
         self._delivered: dict[int, int] = {}  # partition -> next offset after the last record
         self._records: AsyncGenerator[Record, None] | None = None
+        self._response: httpx.Response | None = None
         self._closed = False
 
     async def __aenter__(self) -> AsyncConsumer:
@@ -113,9 +114,12 @@ class AsyncConsumer:
         return await self._records.__anext__()
 
     async def close(self) -> None:
-        """End the stream (a group member leaves when its connection closes)."""
+        """End the stream (a group member leaves when its connection closes). A task waiting
+        in `anext(consumer)` meanwhile gets StopAsyncIteration."""
         self._closed = True
-        if self._records is not None:
+        if self._response is not None:
+            await self._response.aclose()
+        if self._records is not None and not getattr(self._records, "ag_running", False):
             await self._records.aclose()
 
     async def commit(
@@ -183,6 +187,8 @@ class AsyncConsumer:
                     yield record
                 failures = 0  # a clean end (the gateway restarting): reconnect and resume
             except LogwayError as exc:
+                if self._closed:
+                    return
                 if not exc.retriable:
                     raise
                 failures += 1
@@ -203,6 +209,7 @@ class AsyncConsumer:
             async with self.client.http.stream(
                 "GET", path, params=self._params(), headers=headers, timeout=timeout
             ) as response:
+                self._response = response
                 if response.status_code != 200:
                     raise_for_problem(response, await response.aread())
                     raise ProtocolViolation(f"unexpected status {response.status_code}")
@@ -217,7 +224,9 @@ class AsyncConsumer:
                     elif sse.event == "gap":
                         self.cursor = sse.id or self.cursor
                     elif sse.event == "assignment":
-                        await self._assigned(Assignment.from_json(self._data(sse.data)), sse.id)
+                        assignment = Assignment.from_json(self._data(sse.data))
+                        # an empty assignment has no `id:`; httpx-sse repeats the last one
+                        await self._assigned(assignment, sse.id if assignment.partitions else None)
                     elif sse.event == "error":
                         problem = self._data(sse.data)
                         status = problem.get("status") if isinstance(problem, dict) else None
@@ -225,10 +234,12 @@ class AsyncConsumer:
                             status if isinstance(status, int) else 500,
                             problem if isinstance(problem, dict) else {},
                         )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.StreamClosed) as exc:
             raise ConnectionFailed(f"stream of {self.topic!r}: {exc!r}") from exc
         except SSEError as exc:
             raise ProtocolViolation(str(exc)) from exc
+        finally:
+            self._response = None
 
     @staticmethod
     def _data(data: str) -> Any:
