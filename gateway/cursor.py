@@ -17,9 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 VERSION_PREFIX = "1."
+_PREFIX = VERSION_PREFIX.encode("ascii")
 MAX_CURSOR_CHARS = 16_384
 MAX_PARTITION = 9_999  # TopicInfo allows up to 10,000 partitions
 MAX_OFFSET = 2**63 - 1
@@ -29,25 +30,25 @@ class CursorError(ValueError):
     """The cursor is not one this gateway wrote (malformed, truncated, unknown version)."""
 
 
+_SMALL = [bytes((n,)) for n in range(0x80)]
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
+    if value < 0x80:
+        return _SMALL[value]
+    out = []
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
-def _pair(gap: int, offset: int) -> bytes:
-    return _varint(gap) + _varint(offset)
-
-
-def _finish(payload: bytes) -> str:
+def _finish(payload: bytes) -> bytes:
     crc = (zlib.crc32(payload) & 0xFFFF).to_bytes(2, "big")
-    return VERSION_PREFIX + base64.urlsafe_b64encode(payload + crc).rstrip(b"=").decode("ascii")
+    encoded = binascii.b2a_base64(payload + crc, newline=False).translate(_URLSAFE)
+    return _PREFIX + encoded.rstrip(b"=")
 
 
 def encode_cursor(positions: Mapping[int, int]) -> str:
@@ -66,15 +67,36 @@ class CursorEncoder:
             raise ValueError("a cursor needs at least one partition")
         partitions = sorted(positions)
         self._index = {p: i for i, p in enumerate(partitions)}
-        self._gaps = [p - (partitions[i - 1] + 1 if i else 0) for i, p in enumerate(partitions)]
-        self._pieces = [_pair(self._gaps[i], positions[p]) for i, p in enumerate(partitions)]
+        self._gaps = [
+            _varint(p - (partitions[i - 1] + 1 if i else 0)) for i, p in enumerate(partitions)
+        ]
+        self._pieces = [self._gaps[i] + _varint(positions[p]) for i, p in enumerate(partitions)]
 
     def advance(self, partition: int, next_offset: int) -> None:
         i = self._index[partition]
-        self._pieces[i] = _pair(self._gaps[i], next_offset)
+        self._pieces[i] = self._gaps[i] + _varint(next_offset)
 
     def encode(self) -> str:
-        return _finish(b"".join(self._pieces))
+        return _finish(b"".join(self._pieces)).decode("ascii")
+
+    def state(self) -> bytes:
+        """The positions as compact bytes (equal positions, equal bytes): a cache key."""
+        return b"".join(self._pieces)
+
+    def encode_run(self, partition: int, next_offsets: Iterable[int]) -> list[bytes]:
+        """Cursors (ASCII bytes) after each of a batch's records, advancing `partition` through
+        `next_offsets`; the other partitions' bytes are joined once per batch, not per record."""
+        i = self._index[partition]
+        head = b"".join(self._pieces[:i]) + self._gaps[i]
+        tail = b"".join(self._pieces[i + 1 :])
+        cursors = []
+        last = None
+        for offset in next_offsets:
+            last = _varint(offset)
+            cursors.append(_finish(head + last + tail))
+        if last is not None:
+            self._pieces[i] = self._gaps[i] + last
+        return cursors
 
 
 def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:

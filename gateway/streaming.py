@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -232,11 +233,80 @@ class LogStream(Interruptible):
 # -- formats --------------------------------------------------------------------------------
 
 
+class ChunkCache:
+    """Rendered batches shared by every stream that reads the same records from the same
+    positions, so fan-out to many subscribers renders each batch once, not once per stream.
+
+    Bounded by bytes (least recently used out first). A key names the topic's incarnation
+    (bumped by `forget_topic` when a topic is created or deleted) and the batch's first and
+    last offsets and timestamps; within an incarnation the log never reuses an offset, so an
+    entry can only ever describe the records it was rendered from.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._bytes = 0
+        self._incarnations: dict[str, int] = {}
+
+    def forget_topic(self, topic: str) -> None:
+        self._incarnations[topic] = self._incarnations.get(topic, 0) + 1
+
+    def key(self, topic: str, batch: RecordBatch, *extra: object) -> tuple[object, ...]:
+        first, last = batch.records[0], batch.records[-1]
+        return (
+            topic,
+            self._incarnations.get(topic, 0),
+            batch.partition,
+            first.offset,
+            last.offset,
+            first.timestamp_ms,
+            last.timestamp_ms,
+            *extra,
+        )
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        chunk = self._entries.get(key)
+        if chunk is not None:
+            self._entries.move_to_end(key)
+        return chunk
+
+    def put(self, key: tuple[object, ...], chunk: bytes) -> None:
+        if len(chunk) > self.max_bytes // 4 or key in self._entries:
+            return
+        self._entries[key] = chunk
+        self._bytes += len(chunk)
+        while self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+
 def _problem_json(problem: Problem) -> bytes:
     return orjson.dumps(problem.body())
 
 
-async def sse_chunks(stream: LogStream, retry_ms: int) -> AsyncGenerator[bytes, None]:
+def _sse_records(topic: str, batch: RecordBatch, encoder: CursorEncoder) -> bytes:
+    partition, records = batch.partition, batch.records
+    cursors = encoder.encode_run(partition, [r.offset + 1 for r in records])
+    parts: list[bytes] = []
+    for record, cursor in zip(records, cursors, strict=True):
+        parts += (
+            b"event: record\nid: ",
+            cursor,
+            b"\ndata: ",
+            render_record(topic, partition, record),
+            b"\n\n",
+        )
+    return b"".join(parts)
+
+
+async def sse_chunks(
+    stream: LogStream, retry_ms: int, cache: ChunkCache | None = None
+) -> AsyncGenerator[bytes, None]:
     """SSE bytes: `retry:` first, then `event: record` with `id: <cursor>` per record (one chunk
     per batch), `event: gap` / `event: assignment` (with the new cursor as id), and
     `event: error` carrying a problem before the stream ends on an error."""
@@ -247,18 +317,18 @@ async def sse_chunks(stream: LogStream, retry_ms: int) -> AsyncGenerator[bytes, 
         async for event in events:
             if isinstance(event, RecordBatch):
                 assert encoder is not None
-                partition = event.partition
-                parts: list[bytes] = []
-                for record in event.records:
-                    encoder.advance(partition, record.offset + 1)
-                    parts.append(
-                        b"event: record\nid: "
-                        + encoder.encode().encode("ascii")
-                        + b"\ndata: "
-                        + render_record(topic, partition, record)
-                        + b"\n\n"
-                    )
-                yield b"".join(parts)
+                if cache is None:
+                    yield _sse_records(topic, event, encoder)
+                    continue
+                # the ids depend on every partition's position, so those are part of the key
+                key = cache.key(topic, event, "sse", encoder.state())
+                chunk = cache.get(key)
+                if chunk is None:
+                    chunk = _sse_records(topic, event, encoder)
+                    cache.put(key, chunk)
+                else:
+                    encoder.advance(event.partition, event.records[-1].offset + 1)
+                yield chunk
             elif isinstance(event, Gap):
                 assert encoder is not None
                 encoder.advance(event.partition, event.to_offset)
@@ -283,7 +353,14 @@ async def sse_chunks(stream: LogStream, retry_ms: int) -> AsyncGenerator[bytes, 
                 return
 
 
-async def ndjson_chunks(stream: LogStream, heartbeat_s: float) -> AsyncGenerator[bytes, None]:
+def _ndjson_records(topic: str, batch: RecordBatch) -> bytes:
+    partition = batch.partition
+    return b"".join(render_record(topic, partition, record) + b"\n" for record in batch.records)
+
+
+async def ndjson_chunks(
+    stream: LogStream, heartbeat_s: float, cache: ChunkCache | None = None
+) -> AsyncGenerator[bytes, None]:
     """NDJSON bytes: one record object per line (one chunk per batch); an empty line is a
     heartbeat; control lines are objects with an "event" member (gap, assignment, error),
     which record lines never have."""
@@ -291,10 +368,15 @@ async def ndjson_chunks(stream: LogStream, heartbeat_s: float) -> AsyncGenerator
     async with aclosing(stream.events(heartbeat_s)) as events:
         async for event in events:
             if isinstance(event, RecordBatch):
-                partition = event.partition
-                yield b"".join(
-                    render_record(topic, partition, record) + b"\n" for record in event.records
-                )
+                if cache is None:
+                    yield _ndjson_records(topic, event)
+                    continue
+                key = cache.key(topic, event, "ndjson")
+                chunk = cache.get(key)
+                if chunk is None:
+                    chunk = _ndjson_records(topic, event)
+                    cache.put(key, chunk)
+                yield chunk
             elif isinstance(event, Heartbeat):
                 yield b"\n"
             elif isinstance(event, Gap):

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.partitioner import Partitioner
 from gateway.problems import Problem
 from gateway.settings import Settings
-from gateway.streaming import StreamRegistry
+from gateway.streaming import ChunkCache, StreamRegistry
 from storage.backend import Backend
 
 
@@ -56,6 +56,7 @@ class Context:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     partitioner: Partitioner = field(default_factory=Partitioner)
     idempotency_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    chunks: ChunkCache = field(default_factory=ChunkCache)
 
 
 def context(request: Request) -> Context:

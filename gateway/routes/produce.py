@@ -67,7 +67,8 @@ async def _read_records(
 async def _ensure_topic(ctx: Context, topic: str) -> TopicInfo:
     """Auto-create (default partitions and config) only once the request proved valid."""
     try:
-        await ctx.backend.create_topic(topic, ctx.settings.default_partitions, TopicConfig())
+        if await ctx.backend.create_topic(topic, ctx.settings.default_partitions, TopicConfig()):
+            ctx.chunks.forget_topic(topic)
     except errors.TopicExists as exc:  # created meanwhile with other settings: use it
         return exc.existing
     return await ctx.backend.get_topic(topic)

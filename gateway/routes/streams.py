@@ -140,7 +140,7 @@ def stream_response(ctx: Context, stream: LogStream, format: str) -> Response:
     settings = ctx.settings
     if format == SSE:
         response = EventSourceResponse(
-            _registered(ctx, stream, sse_chunks(stream, settings.sse_retry_ms)),
+            _registered(ctx, stream, sse_chunks(stream, settings.sse_retry_ms, ctx.chunks)),
             headers=STREAM_HEADERS,
             ping=settings.heartbeat_s,
             send_timeout=settings.stream_send_timeout_s,
@@ -149,7 +149,7 @@ def stream_response(ctx: Context, stream: LogStream, format: str) -> Response:
         response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"connection"]
         return response
     return StreamResponse(
-        _registered(ctx, stream, ndjson_chunks(stream, settings.heartbeat_s)),
+        _registered(ctx, stream, ndjson_chunks(stream, settings.heartbeat_s, ctx.chunks)),
         media_type=NDJSON,
         headers=STREAM_HEADERS,
         send_timeout_s=settings.stream_send_timeout_s,

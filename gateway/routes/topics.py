@@ -114,6 +114,8 @@ async def put_topic(request: Request) -> Response:
         raise validation_error("/partitions", "must be an integer from 1 to 10000")
     config = config_from_json(doc.get("config", {}))
     created = await ctx.backend.create_topic(name, partitions, config)
+    if created:
+        ctx.chunks.forget_topic(name)
     info = await ctx.backend.get_topic(name)
     return _json(await describe(ctx.backend, info), 201 if created else 200)
 
@@ -125,7 +127,10 @@ async def get_topic(request: Request) -> Response:
 
 
 async def delete_topic(request: Request) -> Response:
-    await context(request).backend.delete_topic(validate_topic_name(request.path_params["topic"]))
+    ctx = context(request)
+    name = validate_topic_name(request.path_params["topic"])
+    await ctx.backend.delete_topic(name)
+    ctx.chunks.forget_topic(name)
     return Response(status_code=204)
 
 

@@ -15,7 +15,14 @@ from starlette.applications import Starlette
 from gateway.app import begin_shutdown, create_app
 from gateway.cursor import decode_cursor, encode_cursor
 from gateway.settings import Settings
-from gateway.streaming import Assignment, LogStream, RecordBatch, sse_chunks
+from gateway.streaming import (
+    Assignment,
+    ChunkCache,
+    LogStream,
+    RecordBatch,
+    ndjson_chunks,
+    sse_chunks,
+)
 from storage.embedded import EmbeddedBackend
 from tests.gateway.conftest import (
     SseEvent,
@@ -395,3 +402,52 @@ async def test_many_streams_over_one_h2c_connection(live_url: str) -> None:
 
         counts = await asyncio.gather(*(one(SSE if i % 2 else NDJSON) for i in range(20)))
         assert counts == [4] * 20
+
+
+async def test_streams_at_the_same_positions_share_rendered_batches(
+    app: Starlette, client: httpx.AsyncClient, backend: EmbeddedBackend
+) -> None:
+    """Fan-out renders a batch once; a recreated topic never gets the old topic's bytes."""
+    cache = app.state.logway.chunks
+    assert (await client.put("/v1/topics/t", json={"partitions": 2})).status_code == 201
+    await produce(client, "t", [{"value": "old", "partition": 0}] * 3)
+
+    async def first_batch(format: str) -> bytes:
+        stream = LogStream(backend, "t", {0: 0, 1: 0})
+        chunks = (
+            sse_chunks(stream, 1000, cache) if format == "sse" else ndjson_chunks(stream, 15, cache)
+        )
+        try:
+            if format == "sse":
+                await anext(chunks)  # retry:
+            return await anext(chunks)
+        finally:
+            await chunks.aclose()
+
+    for format in ("sse", "ndjson"):
+        one, two = await first_batch(format), await first_batch(format)
+        assert one == two
+        assert one.count(b'"value":"old"') == 3
+    entries = cache.size_bytes
+    assert entries > 0
+    await first_batch("sse")
+    assert cache.size_bytes == entries  # a hit adds nothing
+
+    assert (await client.delete("/v1/topics/t")).status_code == 204
+    assert (await client.put("/v1/topics/t", json={"partitions": 2})).status_code == 201
+    await produce(client, "t", [{"value": "new", "partition": 0}] * 3)
+    for format in ("sse", "ndjson"):
+        batch = await first_batch(format)
+        assert batch.count(b'"value":"new"') == 3
+        assert b"old" not in batch
+
+
+def test_chunk_cache_is_bounded_by_bytes() -> None:
+    cache = ChunkCache(max_bytes=1000)
+    for i in range(100):
+        cache.put(("k", i), b"x" * 100)
+    assert cache.size_bytes <= 1000
+    assert cache.get(("k", 99)) == b"x" * 100
+    assert cache.get(("k", 0)) is None
+    cache.put(("big",), b"y" * 600)  # larger than a quarter of the bound: not cached
+    assert cache.get(("big",)) is None

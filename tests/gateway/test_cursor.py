@@ -88,3 +88,19 @@ def test_refuses_well_checksummed_nonsense(payload: bytes) -> None:
 def test_never_crashes_on_arbitrary_text(text: str) -> None:
     with contextlib.suppress(CursorError):
         decode_cursor(text)
+
+
+@given(positions_st, st.data())
+def test_batch_encoding_matches_record_by_record(
+    positions: dict[int, int], data: st.DataObject
+) -> None:
+    batched, single = CursorEncoder(positions), CursorEncoder(positions)
+    partition = data.draw(st.sampled_from(sorted(positions)))
+    start = data.draw(st.integers(0, 2**40))
+    run = list(range(start, start + data.draw(st.integers(0, 5))))
+    expected = []
+    for offset in run:
+        single.advance(partition, offset)
+        expected.append(single.encode().encode())
+    assert batched.encode_run(partition, run) == expected
+    assert batched.encode() == single.encode()
