@@ -383,6 +383,10 @@ async def test_typed_errors_from_a_real_gateway(gateway: Gateway) -> None:
         assert (out_of_range.value.log_start_offset, out_of_range.value.end_offset) == (0, 1)
         with pytest.raises(RecordTooLarge):
             await client.produce("t", [NewRecord(b"x" * (2 * 1024 * 1024))])
+        async with AsyncProducer(client, linger_ms=0) as producer:
+            with pytest.raises(RecordTooLarge):  # a 4xx fails the batch at once, no retry
+                await producer.send("t", b"x" * (2 * 1024 * 1024))
+            assert producer.attempts == 1
         assert sum(p.end_offset for p in (await client.describe_topic("t")).partitions) == 1
 
         async with AsyncConsumer(client, "nope", start="earliest") as consumer:

@@ -167,6 +167,8 @@ class AsyncLogwayClient:
             )
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {path}: {exc!r}") from exc
+        except httpx.RequestError as exc:  # e.g. a body that does not decode
+            raise ProtocolViolation(f"{method} {path}: {exc!r}") from exc
         body = response.content
         raise_for_problem(response, body)
         return response, body

@@ -178,7 +178,10 @@ class AsyncProducer:
                 queue.first_at = loop.time()
                 queue.arrived.set()
             queue.in_flight = [p.future for p in batch]
-            await self._deliver(topic, batch)
+            try:
+                await self._deliver(topic, batch)
+            except Exception as exc:  # a bug must not leave futures (and flush) hanging
+                self._fail(batch, exc)
             queue.in_flight = []
 
     def _take(self, queue: _TopicQueue) -> list[_Pending]:
@@ -210,14 +213,18 @@ class AsyncProducer:
                 if exc.retriable and time.monotonic() + delay < deadline:
                     await asyncio.sleep(delay)
                     continue
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                self._fail(batch, exc)
                 return
             for pending, metadata in zip(batch, offsets, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(metadata)
             return
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
         delay = min(self.max_backoff_s, self.retry_backoff_s * 2.0 ** (attempt - 1))
