@@ -342,7 +342,8 @@ async def sse_chunks(
                 yield b"event: gap\nid: " + encoder.encode().encode() + b"\ndata: " + data + b"\n\n"
             elif isinstance(event, Assignment):
                 encoder = CursorEncoder(event.positions) if event.positions else None
-                cursor = b"id: " + encoder.encode().encode() + b"\n" if encoder else b""
+                # an empty id resets EventSource's last event id: no partitions, no cursor
+                cursor = b"id: " + encoder.encode().encode() + b"\n" if encoder else b"id:\n"
                 data = orjson.dumps(dict(event.announcement))
                 yield b"event: assignment\n" + cursor + b"data: " + data + b"\n\n"
             elif isinstance(event, End):

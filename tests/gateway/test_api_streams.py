@@ -319,6 +319,14 @@ async def test_reassign_replaces_partitions_mid_stream(
     assert (await anext(chunks)).startswith(b": stream closed")
     await chunks.aclose()
 
+    emptied = LogStream(backend, "t", {0: 0})
+    emptied_chunks = sse_chunks(emptied, 1000)
+    await anext(emptied_chunks)
+    await anext(emptied_chunks)
+    emptied.reassign({}, {"member_id": "m", "generation": 3, "partitions": []})
+    assert (await anext(emptied_chunks)).startswith(b"event: assignment\nid:\ndata: ")
+    await emptied_chunks.aclose()
+
     events = LogStream(backend, "t", {0: 0})
     gen = events.events()
     assert isinstance(await anext(gen), RecordBatch)
