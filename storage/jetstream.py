@@ -74,6 +74,7 @@ from storage.jetstream_codec import (
     record_subject,
     stream_config,
     stream_name,
+    stream_stem,
     validate_namespace,
 )
 from storage.names import validate_topic_name
@@ -292,9 +293,9 @@ class JetStreamBackend:
         info = TopicInfo(name, partitions, config)
         self._check_open()
         for _ in range(MAX_CAS_ATTEMPTS):
-            entry = await self._kv_last(self._topics_bucket, name)
+            entry = await self._kv_last(self._topics_bucket, self._topic_key(name))
             live = entry is not None and not entry.deleted
-            state, existing = _decode_topic(name, entry.value) if entry and live else (None, None)
+            state, existing = _decode_topic(entry.value) if entry and live else (None, None)
             if existing is not None and state in (STATE_READY, STATE_CREATING):
                 if existing != info:
                     raise TopicExists(existing)
@@ -304,7 +305,10 @@ class JetStreamBackend:
             claim = _encode_topic(info, STATE_CREATING)
             try:
                 revision = await self._kv_put(
-                    self._topics_bucket, name, claim, last=entry.revision if entry else 0
+                    self._topics_bucket,
+                    self._topic_key(name),
+                    claim,
+                    last=entry.revision if entry else 0,
                 )
             except _ApiError as exc:
                 if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
@@ -315,7 +319,10 @@ class JetStreamBackend:
             await self._create_streams(info)
             try:
                 await self._kv_put(
-                    self._topics_bucket, name, _encode_topic(info, STATE_READY), last=revision
+                    self._topics_bucket,
+                    self._topic_key(name),
+                    _encode_topic(info, STATE_READY),
+                    last=revision,
                 )
             except _ApiError as exc:
                 if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
@@ -355,13 +362,16 @@ class JetStreamBackend:
         """Mark "deleting" (compare-and-set), delete the streams, then the KV entry."""
         validate_topic_name(name)
         self._check_open()
-        entry = await self._kv_get(self._topics_bucket, name)
-        state, info = _decode_topic(name, entry.value) if entry else (None, None)
+        entry = await self._kv_get(self._topics_bucket, self._topic_key(name))
+        state, info = _decode_topic(entry.value) if entry else (None, None)
         if entry is None or info is None or state != STATE_READY:
             raise TopicNotFound(name)
         try:
             revision = await self._kv_put(
-                self._topics_bucket, name, _encode_topic(info, STATE_DELETING), last=entry.revision
+                self._topics_bucket,
+                self._topic_key(name),
+                _encode_topic(info, STATE_DELETING),
+                last=entry.revision,
             )
         except _ApiError as exc:
             if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
@@ -370,26 +380,28 @@ class JetStreamBackend:
         self._forget_topic(name)
         await self._delete_streams(name, info.partitions)
         with contextlib.suppress(_ApiError):  # a creator may already have taken the name over
-            await self._kv_delete(self._topics_bucket, name, last=revision)
+            await self._kv_delete(self._topics_bucket, self._topic_key(name), last=revision)
 
     async def list_topics(self) -> list[TopicInfo]:
         self._check_open()
-        names = await self._kv_keys(self._topics_bucket)
-        entries = await asyncio.gather(*(self._kv_get(self._topics_bucket, n) for n in names))
+        keys = await self._kv_keys(self._topics_bucket)
+        entries = await asyncio.gather(*(self._kv_get(self._topics_bucket, k) for k in keys))
         topics = []
-        for name, entry in zip(names, entries, strict=True):
-            if entry is None:
-                continue
-            state, info = _decode_topic(name, entry.value)
+        for entry in entries:
+            state, info = _decode_topic(entry.value) if entry else (None, None)
             if state == STATE_READY and info is not None:
                 topics.append(info)
         return sorted(topics, key=lambda t: t.name)
 
+    def _topic_key(self, name: str) -> str:
+        """Topic names may hold empty subject tokens ("..a"); their stream stem never does."""
+        return stream_stem(self.namespace, name)
+
     async def get_topic(self, name: str) -> TopicInfo:
         """Always read from KV, so every gateway sees topics the others created or deleted."""
         self._check_open()
-        entry = await self._kv_get(self._topics_bucket, name)
-        state, info = _decode_topic(name, entry.value) if entry else (None, None)
+        entry = await self._kv_get(self._topics_bucket, self._topic_key(name))
+        state, info = _decode_topic(entry.value) if entry else (None, None)
         if info is None or state != STATE_READY:
             self._topics.pop(name, None)
             raise TopicNotFound(name)
@@ -763,26 +775,19 @@ class JetStreamBackend:
         return _unexpired_result(entry)
 
     async def save_idempotent_result(self, key: str, result: bytes, ttl_ms: int) -> None:
-        """The first result saved for a key wins until it expires. The value carries its
-        exact expiry; the message's Nats-TTL (whole seconds, rounded up) removes it later."""
+        """Save (or replace) a result. The value carries its exact expiry; the message's
+        Nats-TTL (whole seconds, rounded up) lets JetStream remove it afterwards."""
         self._check_open()
-        kv_key = idempotency_key(key)
         value = struct.pack(">q", now_ms() + ttl_ms) + result
-        ttl_s = max(1, -(-ttl_ms // 1000))
-        entry = await self._kv_last(self._idempotency_bucket, kv_key)
-        if entry is not None and not entry.deleted and _unexpired_result(entry) is not None:
-            return
         try:
             await self._kv_put(
                 self._idempotency_bucket,
-                kv_key,
+                idempotency_key(key),
                 value,
-                last=entry.revision if entry else 0,
-                ttl_s=ttl_s,
+                ttl_s=max(1, -(-ttl_ms // 1000)),
             )
         except _ApiError as exc:
-            if exc.err_code not in ERR_WRONG_LAST_SEQUENCE:
-                raise _public_error(exc) from exc
+            raise _public_error(exc) from exc
 
     # -- JetStream plumbing -------------------------------------------------------------
 
@@ -1039,6 +1044,7 @@ def _encode_topic(info: TopicInfo, state: str) -> bytes:
     return json.dumps(
         {
             "state": state,
+            "name": info.name,
             "partitions": info.partitions,
             "retention.ms": config.retention_ms,
             "retention.bytes": config.retention_bytes,
@@ -1049,7 +1055,7 @@ def _encode_topic(info: TopicInfo, state: str) -> bytes:
     ).encode()
 
 
-def _decode_topic(name: str, value: bytes) -> tuple[str | None, TopicInfo | None]:
+def _decode_topic(value: bytes) -> tuple[str | None, TopicInfo | None]:
     try:
         doc = json.loads(value)
         config = TopicConfig(
@@ -1058,9 +1064,9 @@ def _decode_topic(name: str, value: bytes) -> tuple[str | None, TopicInfo | None
             segment_bytes=doc["segment.bytes"],
             segment_ms=doc["segment.ms"],
         )
-        return str(doc["state"]), TopicInfo(name, int(doc["partitions"]), config)
+        return str(doc["state"]), TopicInfo(str(doc["name"]), int(doc["partitions"]), config)
     except (ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring unreadable topic metadata for %r: %s", name, exc)
+        log.warning("ignoring unreadable topic metadata %r: %s", value[:200], exc)
         return None, None
 
 

@@ -12,6 +12,7 @@ Kept free of pytest so the later multi-gateway and benchmark harnesses can impor
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import shutil
 import signal
@@ -177,8 +178,11 @@ class NatsCluster:
         return "\n".join(f"--- {n.name}\n{n.log()[-4000:]}" for n in self.nodes)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Block until JetStream answers through a running node (so a meta leader exists)."""
-        asyncio.run(self.wait_ready_async(timeout_s))
+        """Block until JetStream answers through a running node (so a meta leader exists).
+
+        Runs its own event loop in a worker thread, so it also works under a running loop."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, self.wait_ready_async(timeout_s)).result()
 
     async def wait_ready_async(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,254 @@
+"""The Backend contract, run against every backend (`backend` is parametrized in conftest):
+embedded on tmp_path, and jetstream on the shared 3-node cluster with R3 streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from storage.errors import (
+    GroupNotFound,
+    InvalidTopicName,
+    OffsetOutOfRange,
+    PartitionNotFound,
+    TopicExists,
+    TopicNotFound,
+)
+from storage.types import NewRecord, TopicConfig, TopicPartition, ValueFormat
+from tests.jetstream.conftest import AnyBackend
+
+CONFIG = TopicConfig()
+MiB = 1024 * 1024
+
+# Keys and headers NATS headers cannot carry as text: they must round-trip byte for byte.
+HOSTILE_RECORDS = [
+    NewRecord(b"plain", key=b"order-17"),
+    NewRecord(b"", key=b""),
+    NewRecord(b"\x00\xff\r\n", key=b"\x00\r\n:\xff"),
+    NewRecord(b"{}", key=b" padded ", value_format=ValueFormat.JSON),
+    NewRecord(b"x", key="ключ: é".encode()),
+    NewRecord(
+        b"[1,2]",
+        headers=(("a", b"1"), ("a", b"2"), ("", b""), ("Name: x\r\n", b"\r\n\x00"), ("é", b" ")),
+        value_format=ValueFormat.JSON,
+    ),
+    NewRecord(b"no key", key=None, headers=(("Logway-Key", b"not the key"),)),
+]
+
+
+async def test_create_topic_is_idempotent_and_refuses_other_settings(backend: AnyBackend) -> None:
+    assert await backend.create_topic("orders.v1", 3, CONFIG) is True
+    assert await backend.create_topic("orders.v1", 3, CONFIG) is False
+    with pytest.raises(TopicExists) as exc_info:
+        await backend.create_topic("orders.v1", 4, CONFIG)
+    assert exc_info.value.existing.partitions == 3
+    with pytest.raises(TopicExists):
+        await backend.create_topic("orders.v1", 3, TopicConfig(retention_ms=60_000))
+    info = await backend.get_topic("orders.v1")
+    assert (info.name, info.partitions, info.config) == ("orders.v1", 3, CONFIG)
+
+
+async def test_topic_names_with_dots_and_underscores_stay_distinct(backend: AnyBackend) -> None:
+    names = ["a.b", "a_b", "a_2Eb", "a-b", "_", "..a", "A.b"]
+    for name in names:
+        assert await backend.create_topic(name, 1, CONFIG)
+    for i, name in enumerate(names):
+        await backend.append(name, 0, [NewRecord(str(i).encode())])
+    assert sorted(t.name for t in await backend.list_topics()) == sorted(names)
+    for i, name in enumerate(names):
+        [record] = await backend.read(name, 0, 0, 10, MiB)
+        assert record.value == str(i).encode()
+
+
+async def test_invalid_topic_names_are_refused(backend: AnyBackend) -> None:
+    for name in ["", ".", "..", "a/b", "a b", "x" * 250, "a*", "a>"]:
+        with pytest.raises(InvalidTopicName):
+            await backend.create_topic(name, 1, CONFIG)
+
+
+async def test_delete_topic_then_unknown_and_recreated_from_zero(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+    await backend.append("t", 1, [NewRecord(b"a"), NewRecord(b"b")])
+    await backend.delete_topic("t")
+    assert await backend.list_topics() == []
+    with pytest.raises(TopicNotFound):
+        await backend.get_topic("t")
+    with pytest.raises(TopicNotFound):
+        await backend.delete_topic("t")
+    with pytest.raises(TopicNotFound):
+        await backend.append("t", 0, [NewRecord(b"x")])
+    with pytest.raises(TopicNotFound):
+        await backend.read("t", 0, 0, 10, MiB)
+    with pytest.raises(TopicNotFound):
+        await backend.partition_info("t", 0)
+    assert await backend.create_topic("t", 3, CONFIG) is True
+    result = await backend.append("t", 1, [NewRecord(b"again")])
+    assert result.base_offset == 0
+    assert [r.value for r in await backend.read("t", 1, 0, 10, MiB)] == [b"again"]
+
+
+async def test_records_round_trip_exactly(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    first = await backend.append("t", 0, HOSTILE_RECORDS[:1])
+    rest = await backend.append("t", 0, HOSTILE_RECORDS[1:])
+    assert (first.base_offset, first.count) == (0, 1)
+    assert (rest.base_offset, rest.count) == (1, len(HOSTILE_RECORDS) - 1)
+    records = await backend.read("t", 0, 0, 100, MiB)
+    assert [r.offset for r in records] == list(range(len(HOSTILE_RECORDS)))
+    for record, sent in zip(records, HOSTILE_RECORDS, strict=True):
+        assert (record.value, record.key, record.headers, record.value_format) == (
+            sent.value,
+            sent.key,
+            sent.headers,
+            sent.value_format,
+        )
+    assert records[0].timestamp_ms == first.timestamp_ms
+    assert {r.timestamp_ms for r in records[1:]} == {rest.timestamp_ms}
+
+
+async def test_offsets_are_dense_across_concurrent_batches(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    batches = [[NewRecord(f"{b}:{i}".encode()) for i in range(1 + b % 7)] for b in range(40)]
+    results = await asyncio.gather(*(backend.append("t", 0, batch) for batch in batches))
+    records = await backend.read("t", 0, 0, 1000, 16 * MiB)
+    assert [r.offset for r in records] == list(range(sum(map(len, batches))))
+    for batch, result in zip(batches, results, strict=True):
+        # each append is contiguous and in order: nothing interleaved inside it
+        got = records[result.base_offset : result.base_offset + result.count]
+        assert [r.value for r in got] == [r.value for r in batch]
+    info = await backend.partition_info("t", 0)
+    assert (info.log_start_offset, info.end_offset) == (0, len(records))
+
+
+async def test_read_limits_and_ranges(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    await backend.append("t", 0, [NewRecord(bytes(100), key=b"k") for _ in range(10)])
+    assert len(await backend.read("t", 0, 0, 3, MiB)) == 3
+    assert [r.offset for r in await backend.read("t", 0, 4, 100, MiB)] == list(range(4, 10))
+    # max_bytes counts keys and values, stops before exceeding, and returns at least one
+    assert len(await backend.read("t", 0, 0, 100, 303)) == 3
+    assert len(await backend.read("t", 0, 0, 100, 302)) == 2
+    assert len(await backend.read("t", 0, 2, 100, 1)) == 1
+    assert await backend.read("t", 0, 10, 100, MiB) == []
+    with pytest.raises(OffsetOutOfRange) as exc_info:
+        await backend.read("t", 0, 11, 100, MiB)
+    assert (exc_info.value.log_start_offset, exc_info.value.end_offset) == (0, 10)
+    with pytest.raises(OffsetOutOfRange):
+        await backend.read("t", 0, -1, 100, MiB)
+    with pytest.raises(PartitionNotFound):
+        await backend.read("t", 1, 0, 100, MiB)
+    with pytest.raises(PartitionNotFound):
+        await backend.append("t", -1, [NewRecord(b"x")])
+
+
+async def test_offset_for_timestamp(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    assert await backend.offset_for_timestamp("t", 0, 0) == 0
+    first = await backend.append("t", 0, [NewRecord(b"a"), NewRecord(b"b")])
+    second = first
+    while second.timestamp_ms == first.timestamp_ms:  # the log's clock must move on
+        await asyncio.sleep(0.002)
+        second = await backend.append("t", 0, [NewRecord(b"c")])
+    assert await backend.offset_for_timestamp("t", 0, 0) == 0
+    assert await backend.offset_for_timestamp("t", 0, first.timestamp_ms) == 0
+    assert await backend.offset_for_timestamp("t", 0, first.timestamp_ms + 1) == second.base_offset
+    assert await backend.offset_for_timestamp("t", 0, second.timestamp_ms + 1) == (
+        second.base_offset + 1
+    )
+
+
+async def test_wait_for_records_wakes_on_append_and_times_out(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 3, CONFIG)
+    assert await backend.wait_for_records("t", {0: 0, 2: 0}, 0.05) is False
+    waiter = asyncio.create_task(backend.wait_for_records("t", {0: 0, 2: 0}, None))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await backend.append("t", 1, [NewRecord(b"elsewhere")])
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await backend.append("t", 2, [NewRecord(b"here")])
+    assert await asyncio.wait_for(waiter, 10) is True
+    # already past the position: returns at once; at the end: waits
+    assert await backend.wait_for_records("t", {2: 0}, None) is True
+    assert await backend.wait_for_records("t", {2: 1}, 0) is False
+    with pytest.raises(PartitionNotFound):
+        await backend.wait_for_records("t", {3: 0}, 0)
+    assert await backend.wait_for_records("missing", {0: 0}, None) is True
+
+
+async def test_wait_for_records_wakes_when_the_topic_is_deleted(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    waiter = asyncio.create_task(backend.wait_for_records("t", {0: 0}, None))
+    await asyncio.sleep(0.05)
+    await backend.delete_topic("t")
+    assert await asyncio.wait_for(waiter, 10) is True
+    with pytest.raises(TopicNotFound):
+        await backend.read("t", 0, 0, 1, MiB)
+
+
+async def test_wait_for_records_wakes_on_close(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 1, CONFIG)
+    waiter = asyncio.create_task(backend.wait_for_records("t", {0: 0}, None))
+    await asyncio.sleep(0.05)
+    await backend.close()
+    assert await asyncio.wait_for(waiter, 10) is True
+
+
+async def test_groups_offsets_and_metadata_survive_reopen(
+    backend: AnyBackend, reopen_backend: Callable[[], Awaitable[AnyBackend]]
+) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+    await backend.append("t", 0, [NewRecord(b"x")])
+    group = "billing service / ünïcode ✓"
+    await backend.commit_offsets(group, {TopicPartition("t", 0): 1, TopicPartition("t", 1): 0})
+    await backend.commit_offsets(group, {TopicPartition("t", 1): 5})
+    await backend.commit_offsets("other", {TopicPartition("t", 0): 0})
+    await backend.save_group_metadata(group, b"\x00generation 7")
+    await backend.save_group_metadata("meta-only", b"m")
+    reopened = await reopen_backend()
+    assert await reopened.committed_offsets(group) == {
+        TopicPartition("t", 0): 1,
+        TopicPartition("t", 1): 5,
+    }
+    assert await reopened.committed_offsets("never") == {}
+    assert await reopened.load_group_metadata(group) == b"\x00generation 7"
+    assert await reopened.load_group_metadata("never") is None
+    assert await reopened.list_groups() == sorted([group, "other", "meta-only"])
+    assert [t.name for t in await reopened.list_topics()] == ["t"]
+    assert [r.value for r in await reopened.read("t", 0, 0, 10, MiB)] == [b"x"]
+    await reopened.delete_group(group)
+    assert await reopened.committed_offsets(group) == {}
+    assert await reopened.load_group_metadata(group) is None
+    assert await reopened.list_groups() == ["meta-only", "other"]
+    with pytest.raises(GroupNotFound):
+        await reopened.delete_group(group)
+
+
+async def test_concurrent_commits_to_one_group_all_land(backend: AnyBackend) -> None:
+    await asyncio.gather(
+        *(backend.commit_offsets("g", {TopicPartition("t", p): p + 1}) for p in range(20))
+    )
+    assert await backend.committed_offsets("g") == {
+        TopicPartition("t", p): p + 1 for p in range(20)
+    }
+
+
+async def test_idempotent_results(backend: AnyBackend) -> None:
+    assert await backend.load_idempotent_result("k") is None
+    await backend.save_idempotent_result("k", b"first", ttl_ms=60_000)
+    await backend.save_idempotent_result("k", b"second", ttl_ms=60_000)
+    assert await backend.load_idempotent_result("k") == b"second"  # save replaces
+    long_key = "x" * 5000 + "\u2603 with spaces"
+    await backend.save_idempotent_result(long_key, b"", ttl_ms=60_000)
+    assert await backend.load_idempotent_result(long_key) == b""
+    await backend.save_idempotent_result("short", b"gone", ttl_ms=1)
+    await asyncio.sleep(0.01)
+    assert await backend.load_idempotent_result("short") is None
+    await backend.save_idempotent_result("short", b"new", ttl_ms=60_000)
+    assert await backend.load_idempotent_result("short") == b"new"
+
+
+async def test_check_writable(backend: AnyBackend) -> None:
+    await backend.check_writable()
