@@ -1,0 +1,216 @@
+"""The `logway` command line.
+
+`logway <command> [options]`; each command is one subparser with its own `run` function,
+so later commands (produce, consume, topics, groups) add a `_add_<name>` builder and a
+line in `_COMMANDS`. Flags are never abbreviated and an unknown flag is an error (exit 2),
+because a misspelled setting silently ignored is worse than a refusal to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from gateway.server import SERVERS, serve
+from gateway.settings import Settings
+from storage.types import Durability, DurabilityPolicy
+
+_DEFAULTS = Settings()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, not {text}")
+    return value
+
+
+def _version() -> str:
+    try:
+        return version("logway")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the HTTP gateway (HTTP/1.1, h2c and HTTP/2 over TLS on one port).",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    listen = parser.add_argument_group("listening")
+    listen.add_argument("--host", default=_DEFAULTS.host, help="address to bind")
+    listen.add_argument("--port", type=_port, default=_DEFAULTS.port, help="TCP port")
+    listen.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=_DEFAULTS.server,
+        help="HTTP server that runs the app (see bench/RESULTS.md)",
+    )
+    listen.add_argument(
+        "--certfile", type=Path, default=None, help="PEM certificate chain; enables TLS with h2"
+    )
+    listen.add_argument("--keyfile", type=Path, default=None, help="PEM private key for --certfile")
+    listen.add_argument(
+        "--root-path", default=_DEFAULTS.root_path, help="path prefix when mounted behind a proxy"
+    )
+    listen.add_argument(
+        "--shutdown-timeout-s",
+        type=_positive_float,
+        default=_DEFAULTS.shutdown_timeout_s,
+        help="on SIGTERM/SIGINT, exit within this many seconds",
+    )
+
+    storage = parser.add_argument_group("storage")
+    storage.add_argument(
+        "--data-dir", type=Path, default=_DEFAULTS.data_dir, help="directory of the embedded log"
+    )
+    storage.add_argument(
+        "--backend",
+        default=_DEFAULTS.backend,
+        help="'embedded' or a JetStream cluster, nats://h1:4222,h2:4222",
+    )
+    storage.add_argument(
+        "--fsync",
+        choices=[mode.value for mode in Durability],
+        default=_DEFAULTS.durability.mode.value,
+        help="when a produce is acknowledged: after fsync (always, shared by concurrent "
+        "requests), with fsync every --fsync-interval-ms, or never",
+    )
+    storage.add_argument(
+        "--fsync-interval-ms",
+        type=_positive_int,
+        default=_DEFAULTS.durability.fsync_interval_ms,
+        help="fsync period for --fsync interval",
+    )
+
+    api = parser.add_argument_group("API")
+    api.add_argument(
+        "--auto-create-topics",
+        action="store_true",
+        help="create a missing topic on its first produce instead of answering 404",
+    )
+    api.add_argument(
+        "--default-partitions",
+        type=_positive_int,
+        default=_DEFAULTS.default_partitions,
+        help="partitions of auto-created topics and of PUT without 'partitions'",
+    )
+    api.add_argument(
+        "--heartbeat-s",
+        type=_positive_float,
+        default=_DEFAULTS.heartbeat_s,
+        help="keep-alive comment interval of idle SSE/NDJSON streams",
+    )
+    api.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=_DEFAULTS.max_body_bytes,
+        help="largest JSON produce body (NDJSON bodies stream with no total cap)",
+    )
+    api.add_argument(
+        "--max-record-bytes",
+        type=_positive_int,
+        default=_DEFAULTS.max_record_bytes,
+        help="largest record (key + value + headers)",
+    )
+    api.add_argument(
+        "--max-records-per-request",
+        type=_positive_int,
+        default=_DEFAULTS.max_records_per_request,
+        help="most records in one produce request",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="logging threshold",
+    )
+    parser.set_defaults(run=_run_serve, build_parser=parser)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The one Settings object `serve` runs with, built from parsed flags."""
+    return Settings(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        backend=args.backend,
+        server=args.server,
+        durability=DurabilityPolicy(
+            mode=Durability(args.fsync), fsync_interval_ms=args.fsync_interval_ms
+        ),
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        auto_create_topics=args.auto_create_topics,
+        default_partitions=args.default_partitions,
+        max_body_bytes=args.max_body_bytes,
+        max_record_bytes=args.max_record_bytes,
+        max_records_per_request=args.max_records_per_request,
+        heartbeat_s=args.heartbeat_s,
+        shutdown_timeout_s=args.shutdown_timeout_s,
+        root_path=args.root_path,
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.build_parser
+    if (args.certfile is None) != (args.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
+    for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: no such file")
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return serve(settings)
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_serve,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (also used by tests and the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="logway",
+        description="An HTTP/2 gateway to a partitioned, replayable event log.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"logway {_version()}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="<command>")
+    commands.required = True
+    for add_command in _COMMANDS:
+        add_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `logway` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)

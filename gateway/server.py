@@ -1,0 +1,236 @@
+"""Run the ASGI app under Granian or Hypercorn, in this one process, until SIGTERM/SIGINT.
+
+One process owns the embedded log, so there is exactly one worker: this process. The app
+is created here and both servers run it on this process's asyncio loop (Granian through
+its embedded server, Hypercorn through `hypercorn.asyncio.serve`). Both serve HTTP/1.1 and
+cleartext HTTP/2 with prior knowledge on the same port, and h2 over TLS via ALPN when a
+certificate is given.
+
+Shutdown on the first SIGTERM or SIGINT, bounded by `settings.shutdown_timeout_s`:
+
+1. stop accepting connections and call `begin_shutdown`, which ends every open SSE/NDJSON
+   stream with a clean end of response, so clients reconnect and resume from their cursor;
+2. let in-flight requests (produces waiting for their fsync) finish, for at most
+   `_DRAIN_SHARE` of the bound; neither server would ever end an infinite stream itself
+   (Granian waits for it forever, Hypercorn until its graceful timeout);
+3. run the app's lifespan shutdown, which closes the backend (flush, fsync) — only after
+   the last in-flight request has finished (`_DrainBeforeLifespanShutdown`), because
+   Granian starts the lifespan shutdown while requests are still running;
+4. exit 0. A watchdog exits 1 if the bound passes first, and a second signal exits 1 at
+   once: every acknowledged record is already durable, so a hard exit loses none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, cast
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.settings import Settings
+
+logger = logging.getLogger("logway.server")
+
+SERVERS = ("granian", "hypercorn")
+H2_MAX_CONCURRENT_STREAMS = 1000  # browsers multiplex every EventSource of a page on one connection
+_DRAIN_SHARE = 0.7  # of shutdown_timeout_s for in-flight requests; the rest closes the log
+
+ShutdownTrigger = Callable[[], Awaitable[None]]
+
+
+def serve(settings: Settings) -> int:
+    """Create the gateway app and serve it until a signal; returns the exit code."""
+    from gateway.app import begin_shutdown, create_app
+
+    app = create_app(settings)
+    return run(app, settings, lambda: begin_shutdown(app))
+
+
+def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) -> int:
+    """Serve any ASGI app with the shutdown sequence above (also used by bench baselines).
+
+    Returns the exit code; under Granian the process exits with it instead (see below).
+    """
+    if settings.server not in SERVERS:
+        raise ValueError(f"unknown server {settings.server!r}; expected one of {SERVERS}")
+    returncode = asyncio.run(_run(app, settings, begin_shutdown))
+    if settings.server == "granian":
+        _leave_process(returncode)
+    return returncode
+
+
+def _leave_process(returncode: int) -> NoReturn:
+    """Exit without interpreter finalization, once everything of ours is closed.
+
+    Granian's Rust runtime threads can still be winding down while Python finalizes; one
+    of 12 TLS shutdowns died there with a Rust "panic in a function that cannot unwind".
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(returncode)
+
+
+class _DrainBeforeLifespanShutdown:
+    """Hold the app's lifespan shutdown back until no HTTP request is in flight.
+
+    The lifespan shutdown closes the backend; a produce still waiting for its fsync must
+    get its answer first. The wait ends at `deadline` (monotonic) at the latest.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight = 0
+        self.deadline = float("inf")
+        self._idle: asyncio.Event | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._receive_after_drain(receive), send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    def _receive_after_drain(self, receive: Receive) -> Receive:
+        async def receive_lifespan() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self._wait_idle()
+            return message
+
+        return receive_lifespan
+
+    async def _wait_idle(self) -> None:
+        self._idle = asyncio.Event()
+        while self.in_flight > 0:
+            self._idle.clear()
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning("closing the log with %d requests still running", self.in_flight)
+                return
+            try:
+                await asyncio.wait_for(self._idle.wait(), remaining)
+            except TimeoutError:
+                continue
+
+
+def _exit_now(reason: str) -> None:
+    logger.error("%s: exiting now (acknowledged records are already durable)", reason)
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) -> int:
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    drained_app = _DrainBeforeLifespanShutdown(app)
+    timeout_s = settings.shutdown_timeout_s
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stop_requested.is_set():
+            _exit_now(f"second {signum.name}")
+        logger.info("%s: shutting down within %.1f s", signum.name, timeout_s)
+        drained_app.deadline = time.monotonic() + _DRAIN_SHARE * timeout_s
+        watchdog = threading.Timer(
+            timeout_s, _exit_now, (f"shutdown took longer than {timeout_s} s",)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        stop_requested.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    async def shutdown_trigger() -> None:
+        await stop_requested.wait()
+        try:
+            begin_shutdown()
+        except Exception:
+            logger.exception("ending open streams failed; they end when the server stops")
+
+    runner = _serve_granian if settings.server == "granian" else _serve_hypercorn
+    try:
+        await runner(drained_app, settings, shutdown_trigger)
+    except Exception:
+        logger.exception("the %s server failed", settings.server)
+        return 1
+    if not stop_requested.is_set():
+        logger.error("the %s server stopped without being asked to", settings.server)
+        return 1
+    logger.info("stopped cleanly")
+    return 0
+
+
+async def _serve_granian(
+    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger
+) -> None:
+    """Granian's embedded server: its Rust HTTP stack on this process's asyncio loop.
+
+    `http=auto` answers HTTP/1.1 and detects the h2 preface (prior knowledge) on the same
+    cleartext port; with a certificate it negotiates h2 or http/1.1 by ALPN.
+    """
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP2Settings
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        websockets=False,
+        http2_settings=HTTP2Settings(max_concurrent_streams=H2_MAX_CONCURRENT_STREAMS),
+        ssl_cert=settings.certfile,
+        ssl_key=settings.keyfile,
+        ssl_protocol_min=SSLProtocols.tls12,
+        log_level=LogLevels(log_level) if log_level in LogLevels.__members__ else LogLevels.info,
+    )
+
+    async def stop_when_triggered() -> None:
+        await shutdown_trigger()
+        server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+
+    stopper = asyncio.create_task(stop_when_triggered())
+    try:
+        await server.serve()
+    finally:
+        stopper.cancel()
+
+
+async def _serve_hypercorn(
+    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger
+) -> None:
+    """Hypercorn on this loop. Its h11 protocol switches to h2 on the prior-knowledge preface."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+    from hypercorn.typing import ASGIFramework
+
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    if settings.certfile is not None and settings.keyfile is not None:
+        config.certfile = str(settings.certfile)
+        config.keyfile = str(settings.keyfile)
+    config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
+    config.graceful_timeout = _DRAIN_SHARE * settings.shutdown_timeout_s
+    config.shutdown_timeout = (1 - _DRAIN_SHARE) * settings.shutdown_timeout_s
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    await hypercorn_serve(
+        cast(ASGIFramework, app), config, shutdown_trigger=shutdown_trigger, mode="asgi"
+    )

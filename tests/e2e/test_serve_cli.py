@@ -1,0 +1,83 @@
+"""The `logway` command line refuses what it does not understand, before binding anything."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser, settings_from_args
+from gateway.settings import Settings
+from storage.types import Durability, DurabilityPolicy
+from tests.e2e.conftest import LOGWAY
+
+pytestmark = pytest.mark.e2e
+
+
+def _logway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LOGWAY), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--prot", "9"], "unrecognized arguments: --prot"),
+        (["serve", "--po", "9"], "unrecognized arguments: --po"),  # no abbreviations
+        (["serve", "--server", "uvicorn"], "invalid choice: 'uvicorn'"),
+        (["serve", "--fsync", "sometimes"], "invalid choice: 'sometimes'"),
+        (["serve", "--port", "70000"], "must be between 1 and 65535"),
+        (["serve", "--max-body-bytes", "0"], "must be a positive integer"),
+        (["serve", "--certfile", "cert.pem"], "--certfile and --keyfile go together"),
+        (["serv"], "invalid choice: 'serv'"),
+        ([], "the following arguments are required: <command>"),
+    ],
+)
+def test_bad_command_line_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
+    result = _logway(*args)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = _logway("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("logway ")
+
+
+def test_serve_help_lists_every_setting() -> None:
+    result = _logway("serve", "--help")
+    assert result.returncode == 0
+    for flag in (
+        "--host", "--port", "--data-dir", "--backend", "--server", "--fsync",
+        "--fsync-interval-ms", "--certfile", "--keyfile", "--auto-create-topics",
+        "--heartbeat-s", "--max-body-bytes", "--max-record-bytes", "--max-records-per-request",
+    ):  # fmt: skip
+        assert flag in result.stdout
+
+
+def test_flags_build_one_settings_object() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve", "--host", "0.0.0.0", "--port", "9000", "--data-dir", "/srv/log",
+            "--server", "hypercorn", "--fsync", "interval", "--fsync-interval-ms", "50",
+            "--auto-create-topics", "--heartbeat-s", "2.5", "--max-record-bytes", "4096",
+        ]
+    )  # fmt: skip
+    assert settings_from_args(args) == Settings(
+        host="0.0.0.0",
+        port=9000,
+        data_dir=Path("/srv/log"),
+        server="hypercorn",
+        durability=DurabilityPolicy(Durability.INTERVAL, fsync_interval_ms=50),
+        auto_create_topics=True,
+        heartbeat_s=2.5,
+        max_record_bytes=4096,
+    )
+
+
+def test_defaults_are_the_settings_defaults() -> None:
+    assert settings_from_args(build_parser().parse_args(["serve"])) == Settings()
