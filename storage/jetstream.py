@@ -415,7 +415,11 @@ class JetStreamBackend:
         return info if info is not None else await self.get_topic(name)
 
     async def _stream(self, topic: str, partition: int) -> str:
-        info = await self._cached_topic(topic)
+        self._check_open()
+        cached = self._topics.get(topic)
+        info = cached or await self.get_topic(topic)
+        if not 0 <= partition < info.partitions and cached is not None:
+            info = await self.get_topic(topic)  # the cache may predate a re-creation
         if not 0 <= partition < info.partitions:
             raise PartitionNotFound(topic, partition)
         return stream_name(self.namespace, topic, partition)
@@ -699,10 +703,16 @@ class JetStreamBackend:
                 notifier.end_offset = -1  # unknown: the next waiter returns at once
 
     async def _on_stream_deleted(self, msg: Msg) -> None:
+        """Another gateway deleted a topic: forget it and wake whoever waits on it."""
         stream = msg.subject.rsplit(".", 1)[-1]
-        for (topic, partition), notifier in list(self._notifiers.items()):
-            if stream_name(self.namespace, topic, partition) == stream:
-                self._topics.pop(topic, None)
+        prefix = f"{self.namespace.upper()}_"
+        if not stream.startswith(prefix):
+            return
+        stem = stream[len(prefix) :].rsplit("_", 1)[0]
+        for topic in [t for t in self._topics if stream_stem(self.namespace, t) == stem]:
+            self._topics.pop(topic, None)
+        for (topic, _), notifier in list(self._notifiers.items()):
+            if stream_stem(self.namespace, topic) == stem:
                 notifier.wake_all()
 
     # -- consumer groups ----------------------------------------------------------------

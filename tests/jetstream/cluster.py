@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class NatsNode:
     name: str
     client_port: int
     cluster_port: int
+    http_port: int
     store_dir: Path
     config_path: Path
     log_path: Path
@@ -79,6 +81,7 @@ class NatsNode:
         lines = [
             f"server_name: {self.name}",
             f"listen: 127.0.0.1:{self.client_port}",
+            f"http: 127.0.0.1:{self.http_port}",
             f"max_payload: {MAX_PAYLOAD_BYTES}",
             "jetstream {",
             f'  store_dir: "{self.store_dir}"',
@@ -137,6 +140,7 @@ class NatsCluster:
                 name=f"n{i + 1}",
                 client_port=free_port(),
                 cluster_port=free_port(),
+                http_port=free_port(),
                 store_dir=root / f"n{i + 1}" / "store",
                 config_path=root / f"n{i + 1}.conf",
                 log_path=root / f"n{i + 1}.log",
@@ -169,6 +173,28 @@ class NatsCluster:
 
     def restart(self, index: int) -> None:
         self.nodes[index].start()
+
+    def index_of(self, server_name: str) -> int:
+        return next(i for i, n in enumerate(self.nodes) if n.name == server_name)
+
+    def wait_healthy(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Block until every node's /healthz says JetStream is current (after a restart,
+        when it has caught up with its streams and the meta group)."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.nodes)
+        while pending:
+            node = pending[0]
+            try:
+                url = f"http://127.0.0.1:{node.http_port}/healthz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        pending.pop(0)
+                        continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.name} not healthy after {timeout_s} s\n{self.logs()}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -1,0 +1,120 @@
+"""What only the jetstream backend has: the atomic batch limit, JetStream retention, and
+several backends ("gateways") sharing one cluster namespace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from storage.errors import AppendTooLarge, OffsetOutOfRange, PartitionNotFound, TopicNotFound
+from storage.jetstream import MAX_ATOMIC_BATCH, JetStreamBackend
+from storage.types import NewRecord, TopicConfig, TopicPartition
+from tests.jetstream.cluster import NatsCluster
+from tests.jetstream.conftest import fresh_namespace
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def gateways(nats_cluster: NatsCluster) -> AsyncIterator[list[JetStreamBackend]]:
+    """Two backends on one namespace, each with its own connection, like two gateways."""
+    namespace = fresh_namespace()
+    opened = [
+        await JetStreamBackend.open(nats_cluster.urls, replicas=3, namespace=namespace)
+        for _ in range(2)
+    ]
+    try:
+        yield opened
+    finally:
+        for backend in opened:
+            await backend.close()
+
+
+async def test_appends_beyond_one_atomic_batch_are_refused_whole(
+    gateways: list[JetStreamBackend],
+) -> None:
+    backend = gateways[0]
+    await backend.create_topic("t", 1, TopicConfig())
+    too_many = [NewRecord(b"%d" % i) for i in range(MAX_ATOMIC_BATCH + 1)]
+    with pytest.raises(AppendTooLarge) as exc_info:
+        await backend.append("t", 0, too_many)
+    assert exc_info.value.max_records == MAX_ATOMIC_BATCH
+    assert (await backend.partition_info("t", 0)).end_offset == 0
+    result = await backend.append("t", 0, too_many[:MAX_ATOMIC_BATCH])
+    assert (result.base_offset, result.count) == (0, MAX_ATOMIC_BATCH)
+    records = await backend.read("t", 0, 990, 100, MiB)
+    assert [r.value for r in records] == [b"%d" % i for i in range(990, MAX_ATOMIC_BATCH)]
+
+
+async def test_retention_by_bytes_advances_log_start_and_never_reuses_offsets(
+    gateways: list[JetStreamBackend],
+) -> None:
+    backend = gateways[0]
+    await backend.create_topic("t", 1, TopicConfig(retention_bytes=4000))
+    for i in range(60):
+        await backend.append("t", 0, [NewRecord(bytes(100) + b"%d" % i)])
+    info = await backend.partition_info("t", 0)
+    assert info.end_offset == 60
+    assert 0 < info.log_start_offset < 60
+    with pytest.raises(OffsetOutOfRange) as exc_info:
+        await backend.read("t", 0, 0, 10, MiB)
+    assert exc_info.value.log_start_offset == info.log_start_offset
+    [first] = await backend.read("t", 0, info.log_start_offset, 1, MiB)
+    assert first.offset == info.log_start_offset
+    assert first.value.endswith(b"%d" % info.log_start_offset)
+    assert await backend.offset_for_timestamp("t", 0, 0) == info.log_start_offset
+    assert (await backend.append("t", 0, [NewRecord(b"next")])).base_offset == 60
+
+
+async def test_two_gateways_share_topics_offsets_and_wakeups(
+    gateways: list[JetStreamBackend],
+) -> None:
+    a, b = gateways
+    await a.create_topic("shared", 1, TopicConfig())
+    assert [t.name for t in await b.list_topics()] == ["shared"]
+    assert await b.create_topic("shared", 1, TopicConfig()) is False
+
+    waiter = asyncio.create_task(b.wait_for_records("shared", {0: 0}, None))
+    await asyncio.sleep(0.05)
+    batches = [
+        [NewRecord(f"{g}:{n}:{i}".encode()) for i in range(3)] for n in range(20) for g in "ab"
+    ]
+    results = await asyncio.gather(
+        *(
+            (a if batch[0].value.startswith(b"a") else b).append("shared", 0, batch)
+            for batch in batches
+        )
+    )
+    assert await asyncio.wait_for(waiter, 10) is True
+    records = await a.read("shared", 0, 0, 1000, MiB)
+    assert [r.offset for r in records] == list(range(3 * len(batches)))
+    for batch, result in zip(batches, results, strict=True):
+        got = records[result.base_offset : result.base_offset + result.count]
+        assert [r.value for r in got] == [r.value for r in batch]
+
+    # b waits (and has the topic cached); a deletes it and re-creates it bigger
+    waiter = asyncio.create_task(b.wait_for_records("shared", {0: len(records)}, None))
+    await asyncio.sleep(0.05)
+    await a.delete_topic("shared")
+    assert await asyncio.wait_for(waiter, 10) is True
+    with pytest.raises(TopicNotFound):
+        await b.append("shared", 0, [NewRecord(b"late")])
+    await a.create_topic("shared", 2, TopicConfig())
+    assert (await b.append("shared", 1, [NewRecord(b"new")])).base_offset == 0
+    with pytest.raises(PartitionNotFound):
+        await b.append("shared", 2, [NewRecord(b"x")])
+
+
+async def test_group_commits_from_two_gateways_merge(gateways: list[JetStreamBackend]) -> None:
+    a, b = gateways
+    await asyncio.gather(
+        *(
+            (a if p % 2 else b).commit_offsets("g", {TopicPartition("t", p): 10 + p})
+            for p in range(12)
+        )
+    )
+    assert await a.committed_offsets("g") == {TopicPartition("t", p): 10 + p for p in range(12)}
+    await b.delete_group("g")
+    assert await a.list_groups() == []
