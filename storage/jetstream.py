@@ -194,6 +194,7 @@ class JetStreamBackend:
         self._inbox_sub: Subscription | None = None
         self._advisory_sub: Subscription | None = None
         self._nuid = NUID()
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @classmethod
@@ -408,12 +409,6 @@ class JetStreamBackend:
         self._topics[name] = info
         return info
 
-    async def _cached_topic(self, name: str) -> TopicInfo:
-        """The data path's view: cached until a stream turns out to be missing."""
-        self._check_open()
-        info = self._topics.get(name)
-        return info if info is not None else await self.get_topic(name)
-
     async def _stream(self, topic: str, partition: int) -> str:
         self._check_open()
         cached = self._topics.get(topic)
@@ -608,21 +603,19 @@ class JetStreamBackend:
         if self._closed:
             return True
         try:
-            info = await self._cached_topic(topic)
+            for p in positions:
+                await self._stream(topic, p)
         except TopicNotFound:
             return True
-        for p in positions:
-            if not 0 <= p < info.partitions:
-                raise PartitionNotFound(topic, p)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        acquired: list[tuple[str, int]] = []
+        acquired: list[tuple[tuple[str, int], _Notifier]] = []
         try:
             for p, position in positions.items():
                 try:
                     notifier = await self._acquire_notifier(topic, p)
                 except (TopicNotFound, PartitionNotFound):
                     return True
-                acquired.append((topic, p))
+                acquired.append(((topic, p), notifier))
                 if notifier.end_offset > position:
                     return True
                 notifier.waiters[future] = position
@@ -636,8 +629,8 @@ class JetStreamBackend:
             except TimeoutError:
                 return False
         finally:
-            for key in acquired:
-                self._release_notifier(key, future)
+            for key, notifier in acquired:
+                self._release_notifier(key, notifier, future)
 
     async def _acquire_notifier(self, topic: str, partition: int) -> _Notifier:
         key = (topic, partition)
@@ -676,13 +669,16 @@ class JetStreamBackend:
         holder.append(notifier)
         return notifier
 
-    def _release_notifier(self, key: tuple[str, int], future: asyncio.Future[bool]) -> None:
-        notifier = self._notifiers.get(key)
-        if notifier is None:
-            return
+    def _release_notifier(
+        self, key: tuple[str, int], notifier: _Notifier, future: asyncio.Future[bool]
+    ) -> None:
         notifier.waiters.pop(future, None)
         notifier.users -= 1
-        if notifier.users == 0 and notifier.linger is None and not self._closed:
+        if notifier.users > 0:
+            return
+        if self._notifiers.get(key) is not notifier:
+            self._unsubscribe_later(notifier)  # replaced after a reconnect
+        elif notifier.linger is None and not self._closed:
             notifier.linger = asyncio.get_running_loop().call_later(
                 NOTIFIER_LINGER_S, self._drop_notifier, key, notifier
             )
@@ -690,17 +686,26 @@ class JetStreamBackend:
     def _drop_notifier(self, key: tuple[str, int], notifier: _Notifier) -> None:
         if self._notifiers.get(key) is notifier and notifier.users == 0:
             del self._notifiers[key]
-            asyncio.get_running_loop().create_task(_unsubscribe(notifier.subscription))
+            self._unsubscribe_later(notifier)
+
+    def _unsubscribe_later(self, notifier: _Notifier) -> None:
+        if notifier.linger is not None:
+            notifier.linger.cancel()
+            notifier.linger = None
+        task = asyncio.get_running_loop().create_task(_unsubscribe(notifier.subscription))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_reconnected(self) -> None:
-        """Notifications sent while disconnected are lost: wake everyone and re-read ends."""
+        """Notifications sent while disconnected are lost, so every known end offset is
+        stale: wake all waiters and let the next ones start fresh notifiers."""
         log.warning("reconnected to NATS; waking all waiters")
-        for key, notifier in list(self._notifiers.items()):
+        notifiers = list(self._notifiers.values())
+        self._notifiers.clear()
+        for notifier in notifiers:
             notifier.wake_all()
             if notifier.users == 0:
-                self._drop_notifier(key, notifier)
-            else:
-                notifier.end_offset = -1  # unknown: the next waiter returns at once
+                self._unsubscribe_later(notifier)
 
     async def _on_stream_deleted(self, msg: Msg) -> None:
         """Another gateway deleted a topic: forget it and wake whoever waits on it."""
