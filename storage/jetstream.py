@@ -99,6 +99,7 @@ MAX_READ_BATCH = 1000
 # What a stored message costs beyond key and value in a direct get's max_bytes.
 MESSAGE_OVERHEAD_BYTES = 512
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
+INITIAL_CONNECT_ATTEMPTS = 2  # per server
 # Keep a partition's notification subscription this long after its last waiter left.
 NOTIFIER_LINGER_S = 30.0
 MAX_CAS_ATTEMPTS = 32
@@ -231,13 +232,15 @@ class JetStreamBackend:
                 name="logway",
                 connect_timeout=connect_timeout_s,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS,
                 reconnect_time_wait=0.25,
                 reconnected_cb=on_reconnected,
                 error_cb=on_error,
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise StorageUnavailable(f"cannot connect to NATS at {servers}: {exc!r}") from exc
+        # Give up on a first connect that fails, but once connected, reconnect forever.
+        nc.options["max_reconnect_attempts"] = -1
         backend = cls(nc, replicas, namespace, request_timeout_s)
         holder.append(backend)
         try:
