@@ -49,7 +49,7 @@ class BaselineState:
 
 
 def create_baseline_app() -> Starlette:
-    """Produce (parse and append), health and a ticking SSE stream that ends on shutdown."""
+    """Produce (parse and append), health, an idle SSE stream and a ticking one (tests)."""
     state = BaselineState()
 
     async def healthz(request: Request) -> Response:
@@ -81,10 +81,22 @@ def create_baseline_app() -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def idle_events(request: Request) -> Response:
+        """An SSE stream that sends `retry:` and then nothing until shutdown (memory baseline)."""
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"retry: 2000\n\n"
+            await state.shutting_down.wait()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/v1/topics/{topic}/records", produce, methods=["POST"]),
+            Route("/v1/topics/{topic}/events", idle_events),
             Route("/ticks", ticks),
         ]
     )

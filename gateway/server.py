@@ -40,6 +40,11 @@ logger = logging.getLogger("logway.server")
 
 SERVERS = ("granian", "hypercorn")
 H2_MAX_CONCURRENT_STREAMS = 1000  # browsers multiplex every EventSource of a page on one connection
+# Every open SSE/NDJSON stream holds a connection and a request in flight, so no server-side
+# cap may sit below the file-descriptor limit (Granian's `backpressure` defaults to its
+# backlog, 128 in embedded mode).
+MAX_CONCURRENT_REQUESTS = 1_000_000
+LISTEN_BACKLOG = 1024  # accept bursts: thousands of EventSources reconnecting after a restart
 _DRAIN_SHARE = 0.7  # of shutdown_timeout_s for in-flight requests; the rest closes the log
 
 ShutdownTrigger = Callable[[], Awaitable[None]]
@@ -194,6 +199,8 @@ async def _serve_granian(
         interface=Interfaces.ASGI,
         http=HTTPModes.auto,
         websockets=False,
+        backlog=LISTEN_BACKLOG,
+        backpressure=MAX_CONCURRENT_REQUESTS,
         http2_settings=HTTP2Settings(max_concurrent_streams=H2_MAX_CONCURRENT_STREAMS),
         ssl_cert=settings.certfile,
         ssl_key=settings.keyfile,
@@ -227,6 +234,10 @@ async def _serve_hypercorn(
         config.certfile = str(settings.certfile)
         config.keyfile = str(settings.keyfile)
     config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
+    config.backlog = LISTEN_BACKLOG
+    # Hypercorn closes a connection after 1,000 requests by default; Granian never does, and
+    # a producer or a page's h2 connection gains nothing from being cut periodically.
+    config.keep_alive_max_requests = 1_000_000
     config.graceful_timeout = _DRAIN_SHARE * settings.shutdown_timeout_s
     config.shutdown_timeout = (1 - _DRAIN_SHARE) * settings.shutdown_timeout_s
     config.accesslog = None
