@@ -100,6 +100,7 @@ MAX_READ_BATCH = 1000
 MESSAGE_OVERHEAD_BYTES = 512
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 INITIAL_CONNECT_ATTEMPTS = 2  # per server
+UNKNOWN_END_OFFSET = -1
 # Keep a partition's notification subscription this long after its last waiter left.
 NOTIFIER_LINGER_S = 30.0
 MAX_CAS_ATTEMPTS = 32
@@ -643,6 +644,8 @@ class JetStreamBackend:
             if notifier is None:
                 notifier = await self._start_notifier(topic, partition)
                 self._notifiers[key] = notifier
+            elif notifier.end_offset == UNKNOWN_END_OFFSET:
+                await self._learn_end_offset(notifier, topic, partition)
             notifier.users += 1
             if notifier.linger is not None:
                 notifier.linger.cancel()
@@ -660,17 +663,27 @@ class JetStreamBackend:
 
         subject = notify_subject(self.namespace, topic, partition)
         subscription = await self._nc.subscribe(subject, cb=on_stored)
+        notifier = _Notifier(subscription, UNKNOWN_END_OFFSET)
+        holder.append(notifier)
+        try:
+            await self._learn_end_offset(notifier, topic, partition)
+        except BaseException:
+            await _unsubscribe(subscription)
+            raise
+        return notifier
+
+    async def _learn_end_offset(self, notifier: _Notifier, topic: str, partition: int) -> None:
+        """Read the stream's end offset into the notifier. Without a stream leader (an
+        election after a node died) it stays unknown: waiters then wake on the next stored
+        record or their timeout, and the next waiter tries again."""
         try:
             await self._nc.flush(timeout=max(1, round(self._timeout_s)))
             stream = stream_name(self.namespace, topic, partition)
             _, end_offset = _offsets(await self._stream_state(topic, partition, stream))
-        except BaseException:
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
-            raise
-        notifier = _Notifier(subscription, end_offset)
-        holder.append(notifier)
-        return notifier
+        except (StorageUnavailable, nats.errors.Error) as exc:
+            log.warning("end offset of %s/%s unknown for now: %s", topic, partition, exc)
+            return
+        notifier.advance(end_offset)
 
     def _release_notifier(
         self, key: tuple[str, int], notifier: _Notifier, future: asyncio.Future[bool]
