@@ -14,10 +14,12 @@ Shutdown on the first SIGTERM or SIGINT, bounded by `settings.shutdown_timeout_s
    `_DRAIN_SHARE` of the bound; neither server would ever end an infinite stream itself
    (Granian waits for it forever, Hypercorn until its graceful timeout);
 3. run the app's lifespan shutdown, which closes the backend (flush, fsync) — only after
-   the last in-flight request has finished (`_DrainBeforeLifespanShutdown`), because
-   Granian starts the lifespan shutdown while requests are still running;
+   the last in-flight request has finished (`_DrainBeforeLifespanShutdown`). Hypercorn
+   runs it after its graceful timeout; under Granian we run the lifespan ourselves as soon
+   as it stops accepting, because Granian would wait for every connection to close first;
 4. exit 0. A watchdog exits 1 if the bound passes first, and a second signal exits 1 at
-   once: every acknowledged record is already durable, so a hard exit loses none of them.
+   once. With `--fsync always` every acknowledged record is durable before its answer, so
+   even a hard exit loses none; with `interval` or `never` step 3 is what saves the tail.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,9 +48,12 @@ H2_MAX_CONCURRENT_STREAMS = 1000  # browsers multiplex every EventSource of a pa
 # backlog, 128 in embedded mode).
 MAX_CONCURRENT_REQUESTS = 1_000_000
 LISTEN_BACKLOG = 1024  # accept bursts: thousands of EventSources reconnecting after a restart
+# Once the log is closed, how long Granian may go on closing connections (flushing the
+# last answers) before the process leaves; idle HTTP/2 clients would hold it to the bound.
+_CONNECTION_CLOSE_GRACE_S = 1.0
 _DRAIN_SHARE = 0.7  # of shutdown_timeout_s for in-flight requests; the rest closes the log
 
-ShutdownTrigger = Callable[[], Awaitable[None]]
+ShutdownTrigger = Callable[[], Coroutine[Any, Any, None]]
 
 
 def serve(settings: Settings) -> int:
@@ -65,10 +71,25 @@ def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) ->
     """
     if settings.server not in SERVERS:
         raise ValueError(f"unknown server {settings.server!r}; expected one of {SERVERS}")
+    try:
+        _check_can_listen(settings.host, settings.port)
+    except OSError as error:
+        logger.error(
+            "cannot listen on %s port %d: %s", settings.host, settings.port, error.strerror
+        )
+        return 1
     returncode = asyncio.run(_run(app, settings, begin_shutdown))
     if settings.server == "granian":
         _leave_process(returncode)
     return returncode
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail before the log is opened: Hypercorn binds only after the lifespan startup."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def _leave_process(returncode: int) -> NoReturn:
@@ -132,59 +153,116 @@ class _DrainBeforeLifespanShutdown:
 
 
 def _exit_now(reason: str) -> None:
-    logger.error("%s: exiting now (acknowledged records are already durable)", reason)
+    logger.error("%s: exiting now, without closing the log", reason)
     logging.shutdown()
     os._exit(1)
 
 
-async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) -> int:
-    loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
-    drained_app = _DrainBeforeLifespanShutdown(app)
-    timeout_s = settings.shutdown_timeout_s
+class _Shutdown:
+    """The stop request and its deadlines, shared by the signal handler and the runners."""
 
-    def on_signal(signum: signal.Signals) -> None:
-        if stop_requested.is_set():
-            _exit_now(f"second {signum.name}")
-        logger.info("%s: shutting down within %.1f s", signum.name, timeout_s)
-        drained_app.deadline = time.monotonic() + _DRAIN_SHARE * timeout_s
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.requested = asyncio.Event()
+        self.exit_deadline = float("inf")  # monotonic; the watchdog fires at it
+
+    def request(self, reason: str) -> None:
+        logger.info("%s: shutting down within %.1f s", reason, self.timeout_s)
+        self.exit_deadline = time.monotonic() + self.timeout_s
         watchdog = threading.Timer(
-            timeout_s, _exit_now, (f"shutdown took longer than {timeout_s} s",)
+            self.timeout_s, _exit_now, (f"shutdown took longer than {self.timeout_s} s",)
         )
         watchdog.daemon = True
         watchdog.start()
-        stop_requested.set()
+        self.requested.set()
+
+    def remaining_s(self, margin_s: float = 0.0) -> float:
+        return max(0.0, self.exit_deadline - margin_s - time.monotonic())
+
+
+async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) -> int:
+    loop = asyncio.get_running_loop()
+    shutdown = _Shutdown(settings.shutdown_timeout_s)
+    drained_app = _DrainBeforeLifespanShutdown(app)
+
+    def on_signal(signum: signal.Signals) -> None:
+        if shutdown.requested.is_set():
+            _exit_now(f"second {signum.name}")
+        drained_app.deadline = time.monotonic() + _DRAIN_SHARE * settings.shutdown_timeout_s
+        shutdown.request(signum.name)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
     async def shutdown_trigger() -> None:
-        await stop_requested.wait()
+        await shutdown.requested.wait()
         try:
             begin_shutdown()
         except Exception:
             logger.exception("ending open streams failed; they end when the server stops")
 
-    runner = _serve_granian if settings.server == "granian" else _serve_hypercorn
     try:
-        await runner(drained_app, settings, shutdown_trigger)
+        if settings.server == "granian":
+            await _serve_granian(drained_app, settings, shutdown_trigger, shutdown)
+        else:
+            await _serve_hypercorn(drained_app, settings, shutdown_trigger)
     except Exception:
         logger.exception("the %s server failed", settings.server)
         return 1
-    if not stop_requested.is_set():
+    if not shutdown.requested.is_set():
         logger.error("the %s server stopped without being asked to", settings.server)
         return 1
     logger.info("stopped cleanly")
     return 0
 
 
+class _Lifespan:
+    """Runs an ASGI app's lifespan protocol (startup, later shutdown) as a task of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        self._task = asyncio.create_task(self._run_app({**scope, "state": {}}))
+        await self._exchange("lifespan.startup")
+
+    async def shutdown(self) -> None:
+        await self._exchange("lifespan.shutdown")
+
+    async def _run_app(self, scope: Scope) -> None:
+        await self.app(scope, self._to_app.get, self._from_app.put)
+
+    async def _exchange(self, message_type: str) -> None:
+        assert self._task is not None
+        await self._to_app.put({"type": message_type})
+        answer = asyncio.ensure_future(self._from_app.get())
+        await asyncio.wait({answer, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            answer.cancel()
+            self._task.result()  # raises what ended the lifespan
+            raise RuntimeError(f"the app's lifespan ended before answering {message_type}")
+        reply = answer.result()
+        if reply["type"] != f"{message_type}.complete":
+            raise RuntimeError(f"{message_type} failed: {reply.get('message', '')}")
+
+
 async def _serve_granian(
-    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger
+    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger, shutdown: _Shutdown
 ) -> None:
     """Granian's embedded server: its Rust HTTP stack on this process's asyncio loop.
 
     `http=auto` answers HTTP/1.1 and detects the h2 preface (prior knowledge) on the same
     cleartext port; with a certificate it negotiates h2 or http/1.1 by ALPN.
+
+    The lifespan is run here, not by Granian: Granian would start the lifespan shutdown
+    only once every connection has closed, and its HTTP/2 graceful close waits for the
+    client to answer a PING after GOAWAY, which an idle client (httpx, a dead peer) never
+    does. So: stop accepting, drain requests, close the log, then give the connections
+    a moment (at most what is left of the bound) and leave.
     """
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP2Settings
@@ -196,7 +274,7 @@ async def _serve_granian(
         app,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.ASGINL,  # no lifespan: see above
         http=HTTPModes.auto,
         websockets=False,
         backlog=LISTEN_BACKLOG,
@@ -207,16 +285,23 @@ async def _serve_granian(
         ssl_protocol_min=SSLProtocols.tls12,
         log_level=LogLevels(log_level) if log_level in LogLevels.__members__ else LogLevels.info,
     )
-
-    async def stop_when_triggered() -> None:
-        await shutdown_trigger()
-        server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
-
-    stopper = asyncio.create_task(stop_when_triggered())
+    lifespan = _Lifespan(app)
+    await lifespan.startup()
+    serving = asyncio.create_task(server.serve())
+    triggered = asyncio.create_task(shutdown_trigger())
     try:
-        await server.serve()
+        await asyncio.wait({serving, triggered}, return_when=asyncio.FIRST_COMPLETED)
+        server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
     finally:
-        stopper.cancel()
+        triggered.cancel()
+        await lifespan.shutdown()  # waits for in-flight requests, then closes the log
+    if not serving.done():
+        grace_s = min(_CONNECTION_CLOSE_GRACE_S, shutdown.remaining_s(margin_s=0.5))
+        done, _ = await asyncio.wait({serving}, timeout=grace_s)
+        if not done:
+            logger.info("closing the connections still open (idle HTTP/2 clients)")
+            return
+    serving.result()
 
 
 async def _serve_hypercorn(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from gateway.cli import build_parser, settings_from_args
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
-from tests.e2e.conftest import LOGWAY
+from tests.e2e.conftest import LOGWAY, SERVERS
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +82,19 @@ def test_flags_build_one_settings_object() -> None:
 
 def test_defaults_are_the_settings_defaults() -> None:
     assert settings_from_args(build_parser().parse_args(["serve"])) == Settings()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_busy_port_is_refused_before_the_log_is_opened(server: str, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data_dir = tmp_path / "data"
+        result = _logway(
+            "serve", "--server", server, "--port", str(port), "--data-dir", str(data_dir)
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists()

@@ -66,21 +66,26 @@ def _assert_all_readable(gateway: Gateway, acked: Acknowledged) -> None:
     assert not missing, f"{len(missing)} of {len(acked.records)} acknowledged records lost"
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["sse-http1", "sse-h2c"])
 async def test_sigterm_ends_streams_cleanly_and_keeps_every_acknowledged_record(
-    start_gateway: GatewayFactory,
+    start_gateway: GatewayFactory, http2: bool
 ) -> None:
     gateway = start_gateway()
     with httpx.Client(base_url=gateway.url) as setup:
         create_topic(setup, TOPIC, PARTITIONS)
     acked = Acknowledged(target=50)
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+        httpx.AsyncClient(base_url=gateway.url, timeout=30, http1=not http2, http2=http2) as reader,
+    ):
 
         async def read_stream() -> int:
             """Read until the server ends the stream; returns the record events seen."""
             seen = 0
             url = f"/v1/topics/{TOPIC}/events?from=earliest"
-            async with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as r:
+            async with reader.stream("GET", url, headers={"Accept": "text/event-stream"}) as r:
                 assert r.status_code == 200
+                assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
                 async for event in sse_events(r):
                     seen += event.event == "record"
             return seen
