@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from storage.errors import AppendTooLarge, OffsetOutOfRange, PartitionNotFound, TopicNotFound
+from storage.errors import (
+    AppendTooLarge,
+    OffsetOutOfRange,
+    PartitionNotFound,
+    StorageWriteError,
+    TopicNotFound,
+)
 from storage.jetstream import MAX_ATOMIC_BATCH, JetStreamBackend
 from storage.types import NewRecord, TopicConfig, TopicPartition
 from tests.jetstream.cluster import NatsCluster
@@ -118,3 +124,39 @@ async def test_group_commits_from_two_gateways_merge(gateways: list[JetStreamBac
     assert await a.committed_offsets("g") == {TopicPartition("t", p): 10 + p for p in range(12)}
     await b.delete_group("g")
     assert await a.list_groups() == []
+
+
+async def test_racing_creates_agree_on_one_topic(gateways: list[JetStreamBackend]) -> None:
+    a, b = gateways
+    created = await asyncio.gather(
+        a.create_topic("same", 2, TopicConfig()), b.create_topic("same", 2, TopicConfig())
+    )
+    assert sorted(created) == [False, True]
+    outcomes = await asyncio.gather(
+        a.create_topic("differ", 2, TopicConfig()),
+        b.create_topic("differ", 3, TopicConfig()),
+        return_exceptions=True,
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == ["TopicExists", "bool"]
+    winner = await a.get_topic("differ")
+    assert (await b.get_topic("differ")) == winner
+    for p in range(winner.partitions):
+        assert (await b.append("differ", p, [NewRecord(b"x")])).base_offset == 0
+
+
+async def test_large_records_and_records_beyond_max_payload(
+    gateways: list[JetStreamBackend],
+) -> None:
+    backend = gateways[0]
+    await backend.create_topic("big", 1, TopicConfig())
+    value = bytes(range(256)) * 4096  # 1 MiB, the gateway's default record limit
+    await backend.append("big", 0, [NewRecord(value, key=b"k" * 1000), NewRecord(value)])
+    records = await backend.read("big", 0, 0, 10, 4 * MiB)
+    assert [r.value for r in records] == [value, value]
+    assert len(await backend.read("big", 0, 0, 10, MiB)) == 1  # at least one, then max_bytes
+    too_big = bytes(9 * MiB)  # the test cluster's max_payload is 8 MiB
+    with pytest.raises(StorageWriteError):
+        await backend.append("big", 0, [NewRecord(too_big)])
+    with pytest.raises(StorageWriteError):
+        await backend.append("big", 0, [NewRecord(b"a"), NewRecord(too_big), NewRecord(b"c")])
+    assert (await backend.partition_info("big", 0)).end_offset == 2
