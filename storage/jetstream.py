@@ -112,7 +112,6 @@ ERR_NO_MESSAGE = 10037
 ERR_WRONG_LAST_SEQUENCE = (10071, 10164)
 ERR_INSUFFICIENT_RESOURCES = 10023
 ERR_STORAGE_RESOURCES_EXCEEDED = 10047
-ERR_STREAM_LIMITS = 10077  # maximum bytes exceeded (discard new buckets)
 ERR_BATCH_TOO_LARGE = 10199
 
 KV_OPERATION = "KV-Operation"
@@ -193,8 +192,6 @@ class JetStreamBackend:
         self._inbox_prefix = nc.new_inbox()
         self._inbox_queues: dict[str, asyncio.Queue[Msg]] = {}
         self._inbox_tokens = itertools.count()
-        self._inbox_sub: Subscription | None = None
-        self._advisory_sub: Subscription | None = None
         self._nuid = NUID()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -211,7 +208,7 @@ class JetStreamBackend:
     ) -> JetStreamBackend:
         """Connect, check JetStream answers and create the KV buckets if missing.
 
-        `replicas` (1 or 3, at most the cluster size) applies to streams and buckets this
+        `replicas` (1, 3 or 5, at most the cluster size) applies to streams and buckets this
         backend creates. `namespace` prefixes every stream, subject and bucket, so several
         logway deployments (or tests) can share one cluster.
         """
@@ -252,12 +249,12 @@ class JetStreamBackend:
         return backend
 
     async def _start(self) -> None:
-        self._inbox_sub = await self._nc.subscribe(self._inbox_prefix + ".*", cb=self._on_inbox)
-        self._advisory_sub = await self._nc.subscribe(
+        await self._nc.subscribe(self._inbox_prefix + ".*", cb=self._on_inbox)
+        await self._nc.subscribe(
             "$JS.EVENT.ADVISORY.STREAM.DELETED.*",
             cb=self._on_stream_deleted,
         )
-        await self._api("INFO")
+        await self._account_info()
         for bucket in (self._topics_bucket, self._groups_bucket, self._idempotency_bucket):
             await self._ensure_bucket(bucket)
 
@@ -279,11 +276,18 @@ class JetStreamBackend:
         self._check_open()
         if not self._nc.is_connected:
             raise StorageUnavailable("not connected to NATS")
-        info = await self._api("INFO")
+        info = await self._account_info()
         limits = info.get("limits", {})
         max_storage = limits.get("max_storage", -1)
         if max_storage > 0 and info.get("storage", 0) >= max_storage:
             raise DiskFull("the JetStream account's storage limit is reached")
+
+    async def _account_info(self) -> dict[str, Any]:
+        """$JS.API.INFO: it needs the meta leader, so it is also a cluster health check."""
+        try:
+            return await self._api("INFO")
+        except _ApiError as exc:
+            raise _public_error(exc) from exc
 
     # -- topics -------------------------------------------------------------------------
 
@@ -484,7 +488,7 @@ class JetStreamBackend:
                 raise AppendTooLarge(len(records), self.max_append_records) from exc
             raise _public_error(exc) from exc
         last_sequence = int(ack["seq"])
-        timestamp_ms = await self._message_time(topic, partition, stream, last_sequence)
+        timestamp_ms = await self._message_time(stream, last_sequence)
         return AppendResult(last_sequence - len(records), len(records), timestamp_ms)
 
     async def _publish_one(self, subject: str, record: NewRecord) -> dict[str, Any]:
@@ -522,15 +526,17 @@ class JetStreamBackend:
         )
         return _pub_ack(reply)
 
-    async def _message_time(self, topic: str, partition: int, stream: str, sequence: int) -> int:
-        """The stream's time of a stored message (asked of the leader, which has it)."""
+    async def _message_time(self, stream: str, sequence: int) -> int:
+        """The stream's time of a stored message, asked of the leader (which has it).
+
+        The records are durable by now, so failing the append would invite a duplicating
+        retry: if the leader cannot answer (it just changed), the local clock stands in."""
         try:
             reply = await self._api(f"STREAM.MSG.GET.{stream}", {"seq": sequence})
-        except _ApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                raise await self._missing_stream(topic, partition) from exc
-            raise _public_error(exc) from exc
-        return parse_time_ms(reply["message"]["time"])
+            return parse_time_ms(reply["message"]["time"])
+        except StorageError as exc:
+            log.warning("time of %s #%d unknown, using the local clock: %s", stream, sequence, exc)
+            return now_ms()
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
