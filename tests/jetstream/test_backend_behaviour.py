@@ -25,6 +25,7 @@ MiB = 1024 * 1024
 # Keys and headers NATS headers cannot carry as text: they must round-trip byte for byte.
 HOSTILE_RECORDS = [
     NewRecord(b"plain", key=b"order-17"),
+    NewRecord(b"colons", key=b"a:b  c: d"),
     NewRecord(b"", key=b""),
     NewRecord(b"\x00\xff\r\n", key=b"\x00\r\n:\xff"),
     NewRecord(b"{}", key=b" padded ", value_format=ValueFormat.JSON),

@@ -4,6 +4,7 @@ several backends ("gateways") sharing one cluster namespace."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -72,6 +73,20 @@ async def test_retention_by_bytes_advances_log_start_and_never_reuses_offsets(
     assert first.value.endswith(b"%d" % info.log_start_offset)
     assert await backend.offset_for_timestamp("t", 0, 0) == info.log_start_offset
     assert (await backend.append("t", 0, [NewRecord(b"next")])).base_offset == 60
+
+
+async def test_retention_by_time_expires_old_records(gateways: list[JetStreamBackend]) -> None:
+    backend = gateways[0]
+    await backend.create_topic("t", 1, TopicConfig(retention_ms=500))
+    await backend.append("t", 0, [NewRecord(b"old"), NewRecord(b"older")])
+    deadline = time.monotonic() + 30
+    while (await backend.partition_info("t", 0)).log_start_offset < 2:
+        assert time.monotonic() < deadline, "JetStream never applied max_age"
+        await asyncio.sleep(0.1)
+    info = await backend.partition_info("t", 0)
+    assert (info.log_start_offset, info.end_offset) == (2, 2)
+    assert await backend.read("t", 0, 2, 10, MiB) == []
+    assert (await backend.append("t", 0, [NewRecord(b"new")])).base_offset == 2
 
 
 async def test_two_gateways_share_topics_offsets_and_wakeups(
