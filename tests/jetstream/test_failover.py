@@ -58,6 +58,19 @@ class Load:
             await asyncio.sleep(0.01)
 
 
+def assert_whole_appends(records: list[Record]) -> None:
+    """Every append in the log, acknowledged or not (a lost ack leaves an unknown outcome),
+    is there whole: all its records, contiguous and in order, never a part of it."""
+    appends: dict[tuple[bytes, bytes], list[tuple[int, int]]] = {}
+    for record in records:
+        _, producer, n, i = record.value.split(b"/")
+        appends.setdefault((producer, n), []).append((record.offset, int(i)))
+    for (producer, n), parts in appends.items():
+        size = 1 + int(n) % 4
+        first = parts[0][0]
+        assert parts == [(first + i, i) for i in range(size)], f"append {producer!r}/{n!r} torn"
+
+
 @pytest.fixture
 async def backend(nats_cluster: NatsCluster) -> AsyncIterator[JetStreamBackend]:
     opened = await JetStreamBackend.open(nats_cluster.urls, replicas=3, namespace=fresh_namespace())
@@ -107,6 +120,7 @@ async def test_kill_a_node_under_load_loses_no_acknowledged_record(
         by_offset = {r.offset: r.value for r in records}
         missing = {o: v for o, v in acked.items() if by_offset.get(o) != v}
         assert not missing, f"partition {partition}: acknowledged records lost or moved"
+        assert_whole_appends(records[1:] if partition == 0 else records)
     # the backend keeps serving, on the restarted cluster
     result = await backend.append("load", 0, [NewRecord(b"after")])
     [after] = await backend.read("load", 0, result.base_offset, 1, MiB)
