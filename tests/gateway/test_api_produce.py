@@ -333,7 +333,9 @@ async def test_idempotency_key_replays_the_first_result(client: httpx.AsyncClien
     assert problem_type(bad_key) == "validation-error"
 
 
-async def test_concurrent_retries_with_one_key_write_once(client: httpx.AsyncClient) -> None:
+async def test_concurrent_retries_with_one_key_write_once(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
     await _topic(client)
     body = {"records": [{"value": i} for i in range(10)]}
     responses = await asyncio.gather(
@@ -345,6 +347,7 @@ async def test_concurrent_retries_with_one_key_write_once(client: httpx.AsyncCli
     assert {r.status_code for r in responses} == {200}
     assert len({r.content for r in responses}) == 1
     assert sum(await end_offsets(client, "t")) == 10
+    assert len(app.state.logway.idempotency_locks) == 0  # per-key locks do not pile up
 
 
 async def test_failed_requests_are_not_remembered(client: httpx.AsyncClient) -> None:
