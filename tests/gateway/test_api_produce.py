@@ -363,3 +363,30 @@ async def test_failed_requests_are_not_remembered(client: httpx.AsyncClient) -> 
         await client.post("/v1/topics/t/records", json=body, headers=headers)
     ).status_code == 200
     assert sum(await end_offsets(client, "t")) == 1
+
+
+async def test_an_endless_ndjson_upload_is_cut_at_the_cap(
+    settings: Settings, backend: EmbeddedBackend
+) -> None:
+    """The body is read as it arrives and refused once past max_ndjson_bytes: a client
+    streaming "1 GB" is stopped after about the cap, and nothing is written."""
+    app = create_app(with_settings(settings, max_ndjson_bytes=256 * 1024), backend)
+    sent = 0
+    line = orjson.dumps({"value": "z" * 1000}) + b"\n"
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(1_000_000):  # ~1 GB if it were all read
+            sent += len(line) * 16
+            yield line * 16
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+        await _topic(client)
+        response = await client.post(
+            "/v1/topics/t/records",
+            content=endless(),
+            headers={"content-type": "application/x-ndjson"},
+        )
+        assert problem_type(response) == "body-too-large"
+        assert sent < 2 * 256 * 1024
+        assert await end_offsets(client, "t") == [0, 0, 0]
