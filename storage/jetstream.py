@@ -388,6 +388,7 @@ class JetStreamBackend:
             raise _public_error(exc) from exc
         self._forget_topic(name)
         await self._delete_streams(name, info.partitions)
+        await self._forget_committed_offsets(name)
         with contextlib.suppress(_ApiError):  # a creator may already have taken the name over
             await self._kv_delete(self._topics_bucket, self._topic_key(name), last=revision)
 
@@ -781,7 +782,40 @@ class JetStreamBackend:
     async def list_groups(self) -> list[str]:
         self._check_open()
         keys = await self._kv_keys(self._groups_bucket)
-        return sorted({group_from_key(key) for key in keys})
+        entries = await asyncio.gather(*(self._kv_get(self._groups_bucket, k) for k in keys))
+        return sorted(
+            {
+                group_from_key(key)
+                for key, entry in zip(keys, entries, strict=True)
+                if entry is not None and (not key.startswith("o.") or decode_offsets(entry.value))
+            }
+        )
+
+    async def _forget_committed_offsets(self, topic: str) -> None:
+        """A deleted topic's committed offsets go too, in every group (as in Kafka)."""
+        keys = [k for k in await self._kv_keys(self._groups_bucket) if k.startswith("o.")]
+        await asyncio.gather(*(self._drop_topic_offsets(key, topic) for key in keys))
+
+    async def _drop_topic_offsets(self, key: str, topic: str) -> None:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            entry = await self._kv_get(self._groups_bucket, key)
+            if entry is None:
+                return
+            offsets = decode_offsets(entry.value)
+            remaining = {tp: offset for tp, offset in offsets.items() if tp[0] != topic}
+            if len(remaining) == len(offsets):
+                return
+            try:
+                if remaining:
+                    value = encode_offsets(remaining)
+                    await self._kv_put(self._groups_bucket, key, value, last=entry.revision)
+                else:
+                    await self._kv_delete(self._groups_bucket, key, last=entry.revision)
+                return
+            except _ApiError as exc:
+                if exc.err_code not in ERR_WRONG_LAST_SEQUENCE:
+                    raise _public_error(exc) from exc
+        raise StorageUnavailable(f"offsets under {key} kept changing while a topic was deleted")
 
     async def delete_group(self, group: str) -> None:
         self._check_open()

@@ -227,6 +227,23 @@ async def test_groups_offsets_and_metadata_survive_reopen(
         await reopened.delete_group(group)
 
 
+async def test_deleting_a_topic_forgets_its_committed_offsets(backend: AnyBackend) -> None:
+    await backend.create_topic("gone", 1, CONFIG)
+    await backend.create_topic("kept", 1, CONFIG)
+    await backend.commit_offsets(
+        "both", {TopicPartition("gone", 0): 3, TopicPartition("kept", 0): 4}
+    )
+    await backend.commit_offsets("only-gone", {TopicPartition("gone", 0): 1})
+    with pytest.raises(ValueError):  # and nothing is stored
+        await backend.commit_offsets("bad", {TopicPartition("kept", 0): -1})
+    await backend.delete_topic("gone")
+    assert await backend.committed_offsets("both") == {TopicPartition("kept", 0): 4}
+    assert await backend.committed_offsets("only-gone") == {}
+    assert await backend.list_groups() == ["both"]
+    await backend.commit_offsets("only-gone", {TopicPartition("kept", 0): 0})
+    assert await backend.list_groups() == ["both", "only-gone"]
+
+
 async def test_concurrent_commits_to_one_group_all_land(backend: AnyBackend) -> None:
     await asyncio.gather(
         *(backend.commit_offsets("g", {TopicPartition("t", p): p + 1}) for p in range(20))
