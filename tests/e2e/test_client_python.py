@@ -30,6 +30,8 @@ from logway_client import (
     Record,
     RecordTooLarge,
     TopicExists,
+    UnknownGroup,
+    UnknownMember,
     UnknownPartition,
     UnknownTopic,
     ValidationError,
@@ -330,6 +332,36 @@ async def test_consumer_partitions_start_and_saved_cursor(gateway: Gateway) -> N
                 rest = [await anext(consumer) for _ in range(9)]
         assert [r.offset for r in rest] == list(range(4, 13))
         assert [r.value for r in rest] == [*range(13, 30, 3), 30, 31, 32]
+
+
+# -- consumer groups ------------------------------------------------------------------------
+
+
+async def test_group_admin_seek_describe_list_commit_delete(gateway: Gateway) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("ledger", 2)
+        await client.produce("ledger", [NewRecord(i, partition=i % 2) for i in range(10)])
+        with pytest.raises(UnknownGroup):
+            await client.describe_group("billing")
+
+        assert await client.seek_group("billing", "ledger", "earliest") == {0: 0, 1: 0}
+        described = await client.describe_group("billing")
+        assert described.members == ()
+        assert [(p.partition, p.committed_offset, p.lag) for p in described.partitions] == [
+            (0, 0, 5),
+            (1, 0, 5),
+        ]
+        assert "billing" in {g.group for g in await client.list_groups()}
+        assert await client.seek_group("billing", "ledger", "latest") == {0: 5, 1: 5}
+        assert all(p.lag == 0 for p in (await client.describe_group("billing")).partitions)
+
+        with pytest.raises(UnknownMember) as not_a_member:
+            await client.commit_offsets("billing", "nobody", 1, "ledger", {0: 1})
+        assert not_a_member.value.extensions["member_id"] == "nobody"
+
+        await client.delete_group("billing")
+        with pytest.raises(UnknownGroup):
+            await client.describe_group("billing")
 
 
 # -- errors ---------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import httpx
 
 from logway_client.errors import ConnectionFailed, ProtocolViolation, error_from_problem
 from logway_client.types import (
+    GroupDescription,
+    GroupSummary,
     NewRecord,
     PullResult,
     Record,
@@ -271,23 +273,35 @@ class AsyncLogwayClient:
 
     # -- consumer groups -------------------------------------------------------------------
 
-    async def list_groups(self) -> list[dict[str, Any]]:
+    async def list_groups(self) -> list[GroupSummary]:
         doc = await self._json("GET", "/v1/groups")
-        groups: list[dict[str, Any]] = doc["groups"]
-        return groups
+        try:
+            return [
+                GroupSummary(g["group"], g["state"], g["generation"], g["members"])
+                for g in doc["groups"]
+            ]
+        except (KeyError, TypeError) as exc:
+            raise ProtocolViolation(f"not a group list: {exc!r}") from None
 
-    async def describe_group(self, group: str) -> dict[str, Any]:
-        """Members, assignment, committed offsets and lag, as the gateway reports them."""
-        doc: dict[str, Any] = await self._json("GET", f"/v1/groups/{path_segment(group)}")
-        return doc
-
-    async def seek_group(self, group: str, topic: str, to: SeekTarget) -> dict[str, Any]:
-        """Move the group's committed offsets of `topic`; live members restart from them."""
-        target: dict[str, Any] = {"timestamp": to} if isinstance(to, int) else {"to": to}
-        doc: dict[str, Any] = await self._json(
-            "POST", f"/v1/groups/{path_segment(group)}/seek", json_body={"topic": topic, **target}
+    async def describe_group(self, group: str) -> GroupDescription:
+        """Members, their partitions, committed offsets and lag."""
+        return GroupDescription.from_json(
+            await self._json("GET", f"/v1/groups/{path_segment(group)}")
         )
-        return doc
+
+    async def seek_group(self, group: str, topic: str, to: SeekTarget) -> dict[int, int]:
+        """Move the group's committed offsets of `topic` to the log start ("earliest"), the
+        end ("latest") or the first record at or after a time in ms; live members restart
+        from them in a new generation. Returns {partition: new committed offset}."""
+        doc = await self._json(
+            "POST",
+            f"/v1/groups/{path_segment(group)}/seek",
+            json_body={"topic": topic, "to": to},
+        )
+        try:
+            return {o["partition"]: o["offset"] for o in doc["offsets"]}
+        except (KeyError, TypeError) as exc:
+            raise ProtocolViolation(f"not a seek response: {exc!r}") from None
 
     async def delete_group(self, group: str) -> None:
         await self.request("DELETE", f"/v1/groups/{path_segment(group)}")

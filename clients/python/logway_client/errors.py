@@ -74,7 +74,7 @@ class ProtocolViolation(LogwayError):
     """The gateway answered something this client cannot read."""
 
 
-# -- 4xx ------------------------------------------------------------------------------------
+# -- 4xx (the 429s are retriable) ----------------------------------------------------------
 
 
 @_problem("bad-json")
@@ -94,6 +94,11 @@ class BadCursor(LogwayError):
 
 @_problem("incomplete-body")
 class IncompleteBody(LogwayError):
+    pass
+
+
+@_problem("cors-rejected")
+class CorsRejected(LogwayError):
     pass
 
 
@@ -217,6 +222,16 @@ class IdempotencyKeyReused(LogwayError):
     pass
 
 
+@_problem("rate-limited", retriable=True)
+class RateLimited(LogwayError):
+    """Too many requests from this client; `retry_after_s` says when to try again."""
+
+
+@_problem("too-many-streams", retriable=True)
+class TooManyStreams(LogwayError):
+    """This client holds the most streams a gateway allows one client."""
+
+
 # -- 5xx ------------------------------------------------------------------------------------
 
 
@@ -243,6 +258,11 @@ class StorageUnavailable(LogwayError):
 @_problem("shutting-down", retriable=True)
 class ShuttingDown(LogwayError):
     pass
+
+
+@_problem("stream-capacity", retriable=True)
+class StreamCapacity(LogwayError):
+    """The gateway holds all the streams it can; another one (or later) may have room."""
 
 
 @_problem("disk-full")

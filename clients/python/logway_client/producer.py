@@ -8,7 +8,7 @@ also across retries (Kafka's max.in.flight=1).
 Retries are safe: a batch is encoded once and carries one Idempotency-Key, the same on every
 attempt, so when an attempt was written but its answer was lost (a reset connection, a
 timeout, a restart), the gateway answers the retry with the first result and writes nothing
-twice. Retried: no answer at all, 5xx answers other than 507, with exponential backoff
+twice. Retried: no answer at all, 5xx answers other than 507 and 429s, with exponential backoff
 (`retry_backoff_ms` doubling up to `max_backoff_ms`, with jitter, at least any Retry-After),
 until `delivery_timeout_ms` since the batch's first attempt. Anything else (a 4xx, a full
 disk) fails the batch's futures at once.

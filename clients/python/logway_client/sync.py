@@ -20,6 +20,8 @@ from logway_client.consumer import AsyncConsumer
 from logway_client.producer import AsyncProducer
 from logway_client.types import (
     Assignment,
+    GroupDescription,
+    GroupSummary,
     NewRecord,
     PullResult,
     Record,
@@ -156,13 +158,13 @@ class LogwayClient:
             )
         )
 
-    def list_groups(self) -> list[dict[str, Any]]:
+    def list_groups(self) -> list[GroupSummary]:
         return self.run(self.aio.list_groups())
 
-    def describe_group(self, group: str) -> dict[str, Any]:
+    def describe_group(self, group: str) -> GroupDescription:
         return self.run(self.aio.describe_group(group))
 
-    def seek_group(self, group: str, topic: str, to: SeekTarget) -> dict[str, Any]:
+    def seek_group(self, group: str, topic: str, to: SeekTarget) -> dict[int, int]:
         return self.run(self.aio.seek_group(group, topic, to))
 
     def delete_group(self, group: str) -> None:

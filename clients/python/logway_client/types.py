@@ -166,3 +166,63 @@ class Assignment:
             return cls(str(doc["member_id"]), int(doc["generation"]), tuple(doc["partitions"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolViolation(f"not an assignment: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """A consumer group as `list_groups` returns it."""
+
+    group: str
+    state: str
+    generation: int
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    member_id: str
+    topic: str
+    partitions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """A partition's committed offset (None: nothing committed) and lag behind its end."""
+
+    topic: str
+    partition: int
+    committed_offset: int | None
+    end_offset: int
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    group: str
+    state: str
+    generation: int
+    protocol: str | None
+    members: tuple[GroupMember, ...]
+    partitions: tuple[PartitionLag, ...]
+
+    @classmethod
+    def from_json(cls, doc: Any) -> GroupDescription:
+        try:
+            return cls(
+                group=doc["group"],
+                state=doc["state"],
+                generation=doc["generation"],
+                protocol=doc.get("protocol"),
+                members=tuple(
+                    GroupMember(m["member_id"], m["topic"], tuple(m["partitions"]))
+                    for m in doc["members"]
+                ),
+                partitions=tuple(
+                    PartitionLag(
+                        p["topic"], p["partition"], p["committed_offset"], p["end_offset"], p["lag"]
+                    )
+                    for p in doc["partitions"]
+                ),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ProtocolViolation(f"not a group description: {exc!r}") from None
