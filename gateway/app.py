@@ -2,8 +2,8 @@
 
 The app is server-agnostic (Granian and Hypercorn run it as is). Its lifespan opens the
 embedded backend from the settings unless one is passed in — then it uses that one and
-leaves closing it to the caller — and on shutdown ends every open stream before closing
-the backend.
+leaves closing it to the caller — and on shutdown ends every open stream, then closes the
+consumer groups (flushing their generations) before closing the backend.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
+from gateway.groups import ConsumerGroups
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import Context, routes
 from gateway.routes.ops import openapi_document
@@ -31,11 +32,14 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             from storage.embedded import EmbeddedBackend
 
             owned = await EmbeddedBackend.open(settings.data_dir, settings.durability)
-            app.state.logway = Context(settings, owned)
+            app.state.logway = _context(settings, owned)
         try:
             yield
         finally:
             begin_shutdown(app)
+            ctx: Context = app.state.logway
+            if ctx.groups is not None:
+                await ctx.groups.close()
             if owned is not None:
                 await owned.close()
 
@@ -43,8 +47,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         routes=list(routes()), exception_handlers=dict(EXCEPTION_HANDLERS), lifespan=lifespan
     )
     if backend is not None:
-        app.state.logway = Context(settings, backend)
+        app.state.logway = _context(settings, backend)
     return app
+
+
+def _context(settings: Settings, backend: Backend) -> Context:
+    groups = ConsumerGroups(
+        backend,
+        session_timeout_s=settings.group_session_timeout_s,
+        assignor=settings.group_assignor,
+    )
+    return Context(settings, backend, groups=groups)
 
 
 def begin_shutdown(app: Starlette) -> None:

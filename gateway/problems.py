@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from gateway import group_errors
 from storage import errors
 
 PROBLEM_BASE = "https://logway.dev/problems/"
@@ -46,13 +47,20 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("invalid-topic-name", 400, "Invalid topic name"),
     ProblemType("bad-cursor", 400, "Invalid stream cursor"),
     ProblemType("incomplete-body", 400, "Request body incomplete"),
+    ProblemType("invalid-group-name", 400, "Invalid consumer group name"),
+    ProblemType("invalid-member-id", 400, "Invalid member id"),
+    ProblemType("invalid-offsets", 400, "Invalid offsets"),
     ProblemType("not-found", 404, "Not found"),
     ProblemType("unknown-topic", 404, "Unknown topic"),
     ProblemType("unknown-partition", 404, "Unknown partition"),
     ProblemType("unknown-group", 404, "Unknown consumer group"),
+    ProblemType("unknown-member", 404, "Unknown group member"),
     ProblemType("method-not-allowed", 405, "Method not allowed"),
     ProblemType("not-acceptable", 406, "Not acceptable"),
     ProblemType("topic-exists", 409, "Topic exists with other settings"),
+    ProblemType("fenced-generation", 409, "Generation fenced"),
+    ProblemType("not-partition-owner", 409, "Partition not owned by the member"),
+    ProblemType("group-not-empty", 409, "Consumer group not empty"),
     ProblemType("body-too-large", 413, "Request body too large"),
     ProblemType("record-too-large", 413, "Record too large"),
     ProblemType("too-many-records", 413, "Too many records in one request"),
@@ -146,6 +154,19 @@ def from_storage_error(exc: errors.StorageError) -> Problem:
     return Problem("internal-error", detail)
 
 
+def from_group_error(exc: group_errors.GroupError) -> Problem:
+    """Map a consumer-group error onto the catalog (its `code` is the problem's slug)."""
+    extensions: dict[str, Any] = {}
+    for name in ("group", "member_id", "generation", "current_generation"):
+        if hasattr(exc, name):
+            extensions[name] = getattr(exc, name)
+    if isinstance(exc, group_errors.NotPartitionOwner):
+        extensions["partitions"] = [
+            {"topic": tp.topic, "partition": tp.partition} for tp in exc.partitions
+        ]
+    return Problem(exc.code, str(exc), **extensions)
+
+
 def offset_out_of_range(offset: int, log_start_offset: int, end_offset: int) -> Problem:
     return Problem(
         "offset-out-of-range",
@@ -164,6 +185,11 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 async def _storage_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.StorageError)
     return from_storage_error(exc).to_response()
+
+
+async def _group_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, group_errors.GroupError)
+    return from_group_error(exc).to_response()
 
 
 async def _http_handler(request: Request, exc: Exception) -> Response:
@@ -193,6 +219,7 @@ async def _internal_handler(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     Problem: _problem_handler,
     errors.StorageError: _storage_handler,
+    group_errors.GroupError: _group_handler,
     HTTPException: _http_handler,
     ClientDisconnect: _disconnect_handler,
     Exception: _internal_handler,

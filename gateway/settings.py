@@ -33,3 +33,5 @@ class Settings:
     idempotency_ttl_ms: int = 24 * 3600 * 1000
     shutdown_timeout_s: float = 10.0
     root_path: str = ""  # set when mounted under a path prefix behind a proxy
+    group_session_timeout_s: float = 30.0  # a group member not heard from for this long is removed
+    group_assignor: str = "sticky"  # or "range", "roundrobin" (gateway/assignors.py)

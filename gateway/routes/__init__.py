@@ -1,8 +1,8 @@
 """The HTTP API's routes, and the per-app state they share (`Context`).
 
-Each module holds one resource: `topics`, `produce`, `pull`, `streams`, `ops`. Handlers get
-the `Context` from `context(request)` and raise `Problem`s or let storage errors escape;
-`gateway.problems` turns those into responses.
+Each module holds one resource: `topics`, `produce`, `pull`, `streams`, `groups`, `ops`.
+Handlers get the `Context` from `context(request)` and raise `Problem`s or let storage
+errors escape; `gateway.problems` turns those into responses.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.groups import ConsumerGroups
 from gateway.partitioner import Partitioner
 from gateway.problems import Problem
 from gateway.settings import Settings
@@ -57,6 +58,7 @@ class Context:
     partitioner: Partitioner = field(default_factory=Partitioner)
     idempotency_locks: KeyedLocks = field(default_factory=KeyedLocks)
     chunks: ChunkCache = field(default_factory=ChunkCache)
+    groups: ConsumerGroups | None = None  # set by create_app; None only in hand-built contexts
 
 
 def context(request: Request) -> Context:
@@ -83,7 +85,7 @@ def resource(path: str, **handlers: Handler) -> Route:
 
 def routes() -> Iterator[BaseRoute]:
     """Every route of the API, in matching order."""
-    from gateway.routes import ops, produce, pull, streams, topics
+    from gateway.routes import groups, ops, produce, pull, streams, topics
 
-    for module in (ops, topics, produce, pull, streams):
+    for module in (ops, topics, produce, pull, streams, groups):
         yield from module.ROUTES

@@ -1,15 +1,28 @@
-"""Pull: read a partition from any offset, optionally long-polling until records arrive."""
+"""Pull: read a partition from any offset, optionally long-polling until records arrive.
+
+With `group` and `member_id` (a pull member, joined with POST /v1/groups/{group}/members)
+every pull is a heartbeat, the partition must be one the member owns (409
+not-partition-owner otherwise, also when it moved away during a long poll), a missing
+`offset` means the group's committed offset, and the response carries the member's
+current assignment so the client sees rebalances. A member's long poll waits at most half
+the session timeout, so waiting never expires it.
+"""
 
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.problems import Problem, offset_out_of_range
-from gateway.routes import context, resource
+from gateway.group_errors import NotPartitionOwner
+from gateway.groups import Membership
+from gateway.problems import Problem, from_group_error, offset_out_of_range
+from gateway.routes import Context, context, resource
+from gateway.routes.groups import assignment_json, consumer_groups
 from gateway.streaming import Interruptible
 from gateway.wire import render_records
 from storage.names import validate_topic_name
+from storage.types import TopicPartition
 
 DEFAULT_MAX_RECORDS = 500
 MAX_MAX_RECORDS = 10_000
@@ -40,6 +53,35 @@ def partition_param(request: Request) -> int:
     return int(raw)
 
 
+def _pull_member(ctx: Context, request: Request) -> Membership | None:
+    """The pull member named by `group` and `member_id` (both or neither), heartbeated."""
+    group = request.query_params.get("group")
+    member_id = request.query_params.get("member_id")
+    if group is None and member_id is None:
+        return None
+    if group is None or member_id is None:
+        missing = "group" if group is None else "member_id"
+        raise Problem(
+            "validation-error",
+            "group and member_id go together",
+            errors=[{"parameter": missing, "detail": "required with the other"}],
+        )
+    membership = consumer_groups(ctx).member(group, member_id)
+    membership.heartbeat()
+    return membership
+
+
+def _check_owner(membership: Membership, topic: str, partition: int) -> None:
+    if membership.topic == topic and membership.owns(partition):
+        return
+    error = NotPartitionOwner(
+        membership.group, membership.member_id, (TopicPartition(topic, partition),)
+    )
+    problem = from_group_error(error)
+    problem.extensions["current_generation"] = membership.generation
+    raise problem
+
+
 async def pull(request: Request) -> Response:
     """Records from `offset` (default: the log start); `next_offset` is where to continue."""
     ctx = context(request)
@@ -50,9 +92,17 @@ async def pull(request: Request) -> Response:
     max_records = int_param(request, "max_records", DEFAULT_MAX_RECORDS, 1, MAX_MAX_RECORDS)
     max_bytes = int_param(request, "max_bytes", DEFAULT_MAX_BYTES, 1, MAX_MAX_BYTES)
     wait_ms = int_param(request, "wait_ms", 0, 0, MAX_WAIT_MS)
+    membership = _pull_member(ctx, request)
+    if membership is not None:
+        _check_owner(membership, topic, partition)
+        wait_ms = min(wait_ms, round(ctx.settings.group_session_timeout_s * 500))
 
     info = await backend.partition_info(topic, partition)
-    if offset < 0:
+    if offset < 0 and membership is not None:
+        committed = await backend.committed_offsets(membership.group)
+        start = committed.get(TopicPartition(topic, partition), info.log_start_offset)
+        offset = min(max(start, info.log_start_offset), info.end_offset)
+    elif offset < 0:
         offset = info.log_start_offset
     elif not info.log_start_offset <= offset <= info.end_offset:
         raise offset_out_of_range(offset, info.log_start_offset, info.end_offset)
@@ -68,6 +118,11 @@ async def pull(request: Request) -> Response:
     end_offset = info.end_offset
     if records or wait_ms > 0:
         end_offset = (await backend.partition_info(topic, partition)).end_offset
+    group_part = b""
+    if membership is not None:
+        membership.heartbeat()  # 404 unknown-member if it expired meanwhile
+        _check_owner(membership, topic, partition)  # no records of a partition that moved
+        group_part = b',"assignment":' + orjson.dumps(assignment_json(membership))
     body = (
         b'{"records":'
         + render_records(topic, partition, records)
@@ -75,6 +130,7 @@ async def pull(request: Request) -> Response:
         + str(next_offset).encode()
         + b',"end_offset":'
         + str(max(end_offset, next_offset)).encode()
+        + group_part
         + b"}"
     )
     return Response(body, media_type="application/json")

@@ -9,18 +9,37 @@ bad cursor. `from=` defaults to `latest`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.cursor import CursorError, decode_cursor
-from gateway.problems import Problem, offset_out_of_range, validation_error
+from gateway.group_errors import FencedGeneration, GroupError, NotPartitionOwner, UnknownMember
+from gateway.groups import Assignment as GroupAssignment
+from gateway.groups import Membership
+from gateway.problems import Problem, from_group_error, from_storage_error, offset_out_of_range
 from gateway.routes import Context, context, resource
-from gateway.streaming import LogStream, StreamResponse, ndjson_chunks, sse_chunks
+from gateway.routes.groups import consumer_groups
+from gateway.streaming import Assignment as StreamAssignment
+from gateway.streaming import (
+    End,
+    LogStream,
+    RecordBatch,
+    StreamEvent,
+    StreamResponse,
+    ndjson_chunks,
+    sse_chunks,
+)
+from storage import errors
 from storage.backend import Backend
 from storage.names import validate_topic_name
+
+log = logging.getLogger(__name__)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -134,8 +153,20 @@ async def _registered(
         ctx.streams.discard(stream)
 
 
-def stream_response(ctx: Context, stream: LogStream, format: str) -> Response:
-    """The SSE or NDJSON response that runs `stream` until it ends or the client goes away."""
+def stream_response(
+    ctx: Context,
+    stream: LogStream,
+    format: str,
+    *,
+    wrap: Callable[[AsyncGenerator[bytes, None]], AsyncGenerator[bytes, None]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_disconnect: Callable[[], None] | None = None,
+) -> Response:
+    """The SSE or NDJSON response that runs `stream` until it ends or the client goes away.
+
+    `wrap` runs around the chunks (a group member's session), `headers` are added to the
+    stream headers, `on_disconnect` replaces `stream.close` as the client-gone callback.
+    """
     settings = ctx.settings
     if format == SSE:
         chunks = sse_chunks(stream, settings.sse_retry_ms, ctx.chunks, settings.heartbeat_s)
@@ -143,12 +174,14 @@ def stream_response(ctx: Context, stream: LogStream, format: str) -> Response:
     else:
         chunks = ndjson_chunks(stream, settings.heartbeat_s, ctx.chunks)
         media_type = NDJSON
+    if wrap is not None:
+        chunks = wrap(chunks)
     return StreamResponse(
         _registered(ctx, stream, chunks),
         media_type=media_type,
-        headers=STREAM_HEADERS,
+        headers={**STREAM_HEADERS, **(headers or {})},
         send_timeout_s=settings.stream_send_timeout_s,
-        on_disconnect=stream.close,
+        on_disconnect=on_disconnect or stream.close,
     )
 
 
@@ -159,9 +192,10 @@ async def events(request: Request) -> Response:
     if ctx.streams.closing:
         raise Problem("shutting-down", "the gateway is shutting down", headers={"Retry-After": "1"})
     params = request.query_params
-    for name in params:
-        if name in ("group", "commit"):
-            raise validation_error("", "consumer groups are not available on this server yet")
+    if "group" in params:
+        return await group_events(request, ctx, topic, format)
+    if "commit" in params:
+        raise _parameter_error("commit", "commit is only for streams with group=")
     info = await ctx.backend.get_topic(topic)
     partitions = parse_partitions(params.get("partitions"), info.partitions, topic)
     start = params.get("from", "latest")
@@ -170,6 +204,200 @@ async def events(request: Request) -> Response:
     if cursor:
         positions.update(await resume_positions(ctx.backend, topic, partitions, cursor))
     return stream_response(ctx, LogStream(ctx.backend, topic, positions), format)
+
+
+# -- consumer groups ------------------------------------------------------------------------
+
+AUTO_COMMIT_INTERVAL_S = 1.0
+MEMBER_HEADER = "Logway-Member-Id"
+
+
+def _parameter_error(name: str, detail: str) -> Problem:
+    return Problem("validation-error", detail, errors=[{"parameter": name, "detail": detail}])
+
+
+class GroupStream(LogStream):
+    """A stream that is a member of a consumer group.
+
+    It sends only records of partitions the member owns at the moment they are handed to
+    the connection (`membership.owns`), heartbeats the membership after every write (so a
+    client that stops reading stops heartbeating once the connection's buffers are full,
+    and is removed after the session timeout), and remembers, per partition, the next
+    offset after the last record written to the connection since the last assignment —
+    what commit=auto commits.
+    """
+
+    def __init__(self, backend: Backend, membership: Membership, heartbeat_s: float) -> None:
+        super().__init__(backend, membership.topic, {})
+        self.membership = membership
+        self.member_heartbeat_s = heartbeat_s
+        self.generation = 0  # of the last assignment sent to the client
+        self.written: dict[int, int] = {}
+        self.committed: dict[int, int] = {}
+        self.client_gone = False
+        self._problem: Problem | None = None
+
+    def next_positions(self) -> dict[int, int]:
+        """The positions the stream will read from next (an assignment not yet sent wins)."""
+        pending = self._pending
+        return dict(pending.positions) if pending is not None else self.positions
+
+    def end(self, problem: Problem) -> None:
+        """End the stream with `problem` (an `error` event) as soon as it can."""
+        self._problem = problem
+        self.close()
+
+    def disconnected(self) -> None:
+        self.client_gone = True
+        self.close()
+
+    async def events(self, heartbeat_s: float | None = None) -> AsyncGenerator[StreamEvent, None]:
+        interval = self.member_heartbeat_s
+        if heartbeat_s is not None:
+            interval = min(interval, heartbeat_s)
+        async with aclosing(super().events(interval)) as events:
+            async for event in events:
+                if isinstance(event, RecordBatch):
+                    if not self.membership.owns(event.partition):
+                        continue  # the partition moved in this very loop step
+                    yield event
+                    self.written[event.partition] = event.records[-1].offset + 1
+                elif isinstance(event, StreamAssignment):
+                    self.generation = int(event.announcement["generation"])
+                    # keep only what continues exactly where this connection left off
+                    self.written = {
+                        p: o for p, o in self.written.items() if event.positions.get(p) == o
+                    }
+                    self.committed = {p: o for p, o in self.committed.items() if p in self.written}
+                    yield event
+                elif isinstance(event, End):
+                    yield End(event.problem or self._problem)
+                    return
+                else:
+                    yield event
+                try:
+                    self.membership.heartbeat()
+                except UnknownMember as exc:
+                    self.end(from_group_error(exc))
+
+    async def auto_commit(self) -> None:
+        """Commit what was written to the connection (commit=auto); a fenced or no longer
+        owned partition's commit is dropped (its records go to the next owner again)."""
+        offsets = {
+            p: o
+            for p, o in self.written.items()
+            if o != self.committed.get(p) and self.membership.owns(p)
+        }
+        if not offsets:
+            return
+        try:
+            await self.membership.commit(self.generation, offsets)
+        except (FencedGeneration, NotPartitionOwner, UnknownMember):
+            return
+        except (GroupError, errors.StorageError):
+            log.warning("auto-commit of group %r failed", self.membership.group, exc_info=True)
+            return
+        self.committed.update(offsets)
+
+
+async def _group_starts(
+    backend: Backend, topic: str, starting_offsets: Mapping[int, int | None], start: str
+) -> dict[int, int]:
+    """Where each (re)started partition begins: the group's committed offset, moved into
+    the log when retention or a recreated topic left it outside; `from=` with none."""
+    positions: dict[int, int] = {}
+    unset = [p for p, offset in starting_offsets.items() if offset is None]
+    positions.update(await start_positions(backend, topic, unset, start))
+    for p, offset in starting_offsets.items():
+        if offset is not None:
+            info = await backend.partition_info(topic, p)
+            positions[p] = min(max(offset, info.log_start_offset), info.end_offset)
+    return positions
+
+
+def _announcement(membership: Membership, assignment: GroupAssignment) -> dict[str, Any]:
+    return {
+        "member_id": membership.member_id,
+        "generation": assignment.generation,
+        "partitions": list(assignment.partitions),
+    }
+
+
+async def _follow(stream: GroupStream, start: str, auto_commit: bool) -> None:
+    """Turn each new generation into `stream.reassign`, and commit=auto every interval."""
+    membership = stream.membership
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(AUTO_COMMIT_INTERVAL_S if auto_commit else None):
+                    assignment = await membership.changed()
+            except TimeoutError:
+                await stream.auto_commit()
+                continue
+            starts = await _group_starts(
+                stream.backend, stream.topic, assignment.starting_offsets, start
+            )
+            current = stream.next_positions()  # read with no await before reassign
+            positions = {
+                p: starts[p] if p in starts else current[p]
+                for p in assignment.partitions
+                if p in starts or p in current
+            }
+            stream.reassign(positions, _announcement(membership, assignment))
+    except UnknownMember as exc:  # expired, or the gateway is closing
+        stream.end(from_group_error(exc))
+    except errors.StorageError as exc:
+        stream.end(from_storage_error(exc))
+
+
+async def group_events(request: Request, ctx: Context, topic: str, format: str) -> Response:
+    """A stream that is a member of `group` (see the module's consumer-group rules)."""
+    params = request.query_params
+    group = params["group"]
+    if "partitions" in params:
+        raise _parameter_error("partitions", "a group assigns the partitions; omit partitions")
+    commit = params.get("commit", "manual")
+    if commit not in ("manual", "auto"):
+        raise _parameter_error("commit", "commit must be manual or auto")
+    start = params.get("from", "latest")
+    await ctx.backend.get_topic(topic)
+    await start_positions(ctx.backend, topic, [], start)  # validates from= before joining
+    if request.method == "HEAD":  # headers only: no membership for a response with no body
+        return Response(media_type=format, headers=STREAM_HEADERS)
+    groups = consumer_groups(ctx)
+    membership = await groups.join(group, topic)
+    session_s = ctx.settings.group_session_timeout_s
+    stream = GroupStream(ctx.backend, membership, heartbeat_s=session_s / 3)
+    try:
+        assignment = membership.assignment
+        starts = await _group_starts(ctx.backend, topic, assignment.starting_offsets, start)
+    except BaseException:
+        await membership.leave()
+        raise
+    stream.reassign(starts, _announcement(membership, assignment))
+
+    async def session(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        follower = asyncio.get_running_loop().create_task(_follow(stream, start, commit == "auto"))
+        try:
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            follower.cancel()
+            try:
+                if commit == "auto" and ctx.streams.closing and not stream.client_gone:
+                    await stream.auto_commit()  # the server ended a healthy connection
+            finally:
+                await membership.leave()
+
+    return stream_response(
+        ctx,
+        stream,
+        format,
+        wrap=session,
+        headers={MEMBER_HEADER: membership.member_id},
+        on_disconnect=stream.disconnected,
+    )
 
 
 ROUTES = [resource("/v1/topics/{topic}/events", GET=events)]
