@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from gateway.groups import ConsumerGroups
+from gateway.middleware import middleware
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import Context, routes
 from gateway.routes.ops import openapi_document
@@ -44,7 +45,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 await owned.close()
 
     app = Starlette(
-        routes=list(routes()), exception_handlers=dict(EXCEPTION_HANDLERS), lifespan=lifespan
+        routes=list(routes()),
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        middleware=middleware(settings),
+        lifespan=lifespan,
     )
     if backend is not None:
         app.state.logway = _context(settings, backend)

@@ -141,6 +141,17 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="most records in one produce request",
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file (also LOGWAY_CONFIG); LOGWAY_* variables and flags override it",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings (secrets masked) and exit",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -180,7 +191,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
         if path is not None and not path.is_file():
             parser.error(f"{flag} {path}: no such file")
-    settings = settings_from_args(args)
+    from gateway import config
+
+    try:
+        settings = config.load(settings_from_args(args), args.config)
+    except (config.ConfigError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        print(config.describe(settings), end="")
+        return 0
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

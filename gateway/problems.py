@@ -47,6 +47,7 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("invalid-topic-name", 400, "Invalid topic name"),
     ProblemType("bad-cursor", 400, "Invalid stream cursor"),
     ProblemType("incomplete-body", 400, "Request body incomplete"),
+    ProblemType("cors-rejected", 400, "Cross-origin request not allowed"),
     ProblemType("invalid-group-name", 400, "Invalid consumer group name"),
     ProblemType("invalid-member-id", 400, "Invalid member id"),
     ProblemType("invalid-offsets", 400, "Invalid offsets"),
@@ -68,11 +69,14 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("offset-out-of-range", 416, "Offset out of range"),
     ProblemType("validation-error", 422, "Invalid request"),
     ProblemType("idempotency-key-reused", 422, "Idempotency-Key reused with another request"),
+    ProblemType("rate-limited", 429, "Too many requests"),
+    ProblemType("too-many-streams", 429, "Too many open streams for this client"),
     ProblemType("internal-error", 500, "Internal server error"),
     ProblemType("storage-write-error", 500, "Storage write failed"),
     ProblemType("corrupt-record", 500, "Stored record is corrupt"),
     ProblemType("storage-unavailable", 503, "Storage unavailable"),
     ProblemType("shutting-down", 503, "Server shutting down"),
+    ProblemType("stream-capacity", 503, "Server stream capacity reached"),
     ProblemType("disk-full", 507, "Disk full"),
 )
 

@@ -155,6 +155,8 @@ class LogStream(Interruptible):
         self._pending: Assignment | None = None
         self._batch_records = batch_records
         self._batch_bytes = batch_bytes
+        # told of every batch read for the client (metrics); set by the route
+        self.on_records: Callable[[str, list[Record]], None] | None = None
 
     @property
     def positions(self) -> dict[int, int]:
@@ -205,6 +207,8 @@ class LogStream(Interruptible):
                 if records and self._pending is None:
                     self._positions[partition] = records[-1].offset + 1
                     progressed = True
+                    if self.on_records is not None:
+                        self.on_records(self.topic, records)
                     yield RecordBatch(partition, records)
             if progressed or self._pending is not None or self.closed:
                 continue

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.observe import metrics_endpoint
 from gateway.problems import Problem
 from gateway.routes import context
 from storage.errors import StorageError
@@ -67,4 +68,5 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
 ]

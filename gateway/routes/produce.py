@@ -116,6 +116,7 @@ async def _write(
                 "offset": outcome.base_offset + n,
                 "timestamp": outcome.timestamp_ms,
             }
+    ctx.metrics.produced(topic, (item.record for item in records))
     return orjson.dumps({"offsets": offsets})
 
 

@@ -114,6 +114,8 @@ async def pull(request: Request) -> Response:
         finally:
             ctx.streams.discard(waiter)
     records = await backend.read(topic, partition, offset, max_records, max_bytes)
+    if records:
+        ctx.metrics.consumed(topic, records)
     next_offset = records[-1].offset + 1 if records else offset
     end_offset = info.end_offset
     if records or wait_ms > 0:

@@ -168,6 +168,7 @@ def stream_response(
     stream headers, `on_disconnect` replaces `stream.close` as the client-gone callback.
     """
     settings = ctx.settings
+    stream.on_records = ctx.metrics.consumed
     if format == SSE:
         chunks = sse_chunks(stream, settings.sse_retry_ms, ctx.chunks, settings.heartbeat_s)
         media_type = "text/event-stream; charset=utf-8"

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from logway_client import (
     PROBLEM_TYPES,
+    Assignment,
     AsyncConsumer,
     AsyncLogwayClient,
     AsyncProducer,
     Consumer,
+    FencedGeneration,
     InvalidTopicName,
     LogwayClient,
     LogwayError,
@@ -362,6 +364,143 @@ async def test_group_admin_seek_describe_list_commit_delete(gateway: Gateway) ->
         await client.delete_group("billing")
         with pytest.raises(UnknownGroup):
             await client.describe_group("billing")
+
+
+class _Member:
+    """A group consumer read by a background task, so assignments arrive while it waits;
+    each record and assignment notifies `progress`."""
+
+    def __init__(
+        self,
+        client: AsyncLogwayClient,
+        group: str,
+        progress: asyncio.Condition,
+        commit: str = "manual",
+    ) -> None:
+        self.progress = progress
+        self.assignments: list[Assignment] = []
+        self.consumer = AsyncConsumer(
+            client,
+            "work",
+            group=group,
+            start="earliest",
+            commit="auto" if commit == "auto" else "manual",
+            on_assignment=self._assigned,
+        )
+        self.records: list[Record] = []
+        self._task = asyncio.create_task(self._read())
+
+    async def _assigned(self, assignment: Assignment) -> None:
+        self.assignments.append(assignment)
+        async with self.progress:
+            self.progress.notify_all()
+
+    async def _read(self) -> None:
+        async for record in self.consumer:
+            self.records.append(record)
+            async with self.progress:
+                self.progress.notify_all()
+
+    async def close(self) -> None:
+        await self.consumer.close()
+        await self._task
+
+
+async def _until(progress: asyncio.Condition, condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition()` (a guard, not a timing assertion)."""
+    try:
+        async with asyncio.timeout(GUARD_S), progress:
+            await progress.wait_for(condition)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting until {what}") from None
+
+
+def _settled(*members: _Member, partitions: int) -> bool:
+    """Every member knows the same generation and together they own each partition once."""
+    assignments = [m.consumer.assignment for m in members]
+    if any(a is None for a in assignments):
+        return False
+    generations = {a.generation for a in assignments if a is not None}
+    owned = sorted(p for a in assignments if a is not None for p in a.partitions)
+    return len(generations) == 1 and owned == list(range(partitions))
+
+
+async def test_group_members_share_partitions_commit_and_get_uncommitted_records_again(
+    gateway: Gateway,
+) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("work", 4)
+        progress = asyncio.Condition()
+        a = _Member(client, "crew", progress)
+        await _until(progress, lambda: _settled(a, partitions=4), "one member owns everything")
+        b = _Member(client, "crew", progress)
+        await _until(progress, lambda: _settled(a, b, partitions=4), "two members share it")
+        assert a.consumer.assignment is not None
+        assert b.consumer.assignment is not None
+        shared_generation = a.consumer.assignment.generation
+        assert len(a.assignments) == 2  # the callback saw each generation
+        assert len(b.assignments) == 1
+        assert a.assignments[-1] == a.consumer.assignment
+
+        await client.produce("work", [NewRecord(i, partition=i % 4) for i in range(40)])
+        await _until(progress, lambda: len(a.records) + len(b.records) == 40, "40 records came")
+        for member in (a, b):
+            assert member.consumer.assignment is not None
+            assert {r.partition for r in member.records} <= set(
+                member.consumer.assignment.partitions
+            )
+        await a.consumer.commit()  # everything it handed out
+        await b.consumer.commit(b.records)  # after each partition's last record
+        described = await client.describe_group("crew")
+        assert len(described.members) == 2
+        assert [(p.partition, p.committed_offset, p.lag) for p in described.partitions] == [
+            (p, 10, 0) for p in range(4)
+        ]
+
+        member_id, owned = b.consumer.assignment.member_id, b.consumer.assignment.partitions
+        with pytest.raises(FencedGeneration):  # a commit of an older generation is refused
+            await client.commit_offsets(
+                "crew", member_id, shared_generation - 1, "work", {owned[0]: 1}
+            )
+
+        # b reads 8 more records, commits none, and leaves: a gets b's partitions from b's
+        # last commit, so exactly b's 4 uncommitted records come again (at least once)
+        await client.produce("work", [NewRecord(i, partition=i % 4) for i in range(40, 48)])
+        await _until(progress, lambda: len(a.records) + len(b.records) == 48, "8 more came")
+        b_uncommitted = sorted(r.value for r in b.records[-4:])
+        a_before = len(a.records)
+        await b.close()
+        await _until(progress, lambda: _settled(a, partitions=4), "a owns everything again")
+        await _until(progress, lambda: len(a.records) == a_before + 4, "b's records came again")
+        assert sorted(r.value for r in a.records[a_before:]) == b_uncommitted
+        await a.close()
+
+
+async def test_group_auto_commit_resumes_a_new_member_after_the_last_commit(
+    gateway: Gateway,
+) -> None:
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("work", 2)
+        await client.produce("work", [NewRecord(i, partition=i % 2) for i in range(10)])
+        progress = asyncio.Condition()
+        first = _Member(client, "auto", progress, commit="auto")
+        await _until(progress, lambda: len(first.records) == 10, "the first member read all")
+
+        async def committed() -> int:
+            described = await client.describe_group("auto")
+            return sum(p.committed_offset or 0 for p in described.partitions)
+
+        async with asyncio.timeout(GUARD_S):
+            # the gateway's state, with nothing to wait on: poll it (it commits every second)
+            while await committed() < 10:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        await first.close()
+
+        await client.produce("work", [NewRecord(i, partition=i % 2) for i in range(10, 14)])
+        second = _Member(client, "auto", progress, commit="auto")
+        await _until(progress, lambda: len(second.records) == 4, "the new member read 4")
+        assert sorted(r.value for r in second.records) == [10, 11, 12, 13]
+        await second.close()
 
 
 # -- errors ---------------------------------------------------------------------------------

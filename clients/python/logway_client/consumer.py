@@ -12,9 +12,10 @@ stream; a stream silent for longer than the client's `stream_read_timeout_s` is 
 Groups. With `group=`, the stream is a member of the group: the gateway announces each
 generation (`event: assignment`), which sets `consumer.assignment` and calls
 `on_assignment`, and starts each assigned partition at the group's committed offset. With
-`commit="auto"` the gateway commits what it sent; otherwise call `commit()` after
-processing (at least once: whatever was not committed is delivered again after a
-rebalance or a restart).
+`commit="auto"` the gateway commits what it sent (about every second); otherwise call
+`commit()` after processing. Each connection is a new member, so a reconnect joins again
+and resumes from the group's commits, not from a cursor: whatever was not committed is
+delivered again (at least once), after a rebalance, a reconnect or a restart.
 
 A problem the stream ends with (`event: error`) or answers with is raised as its typed
 error, unless it is retriable (shutting-down, storage-unavailable), which reconnects.
@@ -127,7 +128,7 @@ class AsyncConsumer:
     ) -> None:
         """Commit the group's position: after `records` (each partition's last record), or
         explicit `offsets` ({partition: next offset to read}), or by default everything this
-        consumer has handed out in the current generation.
+        consumer has handed out of the partitions it owns now.
 
         Raises FencedGeneration when a rebalance happened since (those records go to the
         partition's new owner, which starts at the last successful commit).
@@ -201,7 +202,7 @@ class AsyncConsumer:
 
     async def _connect(self) -> AsyncGenerator[Record, None]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        if self.cursor:
+        if self.cursor and self.group is None:  # a member restarts from the group's commits
             headers["Last-Event-ID"] = self.cursor
         timeout = httpx.Timeout(self.client.timeout_s, read=self.client.stream_read_timeout_s)
         path = f"/v1/topics/{path_segment(self.topic)}/events"
@@ -251,7 +252,8 @@ class AsyncConsumer:
     async def _assigned(self, assignment: Assignment, cursor: str | None) -> None:
         self.assignment = assignment
         self.cursor = cursor or None
-        self._delivered = {}
+        kept = set(assignment.partitions)
+        self._delivered = {p: o for p, o in self._delivered.items() if p in kept}
         if self.on_assignment is not None:
             result = self.on_assignment(assignment)
             if inspect.isawaitable(result):

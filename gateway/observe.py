@@ -1,0 +1,234 @@
+"""Observability: Prometheus metrics (`/metrics`) and optional JSON access logs.
+
+Per request the cost is one `perf_counter` pair and one histogram observation, taken when
+the response starts (for a stream: when it opens, not when it ends), so the latency
+histogram says how long clients waited for an answer. Counters of records and bytes are
+bumped once per batch by the routes (`Metrics.produced` / `Metrics.consumed`). What is
+cheap to read when Prometheus asks — open streams, log size and end offset per partition,
+committed offsets and lag per consumer group — is read at scrape time from the backend,
+never tracked per request.
+
+Each app has its own `CollectorRegistry`, so several apps in one process (tests) never
+share or clash over series.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from storage.types import NewRecord, Record
+
+if TYPE_CHECKING:
+    from storage.backend import Backend
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FSYNC_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+UNMATCHED_ROUTE = "<unmatched>"  # 404s must not create a series per requested path
+
+access_logger = logging.getLogger("logway.access")
+
+
+def record_bytes(records: Iterable[Record | NewRecord]) -> int:
+    """Key + value bytes of some records (headers are small and not counted)."""
+    return sum(len(r.value) + (len(r.key) if r.key is not None else 0) for r in records)
+
+
+class Metrics:
+    """The app's metrics; the routes call `produced`/`consumed`, the middleware the rest."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "logway_http_request_duration_seconds",
+            "Time until the response started (for streams: until the stream opened)",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.records_produced = Counter(
+            "logway_records_produced", "Records appended", ["topic"], registry=self.registry
+        )
+        self.bytes_produced = Counter(
+            "logway_bytes_produced",
+            "Key and value bytes of records appended",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.records_consumed = Counter(
+            "logway_records_consumed",
+            "Records sent to consumers (streams and pulls)",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.bytes_consumed = Counter(
+            "logway_bytes_consumed",
+            "Key and value bytes of records sent to consumers",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.fsync_seconds = Histogram(
+            "logway_fsync_duration_seconds",
+            "Duration of each fsync of a log segment (embedded backend)",
+            buckets=FSYNC_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def produced(self, topic: str, records: Iterable[NewRecord]) -> None:
+        records = list(records)
+        self.records_produced.labels(topic).inc(len(records))
+        self.bytes_produced.labels(topic).inc(record_bytes(records))
+
+    def consumed(self, topic: str, records: list[Record]) -> None:
+        self.records_consumed.labels(topic).inc(len(records))
+        self.bytes_consumed.labels(topic).inc(record_bytes(records))
+
+    def observe_fsync(self, seconds: float) -> None:
+        """Storage's fsync hook (called from its I/O threads; prometheus-client is thread-safe)."""
+        self.fsync_seconds.observe(seconds)
+
+    async def exposition(self, backend: Backend, open_streams: int) -> bytes:
+        """The whole scrape: the live metrics plus what is read from the backend right now."""
+        families = await _scrape_time_families(backend, open_streams)
+        snapshot = CollectorRegistry(auto_describe=False)
+        snapshot.register(_Families(families))
+        return generate_latest(self.registry) + generate_latest(snapshot)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+async def _scrape_time_families(backend: Backend, open_streams: int) -> list[Metric]:
+    from storage import errors
+
+    streams = GaugeMetricFamily(
+        "logway_open_streams", "Open SSE/NDJSON streams and long polls", value=open_streams
+    )
+    size = GaugeMetricFamily(
+        "logway_log_size_bytes", "Bytes of the log per partition", labels=["topic", "partition"]
+    )
+    end = GaugeMetricFamily(
+        "logway_log_end_offset", "Next offset to be written", labels=["topic", "partition"]
+    )
+    start = GaugeMetricFamily(
+        "logway_log_start_offset", "First offset still stored", labels=["topic", "partition"]
+    )
+    lag = GaugeMetricFamily(
+        "logway_consumer_group_lag",
+        "End offset minus the group's committed offset",
+        labels=["group", "topic", "partition"],
+    )
+    committed = GaugeMetricFamily(
+        "logway_consumer_group_committed_offset",
+        "The group's committed offset (the next one to read)",
+        labels=["group", "topic", "partition"],
+    )
+    end_offsets: dict[tuple[str, int], int] = {}
+    try:
+        for topic in await backend.list_topics():
+            for p in range(topic.partitions):
+                info = await backend.partition_info(topic.name, p)
+                labels = [topic.name, str(p)]
+                size.add_metric(labels, info.size_bytes)
+                end.add_metric(labels, info.end_offset)
+                start.add_metric(labels, info.log_start_offset)
+                end_offsets[(topic.name, p)] = info.end_offset
+        for group in await backend.list_groups():
+            for tp, offset in (await backend.committed_offsets(group)).items():
+                labels = [group, tp.topic, str(tp.partition)]
+                committed.add_metric(labels, offset)
+                end_offset = end_offsets.get((tp.topic, tp.partition))
+                if end_offset is not None:
+                    lag.add_metric(labels, max(0, end_offset - offset))
+    except errors.StorageError:  # a topic deleted mid-scrape, storage down: report the rest
+        pass
+    return [streams, size, end, start, committed, lag]
+
+
+class ObservingMiddleware:
+    """Request latency by route template, method and status; a JSON access line if enabled."""
+
+    def __init__(self, app: ASGIApp, access_log_json: bool) -> None:
+        self.app = app
+        self.access_log_json = access_log_json
+        if access_log_json and not access_logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            access_logger.addHandler(handler)
+            access_logger.setLevel(logging.INFO)
+            access_logger.propagate = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        sent = 0
+        ctx = getattr(scope["app"].state, "logway", None)  # the app's Context, once started
+        metrics: Metrics | None = ctx.metrics if ctx is not None else None
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if metrics is not None:
+                    route = scope.get("route")
+                    template = route.path if isinstance(route, Route) else UNMATCHED_ROUTE
+                    metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
+                        time.perf_counter() - started
+                    )
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            if self.access_log_json:
+                self._log(scope, status, sent, started)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, sent: int, started: float) -> None:
+        client = scope.get("client")
+        route = scope.get("route")
+        line: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "client": client[0] if client else None,
+            "scheme": scope.get("scheme"),
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route.path if isinstance(route, Route) else None,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "http_version": scope.get("http_version"),
+        }
+        access_logger.info(orjson.dumps(line).decode())
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus text exposition format."""
+    from gateway.routes import context
+
+    ctx = context(request)
+    body = await ctx.metrics.exposition(ctx.backend, len(ctx.streams))
+    return Response(body, media_type=PROMETHEUS_TEXT)

@@ -1,0 +1,273 @@
+"""A real nginx, configured from docs/deploy/nginx.conf, in front of a real gateway.
+
+nginx speaks HTTP/2 over TLS to the client and HTTP/1.1 keep-alive to the gateway, under
+the prefix /logway/. The config is the documented file with only its ports, file paths and
+`proxy_read_timeout` substituted (each substitution must match exactly once, so the test
+breaks when the template drifts), plus `proxy_bind 127.0.0.2` so the gateway can tell
+nginx (trusted: LOGWAY_TRUSTED_PROXIES=127.0.0.2) from a direct client on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Gateway, GatewayFactory, SseEvent, free_port, sse_events
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "nginx.conf"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+PROXY_READ_TIMEOUT_S = 2
+HEARTBEAT_S = 0.5
+PROXY_SOURCE = "127.0.0.2"  # nginx connects to the gateway from here (Linux routes all 127/8)
+PREFIX = "/logway"
+READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
+SSE = {"Accept": "text/event-stream"}
+
+
+@dataclass
+class Nginx:
+    url: str  # https://127.0.0.1:PORT/logway
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+
+def nginx_config(template: str, *, directory: Path, port: int, upstream_port: int,
+                 cert: tuple[Path, Path]) -> str:  # fmt: skip
+    """The template with this test's ports, paths and timeout; each line must exist once."""
+    temp_paths = "".join(
+        f"    {kind}_temp_path {directory / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    replacements = [
+        ("worker_processes auto;", "worker_processes 1;"),
+        ("error_log /var/log/nginx/logway-error.log warn;", f"error_log {directory}/error.log info;"),
+        ("pid /run/nginx-logway.pid;", f"pid {directory}/nginx.pid;"),
+        ("worker_connections 16384;", "worker_connections 512;"),
+        ("access_log /var/log/nginx/logway-access.log;",
+         f"access_log {directory}/access.log;\n{temp_paths}"),
+        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+        ("ssl_certificate /etc/ssl/logway/cert.pem;", f"ssl_certificate {cert[0]};"),
+        ("ssl_certificate_key /etc/ssl/logway/key.pem;", f"ssl_certificate_key {cert[1]};"),
+        ("proxy_read_timeout 75s;", f"proxy_read_timeout {PROXY_READ_TIMEOUT_S}s;"),
+        ("proxy_http_version 1.1;", f"proxy_http_version 1.1;\n            proxy_bind {PROXY_SOURCE};"),
+    ]  # fmt: skip
+    config = template
+    for old, new in replacements:
+        assert config.count(old) == 1, f"docs/deploy/nginx.conf no longer has {old!r} once"
+        config = config.replace(old, new)
+    if os.geteuid() == 0:  # workers would run as nobody, who cannot read the test's files
+        config = "user root;\n" + config
+    return config
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"nginx exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nginx is not listening after 10 s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def proxied(
+    start_gateway: GatewayFactory,
+    tls_cert: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Nginx, Gateway]]:
+    """A gateway that trusts 127.0.0.2 and logs JSON access lines, and nginx in front of it."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian package `nginx`; .ci/run installs it)")
+    monkeypatch.setenv("LOGWAY_TRUSTED_PROXIES", PROXY_SOURCE)
+    monkeypatch.setenv("LOGWAY_ACCESS_LOG_JSON", "true")
+    gateway = start_gateway("--heartbeat-s", str(HEARTBEAT_S))
+    directory = tmp_path / "nginx"
+    directory.mkdir()
+    port = free_port()
+    upstream_port = int(gateway.url.rsplit(":", 1)[1])
+    config_path = directory / "nginx.conf"
+    config_path.write_text(
+        nginx_config(
+            TEMPLATE.read_text(),
+            directory=directory,
+            port=port,
+            upstream_port=upstream_port,
+            cert=tls_cert,
+        )
+    )
+    early_log = directory / "early.log"
+    process = subprocess.Popen(
+        [NGINX, "-e", str(early_log), "-p", str(directory), "-c", str(config_path),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_listening(port, process, early_log)
+        yield Nginx(f"https://127.0.0.1:{port}{PREFIX}", process, directory), gateway
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _client(nginx: Nginx, tls_cert: tuple[Path, Path]) -> httpx.AsyncClient:
+    import ssl
+
+    return httpx.AsyncClient(
+        base_url=nginx.url,
+        http2=True,
+        verify=ssl.create_default_context(cafile=str(tls_cert[0])),
+        timeout=READ_TIMEOUT_S,
+    )
+
+
+async def _produce(client: httpx.AsyncClient, topic: str, values: list[int]) -> None:
+    response = await client.post(
+        f"/v1/topics/{topic}/records",
+        json={"records": [{"value": v, "partition": v % 2} for v in values]},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def _records(response: httpx.Response, count: int) -> list[SseEvent]:
+    got: list[SseEvent] = []
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        async for event in sse_events(response):
+            if event.event == "record":
+                got.append(event)
+                if len(got) == count:
+                    return got
+    raise AssertionError(f"the stream ended after {len(got)} of {count} records")
+
+
+def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
+    lines = []
+    for line in gateway.log().splitlines():
+        if line.startswith("{") and '"route"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+async def test_streams_through_nginx_over_h2_and_resume_with_last_event_id(
+    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+) -> None:
+    nginx, _ = proxied
+    async with _client(nginx, tls_cert) as client:
+        created = await client.put("/v1/topics/orders", json={"partitions": 2})
+        assert created.status_code == 201, created.text
+        assert created.http_version == "HTTP/2"
+
+        async with client.stream("GET", "/v1/topics/orders/events", headers=SSE) as stream:
+            assert stream.status_code == 200
+            assert stream.http_version == "HTTP/2"
+            await _produce(client, "orders", list(range(10)))  # produced while streaming
+            first = await _records(stream, 10)
+        assert sorted(e.json()["value"] for e in first) == list(range(10))
+
+        await _produce(client, "orders", list(range(10, 20)))  # while no stream is open
+        resume = {**SSE, "Last-Event-ID": first[-1].id or ""}
+        async with client.stream("GET", "/v1/topics/orders/events", headers=resume) as stream:
+            await _produce(client, "orders", list(range(20, 25)))
+            rest = await _records(stream, 15)
+        # nothing lost, nothing twice across the reconnect through the proxy
+        assert sorted(e.json()["value"] for e in rest) == list(range(10, 25))
+
+
+async def test_idle_stream_outlives_proxy_read_timeout(
+    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+) -> None:
+    nginx, _ = proxied
+    async with _client(nginx, tls_cert) as client:
+        assert (await client.put("/v1/topics/quiet", json={"partitions": 1})).status_code == 201
+        async with client.stream("GET", "/v1/topics/quiet/events", headers=SSE) as stream:
+            lines = stream.aiter_lines()
+            pings = 0
+            # Read for two proxy_read_timeouts with no record: only heartbeats arrive.
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 2 * PROXY_READ_TIMEOUT_S + 0.5
+            while loop.time() < until:
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    line = await anext(lines)
+                pings += line.startswith(": ping")
+            assert pings >= 2
+            # The same stream, still open, delivers a record produced now.
+            await _produce(client, "quiet", [8])
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                async for line in lines:
+                    if line.startswith("data: "):
+                        assert json.loads(line[6:])["value"] == 8
+                        break
+
+
+async def test_forwarded_headers_and_prefix_only_from_the_trusted_proxy(
+    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+) -> None:
+    nginx, gateway = proxied
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Prefix": "/evil",
+              "X-Forwarded-Proto": "https"}  # fmt: skip
+    async with _client(nginx, tls_cert) as client:
+        # through nginx: the prefix is the server URL; a forged X-Forwarded-For from the
+        # client is ignored (nginx appends the real address, which is the one believed)
+        doc = await client.get("/openapi.json", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert doc.status_code == 200
+        assert doc.json()["servers"] == [{"url": PREFIX}]
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=READ_TIMEOUT_S) as direct:
+        doc = await direct.get("/openapi.json", headers=forged)
+        assert doc.json()["servers"] == [{"url": "/"}]
+        # bad input through a forged prefix changes nothing either
+        bad = await direct.post("/v1/topics/x/records", content=b"{", headers={
+            **forged, "Content-Type": "application/json"})  # fmt: skip
+        assert bad.status_code == 404
+        assert bad.headers["content-type"] == "application/problem+json"
+
+    lines = [line for line in _access_lines(gateway) if line["path"].endswith("/openapi.json")]
+    proxied_line, direct_line = lines[0], lines[1]
+    assert proxied_line["client"] == "127.0.0.1"  # the nginx client, not the forged address
+    assert proxied_line["scheme"] == "https"
+    assert proxied_line["path"] == f"{PREFIX}/openapi.json"
+    assert direct_line["client"] == "127.0.0.1"
+    assert direct_line["scheme"] == "http"  # a direct client cannot claim https
+    assert direct_line["path"] == "/openapi.json"
+
+
+async def test_bad_input_through_nginx_is_a_problem_and_writes_nothing(
+    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+) -> None:
+    nginx, _ = proxied
+    async with _client(nginx, tls_cert) as client:
+        assert (await client.put("/v1/topics/t", json={"partitions": 1})).status_code == 201
+        bad = await client.post(
+            "/v1/topics/t/records",
+            content=b'{"records": [',
+            headers={"Content-Type": "application/json"},
+        )
+        assert bad.status_code == 400
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert bad.json()["type"].endswith("/bad-json")
+        topic = (await client.get("/v1/topics/t")).json()
+        assert topic["partitions"][0]["end_offset"] == 0
