@@ -193,7 +193,7 @@ class JetStreamBackend:
         self._inbox_queues: dict[str, asyncio.Queue[Msg]] = {}
         self._inbox_tokens = itertools.count()
         self._nuid = NUID()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._closed = False
 
     @classmethod
@@ -439,6 +439,16 @@ class JetStreamBackend:
             return PartitionNotFound(topic, partition)
         return StorageUnavailable(f"the stream of {topic}/{partition} is missing or has no leader")
 
+    async def _topic_exists(self, topic: str, partition: int) -> bool:
+        """Whether KV still has the topic with this partition (True if it cannot say)."""
+        try:
+            info = await self.get_topic(topic)
+        except TopicNotFound:
+            return False
+        except StorageError:
+            return True
+        return 0 <= partition < info.partitions
+
     def _forget_topic(self, name: str) -> None:
         self._topics.pop(name, None)
         for (topic, _), notifier in self._notifiers.items():
@@ -473,17 +483,19 @@ class JetStreamBackend:
             raise AppendTooLarge(len(records), self.max_append_records)
         stream = await self._stream(topic, partition)
         subject = record_subject(self.namespace, topic, partition)
+        # A caller cancelled half-way through a batch would leave the server holding an
+        # open batch (and one of its 50 per stream) for 10 s: the publish always finishes.
+        publish = asyncio.ensure_future(self._publish(stream, subject, records))
+        self._keep_until_done(publish)
         try:
-            if len(records) == 1:
-                ack = await self._publish_one(subject, records[0])
-            else:
-                slots = self._batch_slots.setdefault(
-                    stream, asyncio.Semaphore(BATCHES_IN_FLIGHT_PER_PARTITION)
-                )
-                async with slots:
-                    ack = await self._publish_batch(subject, records)
+            ack = await asyncio.shield(publish)
         except _NoStream:
             raise await self._missing_stream(topic, partition) from None
+        except StorageUnavailable as exc:
+            # A stream deleted under an open batch never answers the commit.
+            if not await self._topic_exists(topic, partition):
+                raise await self._missing_stream(topic, partition) from exc
+            raise
         except _ApiError as exc:
             if exc.err_code == ERR_BATCH_TOO_LARGE:
                 raise AppendTooLarge(len(records), self.max_append_records) from exc
@@ -491,6 +503,17 @@ class JetStreamBackend:
         last_sequence = int(ack["seq"])
         timestamp_ms = await self._message_time(stream, last_sequence)
         return AppendResult(last_sequence - len(records), len(records), timestamp_ms)
+
+    async def _publish(
+        self, stream: str, subject: str, records: Sequence[NewRecord]
+    ) -> dict[str, Any]:
+        if len(records) == 1:
+            return await self._publish_one(subject, records[0])
+        slots = self._batch_slots.setdefault(
+            stream, asyncio.Semaphore(BATCHES_IN_FLIGHT_PER_PARTITION)
+        )
+        async with slots:
+            return await self._publish_batch(subject, records)
 
     async def _publish_one(self, subject: str, record: NewRecord) -> dict[str, Any]:
         reply = await self._request(subject, record.value, record_headers(record))
@@ -715,9 +738,13 @@ class JetStreamBackend:
         if notifier.linger is not None:
             notifier.linger.cancel()
             notifier.linger = None
-        task = asyncio.get_running_loop().create_task(_unsubscribe(notifier.subscription))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._keep_until_done(asyncio.ensure_future(_unsubscribe(notifier.subscription)))
+
+    def _keep_until_done(self, future: asyncio.Future[Any]) -> None:
+        """Hold a reference to work nobody awaits any more, and collect its outcome."""
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        future.add_done_callback(_collect)
 
     def _on_reconnected(self) -> None:
         """Notifications sent while disconnected are lost, so every known end offset is
@@ -1139,6 +1166,11 @@ def _decode_topic(value: bytes) -> tuple[str | None, TopicInfo | None]:
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable topic metadata %r: %s", value[:200], exc)
         return None, None
+
+
+def _collect(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("background JetStream call failed: %r", future.exception())
 
 
 async def _unsubscribe(subscription: Subscription) -> None:

@@ -4,6 +4,7 @@ embedded on tmp_path, and jetstream on the shared 3-node cluster with R3 streams
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -103,12 +104,11 @@ async def test_delete_while_appending_and_reading(backend: AnyBackend) -> None:
     await backend.create_topic("t", 2, CONFIG)
 
     async def produce(partition: int) -> None:
-        for i in range(500):
+        for i in itertools.count():
             try:
                 await backend.append("t", partition, [NewRecord(b"%d" % i)] * (1 + i % 3))
             except TopicNotFound:
                 return
-        raise AssertionError("appends never noticed the delete")
 
     async def consume() -> None:
         offset = 0
@@ -139,9 +139,12 @@ async def test_cancelled_appends_leave_the_log_dense(backend: AnyBackend) -> Non
     for append in appends[::2]:
         append.cancel()
     await asyncio.gather(*appends, return_exceptions=True)
+    # Cancelled callers stop waiting, but what they sent is written whole or not at all
+    # (jetstream finishes an open batch rather than leave it to the server's timeout).
     result = await backend.append("t", 0, [NewRecord(b"last")])
     records = await backend.read("t", 0, 0, 1000, MiB)
-    assert [r.offset for r in records] == list(range(result.base_offset + 1))
+    assert [r.offset for r in records] == list(range(len(records)))
+    assert records[result.base_offset].value == b"last"
 
 
 async def test_records_round_trip_exactly(backend: AnyBackend) -> None:
