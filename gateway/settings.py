@@ -43,9 +43,5 @@ class Settings:
     max_streams_per_client: int = 1_000  # per client address (429 beyond)
     rate_limit_per_s: float = 0.0  # requests per second per API key or client address; 0 = off
     rate_limit_burst: int = 100  # token bucket size for rate_limit_per_s
-    cors_origins: tuple[
-        str, ...
-    ] = ()  # exact origins allowed cross-origin; "*" = any, no credentials
+    cors_origins: tuple[str, ...] = ()  # exact browser origins let in; "*" = any (no credentials)
     cors_allow_credentials: bool = False  # only with an explicit cors_origins list
-    group_session_timeout_s: float = 30.0  # a group member not heard from for this long is removed
-    group_assignor: str = "sticky"  # or "range", "roundrobin" (gateway/assignors.py)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.groups import ConsumerGroups
+from gateway.observe import Metrics
 from gateway.partitioner import Partitioner
 from gateway.problems import Problem
 from gateway.settings import Settings
@@ -58,6 +59,7 @@ class Context:
     partitioner: Partitioner = field(default_factory=Partitioner)
     idempotency_locks: KeyedLocks = field(default_factory=KeyedLocks)
     chunks: ChunkCache = field(default_factory=ChunkCache)
+    metrics: Metrics = field(default_factory=Metrics)
     groups: ConsumerGroups | None = None  # set by create_app; None only in hand-built contexts
 
 
