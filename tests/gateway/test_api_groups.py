@@ -95,8 +95,8 @@ class Member:
     async def close(self) -> None:
         assert self.task is not None
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        with contextlib.suppress(asyncio.CancelledError, httpx.TransportError):
+            await self.task  # a gateway killed under the stream leaves a transport error
 
 
 async def join_sse(live: httpx.AsyncClient, topic: str, group: str, **params: str) -> Member:
