@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 
-from gateway.cors import ProblemCORSMiddleware
+from gateway.cors import ProblemCORSMiddleware, check_cors_settings
 from gateway.limits import LimitsMiddleware
 from gateway.observe import ObservingMiddleware
-from gateway.proxy import TrustedProxyMiddleware
+from gateway.proxy import TrustedProxyMiddleware, parse_networks
 from gateway.settings import Settings
 
 
 def middleware(settings: Settings) -> list[Middleware]:
-    """The middleware list for `Starlette(middleware=...)`; bad settings raise ValueError."""
+    """The middleware list for `Starlette(middleware=...)`; bad settings raise ValueError now
+    (Starlette builds the stack only on the first request)."""
+    parse_networks(settings.trusted_proxies)
+    check_cors_settings(settings)
     stack = [
         Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
         Middleware(ObservingMiddleware, access_log_json=settings.access_log_json),
