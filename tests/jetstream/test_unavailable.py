@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,33 +24,32 @@ async def test_open_without_a_server_fails_fast() -> None:
 
 
 @pytest.mark.slow
-async def test_a_lost_server_is_unavailable_then_serves_again(tmp_path: Path) -> None:
-    cluster = await asyncio.to_thread(NatsCluster.start, tmp_path / "nats", 1)
+async def test_a_lost_server_is_unavailable_then_serves_again(
+    nats_single_node: NatsCluster,
+) -> None:
+    cluster = nats_single_node
+    backend = await JetStreamBackend.open(cluster.urls, request_timeout_s=1)
     try:
-        backend = await JetStreamBackend.open(cluster.urls, request_timeout_s=1)
-        try:
-            await backend.create_topic("t", 1, TopicConfig())
-            await backend.append("t", 0, [NewRecord(b"before")])
-            await asyncio.to_thread(cluster.kill, 0)
-            with pytest.raises(StorageUnavailable):
-                await backend.check_writable()
-            with pytest.raises(StorageUnavailable) as exc_info:
-                await backend.append("t", 0, [NewRecord(b"while down")])
-            assert exc_info.value.retriable
-            await asyncio.to_thread(cluster.restart, 0)
-            await asyncio.to_thread(cluster.wait_ready)
-            deadline = time.monotonic() + RECOVERY_DEADLINE_S
-            while True:
-                try:
-                    result = await backend.append("t", 0, [NewRecord(b"after")])
-                    break
-                except StorageError:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.1)
+        await backend.create_topic("t", 1, TopicConfig())
+        await backend.append("t", 0, [NewRecord(b"before")])
+        await asyncio.to_thread(cluster.kill, 0)
+        with pytest.raises(StorageUnavailable):
             await backend.check_writable()
-            [record] = await backend.read("t", 0, result.base_offset, 1, 1024)
-            assert record.value == b"after"
-        finally:
-            await backend.close()
+        with pytest.raises(StorageUnavailable) as exc_info:
+            await backend.append("t", 0, [NewRecord(b"while down")])
+        assert exc_info.value.retriable
+        await asyncio.to_thread(cluster.restart, 0)
+        await asyncio.to_thread(cluster.wait_ready)
+        deadline = time.monotonic() + RECOVERY_DEADLINE_S
+        while True:
+            try:
+                result = await backend.append("t", 0, [NewRecord(b"after")])
+                break
+            except StorageError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        await backend.check_writable()
+        [record] = await backend.read("t", 0, result.base_offset, 1, 1024)
+        assert record.value == b"after"
     finally:
-        await asyncio.to_thread(cluster.stop)
+        await backend.close()
