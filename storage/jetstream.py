@@ -1,10 +1,16 @@
 """The jetstream backend: storage.backend.Backend over a NATS JetStream cluster.
 
 Layout and record encoding are in `storage.jetstream_codec`: one stream per topic
-partition, offset = stream sequence - 1; topic metadata, committed offsets, group
-metadata and idempotent results in KV buckets. This module does the I/O.
+partition, offset = stream sequence - 1. Key-value buckets (the KV protocol, used over
+the raw API so every write can carry a revision check or a TTL):
 
-Guarantees (details in docs of each method):
+    <ns>_topics       key = the topic's stream stem; JSON {state, name, partitions, config}
+                      with state creating -> ready -> deleting, changed by compare-and-set
+    <ns>_groups       o.<base64url group> = all the group's committed offsets (one value,
+                      so a commit is one transaction); m.<base64url group> = its metadata
+    <ns>_idempotency  sha256(key) = 8-byte expiry (ms) + result, with a Nats-TTL
+
+Guarantees:
 
 - An append is acknowledged only after JetStream acknowledged it; with R3 that is after a
   quorum of the stream's replicas stored it. JetStream does not fsync each message by
@@ -14,14 +20,18 @@ Guarantees (details in docs of each method):
   with allow_atomic): stored all together with consecutive sequences, or not at all. The
   server caps a batch at 1000 messages, so larger appends raise AppendTooLarge before
   anything is written. This holds across any number of gateways: no lock is involved.
+  A publish finishes even if its caller is cancelled, so no batch is left half-sent.
 - A publish whose acknowledgement is lost (timeout, connection drop) has an unknown
   outcome; it raises StorageUnavailable and a client retry may write the records twice.
 - Reads use batch direct get, which any replica may answer; a replica that lags returns
   a shorter read (never a wrong one), and the leader is asked when a replica has nothing.
+  Appends, offset_for_timestamp and partition_info ask the leader.
 
-Gateways share nothing but the cluster: topic metadata is read from KV (and cached for
-the data path until a stream turns out to be missing), waiters are woken by the
-streams' RePublish notifications and by JetStream's stream-deleted advisories.
+Gateways share nothing but the cluster: topic metadata is read from KV (get_topic and
+list_topics always; the data path caches it until a stream turns out to be missing or a
+stream-deleted advisory arrives). wait_for_records parks futures on one subscription per
+partition to the stream's RePublish subject (headers only, sent after the store), so no
+task polls; a reconnect, a deleted stream or close() wakes every waiter.
 """
 
 from __future__ import annotations
