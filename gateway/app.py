@@ -20,6 +20,7 @@ from gateway.routes import Context, routes
 from gateway.routes.ops import openapi_document
 from gateway.settings import Settings
 from storage.backend import Backend
+from storage.segment import fsync_observers
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
@@ -34,9 +35,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
             owned = await EmbeddedBackend.open(settings.data_dir, settings.durability)
             app.state.logway = _context(settings, owned)
+            fsync_observers.append(app.state.logway.metrics.observe_fsync)
         try:
             yield
         finally:
+            if owned is not None:
+                fsync_observers.remove(app.state.logway.metrics.observe_fsync)
             begin_shutdown(app)
             ctx: Context = app.state.logway
             if ctx.groups is not None:

@@ -70,13 +70,13 @@ class Metrics:
         )
         self.records_consumed = Counter(
             "logway_records_consumed",
-            "Records sent to consumers (streams and pulls)",
+            "Records read from the log for consumers (streams and pulls)",
             ["topic"],
             registry=self.registry,
         )
         self.bytes_consumed = Counter(
             "logway_bytes_consumed",
-            "Key and value bytes of records sent to consumers",
+            "Key and value bytes of records read for consumers",
             ["topic"],
             registry=self.registry,
         )

@@ -49,6 +49,7 @@ from storage.segment import (
     Segment,
     fsync_dir,
     parse_segment_name,
+    timed_fsync,
 )
 from storage.types import (
     AppendResult,
@@ -386,7 +387,7 @@ class Partition:
             self._dirty = False
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    self._executor, os.fsync, self._active.fd
+                    self._executor, timed_fsync, self._active.fd
                 )
             except OSError as exc:
                 self._failure = write_error(exc, f"fsync of {self.name} failed")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,24 @@ def parse_segment_name(file_name: str) -> int | None:
     if dot and "." + suffix == LOG_SUFFIX and len(stem) == OFFSET_DIGITS and stem.isdigit():
         return int(stem)
     return None
+
+
+FsyncObserver = Callable[[float], None]
+# Told the duration in seconds of every segment fsync, from the I/O thread that ran it
+# (metrics). Observers must be thread-safe and quick; storage knows nothing of them.
+fsync_observers: list[FsyncObserver] = []
+
+
+def timed_fsync(fd: int) -> None:
+    """os.fsync of a segment file, reporting its duration to `fsync_observers`."""
+    if not fsync_observers:
+        os.fsync(fd)
+        return
+    started = time.perf_counter()
+    os.fsync(fd)
+    elapsed_s = time.perf_counter() - started
+    for observer in fsync_observers:
+        observer(elapsed_s)
 
 
 def fsync_dir(path: Path) -> None:
@@ -218,7 +238,7 @@ class Segment:
     def seal(self, fsync: bool) -> None:
         """Write the index files of a segment that takes no more appends."""
         if fsync:
-            os.fsync(self.fd)
+            timed_fsync(self.fd)
         self._write_index()
 
     def write_locked(
@@ -233,7 +253,7 @@ class Segment:
                 position += size
             write_all(self.fd, data, start)
             if fsync:
-                os.fsync(self.fd)
+                timed_fsync(self.fd)
         except BaseException:
             self.index.truncate(start)
             raise

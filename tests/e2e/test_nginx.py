@@ -197,6 +197,25 @@ async def test_streams_through_nginx_over_h2_and_resume_with_last_event_id(
         # nothing lost, nothing twice across the reconnect through the proxy
         assert sorted(e.json()["value"] for e in rest) == list(range(10, 25))
 
+        # /metrics through the proxy: the real server's fsyncs (--fsync always) are timed
+        metrics = (await client.get("/metrics")).text
+        fsyncs = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("logway_fsync_duration_seconds_count")
+        ]
+        assert fsyncs
+        assert fsyncs[0] >= 3
+        consumed = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith('logway_records_consumed_total{topic="orders"}')
+        ]
+        # read for streams: at least what they delivered (a closed stream may have read on
+        # until the gateway saw the disconnect)
+        assert consumed
+        assert consumed[0] >= 25
+
 
 async def test_idle_stream_outlives_proxy_read_timeout(
     proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
