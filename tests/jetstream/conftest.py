@@ -21,7 +21,7 @@ import pytest
 
 from storage.embedded import EmbeddedBackend
 from storage.jetstream import JetStreamBackend
-from storage.types import Durability, DurabilityPolicy
+from storage.types import DurabilityPolicy
 from tests.jetstream.cluster import NatsCluster
 
 BACKENDS = ("embedded", "jetstream")
@@ -65,7 +65,7 @@ class BackendFactory:
     async def open(self) -> AnyBackend:
         backend: AnyBackend
         if self.kind == "embedded":
-            backend = await EmbeddedBackend.open(self.data_dir, DurabilityPolicy(Durability.NEVER))
+            backend = await EmbeddedBackend.open(self.data_dir, DurabilityPolicy())
         else:
             assert self.cluster is not None
             backend = await JetStreamBackend.open(
