@@ -38,6 +38,7 @@ from logway_client.errors import (
     ConnectionFailed,
     LogwayError,
     ProtocolViolation,
+    UnknownMember,
     error_from_problem,
 )
 from logway_client.types import Assignment, Record
@@ -190,7 +191,9 @@ class AsyncConsumer:
             except LogwayError as exc:
                 if self._closed:
                     return
-                if not exc.retriable:
+                # a member that expired, or whose gateway is closing, joins again
+                rejoin = self.group is not None and isinstance(exc, UnknownMember)
+                if not (exc.retriable or rejoin):
                     raise
                 failures += 1
                 if (
