@@ -102,6 +102,16 @@ class CorsRejected(LogwayError):
     pass
 
 
+@_problem("unauthorized")
+class Unauthorized(LogwayError):
+    """No valid credentials: pass them with `headers={"Authorization": ...}`."""
+
+
+@_problem("forbidden")
+class Forbidden(LogwayError):
+    """The credentials do not allow this operation."""
+
+
 @_problem("not-found")
 class NotFound(LogwayError):
     pass
