@@ -177,6 +177,13 @@ def validate(settings: Settings) -> None:
         check_cors_settings(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    from gateway.auth import Authenticator, auth_enabled
+
+    if auth_enabled(settings):
+        try:
+            Authenticator(settings)
+        except (OSError, ValueError) as exc:  # also tomllib and PyJWT's errors
+            raise ConfigError(f"auth: {exc}") from None
     for name in ("max_streams", "max_streams_per_client", "rate_limit_burst", "port"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")

@@ -52,6 +52,10 @@ class TokenBuckets:
 
 
 def _client(scope: Scope) -> str:
+    """The authenticated principal (gateway/auth.py) if any, else the client address."""
+    principal = scope.get("logway.principal")
+    if principal is not None:
+        return f"principal:{principal}"
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

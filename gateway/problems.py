@@ -51,6 +51,8 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("invalid-group-name", 400, "Invalid consumer group name"),
     ProblemType("invalid-member-id", 400, "Invalid member id"),
     ProblemType("invalid-offsets", 400, "Invalid offsets"),
+    ProblemType("unauthorized", 401, "Authentication required"),
+    ProblemType("forbidden", 403, "Not allowed"),
     ProblemType("not-found", 404, "Not found"),
     ProblemType("unknown-topic", 404, "Unknown topic"),
     ProblemType("unknown-partition", 404, "Unknown partition"),

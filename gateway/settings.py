@@ -45,3 +45,11 @@ class Settings:
     rate_limit_burst: int = 100  # token bucket size for rate_limit_per_s
     cors_origins: tuple[str, ...] = ()  # exact browser origins let in; "*" = any (no credentials)
     cors_allow_credentials: bool = False  # only with an explicit cors_origins list
+    # Auth (gateway/auth.py): on when any credential source is set.
+    auth_api_keys_file: Path | None = None  # TOML: [keys.<name>] sha256 = "...", permissions
+    jwt_hs256_secret: str | None = None
+    jwt_jwks_file: Path | None = None  # public keys for RS256/ES256 tokens, chosen by kid
+    jwt_issuer: str | None = None  # checked when set
+    jwt_audience: str | None = None  # checked when set
+    auth_cookie: str = "logway_token"  # HttpOnly cookie carrying a token (EventSource)
+    auth_query_token: bool = False  # accept ?access_token= (leaks into logs): opt in

@@ -315,7 +315,12 @@ def test_bad_settings_are_refused_with_their_name(
 
 def test_print_config_shows_effective_settings_and_refuses_unknown_ones(tmp_path: Path) -> None:
     logway = Path(sys.executable).parent / "logway"
-    env = {"LOGWAY_MAX_STREAMS_PER_CLIENT": "5", "PATH": "/usr/bin:/bin"}
+    secret = "s3cret-of-at-least-32-bytes-long!!"
+    env = {
+        "LOGWAY_MAX_STREAMS_PER_CLIENT": "5",
+        "LOGWAY_JWT_HS256_SECRET": secret,
+        "PATH": "/usr/bin:/bin",
+    }
     shown = subprocess.run(
         [str(logway), "serve", "--print-config", "--port", "9999"],
         env=env, capture_output=True, text=True, check=False, timeout=60,
@@ -323,6 +328,8 @@ def test_print_config_shows_effective_settings_and_refuses_unknown_ones(tmp_path
     assert shown.returncode == 0, shown.stderr
     assert "max_streams_per_client = 5\n" in shown.stdout
     assert "port = 9999\n" in shown.stdout
+    assert 'jwt_hs256_secret = "********"\n' in shown.stdout
+    assert secret not in shown.stdout
     refused = subprocess.run(
         [str(logway), "serve", "--print-config"],
         env={**env, "LOGWAY_NO_SUCH": "1"}, capture_output=True, text=True, check=False,
