@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from logway_client import (
     AsyncProducer,
     Consumer,
     FencedGeneration,
+    Forbidden,
     InvalidTopicName,
     LogwayClient,
     LogwayError,
@@ -32,6 +34,7 @@ from logway_client import (
     Record,
     RecordTooLarge,
     TopicExists,
+    Unauthorized,
     UnknownGroup,
     UnknownMember,
     UnknownPartition,
@@ -603,6 +606,37 @@ async def test_typed_errors_from_a_real_gateway(gateway: Gateway) -> None:
         async with AsyncConsumer(client, "nope", start="earliest") as consumer:
             with pytest.raises(UnknownTopic):
                 await anext(consumer)
+
+
+async def test_auth_headers_reach_requests_and_streams(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    def digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        f'[keys.writer]\nsha256 = "{digest("writer-key")}"\npermissions = ["admin:topic:*"]\n'
+        f'[keys.reader]\nsha256 = "{digest("reader-key")}"\npermissions = ["consume:topic:*"]\n'
+    )
+    config = tmp_path / "logway.toml"
+    config.write_text(f'auth_api_keys_file = "{keys}"\n')
+    gateway = start_gateway("--config", str(config))
+
+    async with AsyncLogwayClient(gateway.url) as anonymous:
+        with pytest.raises(Unauthorized) as unauthorized:
+            await anonymous.list_topics()
+        assert unauthorized.value.status == 401
+    writer_headers = {"Authorization": "Bearer writer-key"}
+    async with AsyncLogwayClient(gateway.url, headers=writer_headers) as writer:
+        await writer.create_topic("private", 1)
+        await writer.produce("private", [NewRecord("secret")])
+    async with AsyncLogwayClient(gateway.url, headers={"X-API-Key": "reader-key"}) as reader:
+        with pytest.raises(Forbidden):
+            await reader.produce("private", [NewRecord("not allowed")])
+        async with AsyncConsumer(reader, "private", start="earliest") as consumer:
+            async with asyncio.timeout(GUARD_S):
+                assert (await anext(consumer)).value == "secret"
 
 
 # -- the blocking API -----------------------------------------------------------------------
