@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from logway_client import (
     PROBLEM_TYPES,
@@ -637,6 +639,47 @@ async def test_auth_headers_reach_requests_and_streams(
         async with AsyncConsumer(reader, "private", start="earliest") as consumer:
             async with asyncio.timeout(GUARD_S):
                 assert (await anext(consumer)).value == "secret"
+
+
+async def test_an_expired_token_is_refreshed_by_on_expired_and_the_stream_resumes(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    secret = "x" * 64
+    config = tmp_path / "logway.toml"
+    config.write_text(f'jwt_hs256_secret = "{secret}"\n')
+    gateway = start_gateway("--config", str(config))
+
+    def token(lifetime_s: int) -> str:
+        claims = {
+            "sub": "app",
+            "exp": int(time.time()) + lifetime_s,
+            "permissions": ["admin:topic:*"],
+        }
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    expired = asyncio.Event()
+    async with AsyncLogwayClient(
+        gateway.url, headers={"Authorization": f"Bearer {token(2)}"}
+    ) as client:
+
+        def refresh() -> None:
+            client.http.headers["Authorization"] = f"Bearer {token(600)}"
+            expired.set()
+
+        await client.create_topic("tokens", 1)
+        await client.produce("tokens", [NewRecord(i) for i in range(5)])
+        async with AsyncConsumer(
+            client, "tokens", start="earliest", on_expired=refresh, reconnect_delay_ms=50
+        ) as consumer:
+            async with asyncio.timeout(GUARD_S):
+                values = [(await anext(consumer)).value for _ in range(5)]
+                waiting = asyncio.create_task(anext(consumer))
+                await expired.wait()  # the stream outlived its token
+                await client.produce("tokens", [NewRecord(i) for i in range(5, 10)])
+                values.append((await waiting).value)
+                values += [(await anext(consumer)).value for _ in range(4)]
+            assert consumer.reconnects == 1
+    assert values == list(range(10))
 
 
 # -- the blocking API -----------------------------------------------------------------------

@@ -17,6 +17,9 @@ generation (`event: assignment`), which sets `consumer.assignment` and calls
 and resumes from the group's commits, not from a cursor: whatever was not committed is
 delivered again (at least once), after a rebalance, a reconnect or a restart.
 
+Auth. `event: expired` (the token the stream was opened with ran out) calls `on_expired`
+before the reconnect, so it can put a fresh token into `client.http.headers`.
+
 A problem the stream ends with (`event: error`) or answers with is raised as its typed
 error, unless it is retriable (shutting-down, storage-unavailable), which reconnects.
 """
@@ -44,6 +47,7 @@ from logway_client.errors import (
 from logway_client.types import Assignment, Record
 
 AssignmentCallback = Callable[[Assignment], Awaitable[None] | None]
+ExpiredCallback = Callable[[], Awaitable[None] | None]
 DEFAULT_RECONNECT_DELAY_MS = 1000.0
 
 
@@ -67,6 +71,7 @@ class AsyncConsumer:
         group: str | None = None,
         commit: Literal["auto", "manual"] = "manual",
         on_assignment: AssignmentCallback | None = None,
+        on_expired: ExpiredCallback | None = None,
         reconnect_delay_ms: float | None = None,
         max_reconnect_delay_ms: float = 30_000.0,
         max_reconnect_attempts: int | None = None,
@@ -82,6 +87,7 @@ class AsyncConsumer:
         self.group = group
         self.commit_mode = commit
         self.on_assignment = on_assignment
+        self.on_expired = on_expired
         self.cursor = cursor
         self.assignment: Assignment | None = None
         self.reconnects = 0  # connections opened after the first one
@@ -231,6 +237,8 @@ class AsyncConsumer:
                         assignment = Assignment.from_json(self._data(sse.data))
                         # an empty assignment has no `id:`; httpx-sse repeats the last one
                         await self._assigned(assignment, sse.id if assignment.partitions else None)
+                    elif sse.event == "expired" and self.on_expired is not None:
+                        await _call(self.on_expired)
                     elif sse.event == "error":
                         problem = self._data(sse.data)
                         status = problem.get("status") if isinstance(problem, dict) else None
@@ -258,6 +266,11 @@ class AsyncConsumer:
         kept = set(assignment.partitions)
         self._delivered = {p: o for p, o in self._delivered.items() if p in kept}
         if self.on_assignment is not None:
-            result = self.on_assignment(assignment)
-            if inspect.isawaitable(result):
-                await result
+            await _call(self.on_assignment, assignment)
+
+
+async def _call(callback: Callable[..., Awaitable[None] | None], *args: Any) -> None:
+    """Run a user callback, sync or async."""
+    result = callback(*args)
+    if inspect.isawaitable(result):
+        await result

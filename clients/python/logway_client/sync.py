@@ -234,9 +234,10 @@ class Consumer:
         group: str | None = None,
         commit: Literal["auto", "manual"] = "manual",
         on_assignment: Callable[[Assignment], Awaitable[None] | None] | None = None,
+        on_expired: Callable[[], Awaitable[None] | None] | None = None,
         **options: Any,
     ) -> None:
-        """`on_assignment` runs on the client's loop thread; keep it short."""
+        """The callbacks run on the client's loop thread; keep them short."""
         self._client = client
         self.aio: AsyncConsumer = AsyncConsumer(
             client.aio,
@@ -247,6 +248,7 @@ class Consumer:
             group=group,
             commit=commit,
             on_assignment=on_assignment,
+            on_expired=on_expired,
             **options,
         )
 
