@@ -35,13 +35,13 @@ from logway_client.types import NewRecord, RecordMetadata
 class _Pending:
     encoded: bytes
     future: asyncio.Future[RecordMetadata]
+    queued_at: float  # loop time; a record lingers at most linger_ms from here
 
 
 @dataclass(slots=True)
 class _TopicQueue:
     pending: list[_Pending] = field(default_factory=list)
     pending_bytes: int = 0
-    first_at: float = 0.0  # loop time the oldest pending record was queued
     in_flight: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     sender: asyncio.Task[None] | None = None
@@ -114,10 +114,8 @@ class AsyncProducer:
         if queue.sender is None or queue.sender.done():
             queue.sender = loop.create_task(self._send_loop(topic, queue))
         future: asyncio.Future[RecordMetadata] = loop.create_future()
-        if not queue.pending:
-            queue.first_at = loop.time()
         encoded = record.encode()
-        queue.pending.append(_Pending(encoded, future))
+        queue.pending.append(_Pending(encoded, future, loop.time()))
         queue.pending_bytes += len(encoded) + 1
         queue.arrived.set()
         return future
@@ -167,7 +165,7 @@ class AsyncProducer:
                 continue
             # linger: wait for more records until the batch is full, flushed, or old enough
             while not self._full(queue) and not self._flushing and not self._closed:
-                remaining = queue.first_at + self.linger_s - loop.time()
+                remaining = queue.pending[0].queued_at + self.linger_s - loop.time()
                 if remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -175,7 +173,6 @@ class AsyncProducer:
                 queue.arrived.clear()
             batch = self._take(queue)
             if queue.pending:
-                queue.first_at = loop.time()
                 queue.arrived.set()
             queue.in_flight = [p.future for p in batch]
             try:
