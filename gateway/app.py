@@ -1,7 +1,7 @@
 """The ASGI app: `create_app(settings)` for servers, `begin_shutdown(app)` for their signals.
 
 The app is server-agnostic (Granian and Hypercorn run it as is). Its lifespan opens the
-embedded backend from the settings unless one is passed in — then it uses that one and
+backend the settings name (gateway/backends.py) unless one is passed in — then it uses that one and
 leaves closing it to the caller — and on shutdown ends every open stream, then closes the
 consumer groups (flushing their generations) before closing the backend.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from starlette.applications import Starlette
 
+from gateway.backends import max_append_records, open_backend
 from gateway.groups import ConsumerGroups
 from gateway.middleware import middleware
 from gateway.problems import EXCEPTION_HANDLERS
@@ -31,9 +33,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned: Backend | None = None
         if backend is None:
-            from storage.embedded import EmbeddedBackend
-
-            owned = await EmbeddedBackend.open(settings.data_dir, settings.durability)
+            owned = await open_backend(settings)
             app.state.logway = _context(settings, owned)
             fsync_observers.append(app.state.logway.metrics.observe_fsync)
         try:
@@ -60,6 +60,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
 
 def _context(settings: Settings, backend: Backend) -> Context:
+    limit = max_append_records(backend)
+    if limit is not None and settings.max_records_per_request > limit:
+        # A request is written whole or not at all, so it may not outgrow one atomic append.
+        settings = replace(settings, max_records_per_request=limit)
     groups = ConsumerGroups(
         backend,
         session_timeout_s=settings.group_session_timeout_s,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from gateway.backends import parse_backend
 from gateway.server import SERVERS, serve
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
@@ -88,7 +89,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     storage.add_argument(
         "--backend",
         default=_DEFAULTS.backend,
-        help="'embedded' or a JetStream cluster, nats://h1:4222,h2:4222",
+        help="'embedded' or a JetStream cluster, nats://h1:4222,h2:4222,h3:4222"
+        " (?replicas=1|3|5, default 3 with 3+ servers; &namespace=)",
     )
     storage.add_argument(
         "--fsync",
@@ -197,6 +199,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         settings = config.load(settings_from_args(args), args.config)
     except (config.ConfigError, TypeError, ValueError) as exc:
         parser.error(str(exc))
+    try:
+        parse_backend(settings.backend)
+    except ValueError as exc:
+        parser.error(f"--backend: {exc}")
     if args.print_config:
         print(config.describe(settings), end="")
         return 0

@@ -147,6 +147,8 @@ def from_storage_error(exc: errors.StorageError) -> Problem:
             return Problem("unknown-partition", detail, topic=exc.topic, partition=exc.partition)
         case errors.OffsetOutOfRange():
             return offset_out_of_range(exc.offset, exc.log_start_offset, exc.end_offset)
+        case errors.AppendTooLarge():
+            return Problem("too-many-records", detail, max_records_per_request=exc.max_records)
         case errors.GroupNotFound():
             return Problem("unknown-group", detail, group=exc.group)
         case errors.CorruptRecord():
