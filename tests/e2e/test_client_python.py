@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from logway_client import (
@@ -43,6 +44,7 @@ from logway_client import (
     UnknownTopic,
     ValidationError,
 )
+from logway_client.client import raise_for_problem
 from logway_client.errors import error_from_problem
 
 from gateway.problems import CATALOG
@@ -567,7 +569,13 @@ def test_unknown_problem_types_map_to_the_root() -> None:
     assert (error.status, error.title, error.detail) == (418, "Teapot", "no")
     assert error.extensions == {"x": 1}
     assert not error.retriable
-    assert error_from_problem(502, {}).retriable  # a proxy's 5xx without a problem body
+    page = httpx.Response(502, text="<html>bad gateway</html>")  # a proxy's page, no problem
+    with pytest.raises(LogwayError) as proxied:
+        raise_for_problem(page, page.content)
+    assert type(proxied.value) is LogwayError
+    assert (proxied.value.status, proxied.value.title) == (502, "Bad Gateway")
+    assert proxied.value.detail == "<html>bad gateway</html>"
+    assert proxied.value.retriable  # a producer retries a proxy's 5xx
 
 
 async def test_typed_errors_from_a_real_gateway(gateway: Gateway) -> None:

@@ -59,10 +59,9 @@ def raise_for_problem(response: httpx.Response, body: bytes) -> None:
     problem: Any = {}
     with contextlib.suppress(ValueError):
         problem = json.loads(body) if body else {}
-    if not isinstance(problem, dict):
-        problem = {}
+    if not isinstance(problem, dict) or not problem:  # not problem+json (e.g. a proxy's page)
+        problem = {"detail": body.decode(errors="replace")[:500]}
     problem.setdefault("title", response.reason_phrase)
-    problem.setdefault("detail", body.decode(errors="replace")[:500] if not problem else "")
     raise error_from_problem(response.status_code, problem, _retry_after_s(response))
 
 
@@ -73,9 +72,9 @@ def parse_json(body: bytes) -> Any:
         raise ProtocolViolation(f"the gateway answered something that is not JSON: {exc}") from None
 
 
-def records_body(records: Iterable[NewRecord | Mapping[str, Any]]) -> bytes:
-    """A produce request body: `{"records": [...]}`, encoded once so a retry sends the same bytes."""
-    encoded = [r.encode() if isinstance(r, NewRecord) else NewRecord(**r).encode() for r in records]
+def records_body(encoded: Iterable[bytes]) -> bytes:
+    """A produce request body of encoded records, built once so a retry sends the same bytes
+    (the gateway matches a retried Idempotency-Key to the body)."""
     return b'{"records":[' + b",".join(encoded) + b"]}"
 
 
@@ -221,8 +220,9 @@ class AsyncLogwayClient:
         With `idempotency_key`, sending the same request again returns the first result and
         writes nothing twice (the `Producer` does that for you, with retries).
         """
+        encoded = [(r if isinstance(r, NewRecord) else NewRecord(**r)).encode() for r in records]
         return await self.produce_encoded(
-            topic, records_body(records), len(records), idempotency_key=idempotency_key
+            topic, records_body(encoded), len(encoded), idempotency_key=idempotency_key
         )
 
     async def produce_encoded(

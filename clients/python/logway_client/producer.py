@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from logway_client.client import AsyncLogwayClient
+from logway_client.client import AsyncLogwayClient, records_body
 from logway_client.errors import LogwayError
 from logway_client.types import NewRecord, RecordMetadata
 
@@ -194,7 +194,7 @@ class AsyncProducer:
         return batch
 
     async def _deliver(self, topic: str, batch: list[_Pending]) -> None:
-        body = b'{"records":[' + b",".join(p.encoded for p in batch) + b"]}"
+        body = records_body(p.encoded for p in batch)
         key = uuid.uuid4().hex
         deadline = time.monotonic() + self.delivery_timeout_s
         attempt = 0
