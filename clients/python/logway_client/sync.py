@@ -104,6 +104,9 @@ class LogwayClient:
         self.close()
 
     def close(self) -> None:
+        """Close the connections and stop the loop thread (a second call does nothing)."""
+        if self._loop.loop.is_closed():
+            return
         self._loop.run(self.aio.aclose())
         self._loop.stop()
 
