@@ -1,0 +1,1 @@
+"""Runnable examples of logway (each a package: `python -m examples.<name>`)."""
