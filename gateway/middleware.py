@@ -1,7 +1,7 @@
 """The app's middleware, outermost first, from the settings.
 
-1. TrustedProxyMiddleware: forwarded client address, scheme and prefix (trusted peers only),
-   so everything below sees the real client;
+1. TrustedProxyMiddleware (only with trusted_proxies): forwarded client address, scheme
+   and prefix, so everything below sees the real client;
 2. ObservingMiddleware: latency histogram, JSON access log;
 3. ProblemCORSMiddleware (only with cors_origins): CORS headers on every answer below it,
    401s, 429s and 503s included, so a browser can read why it was refused (and preflights
@@ -29,10 +29,10 @@ def middleware(settings: Settings) -> list[Middleware]:
     parse_networks(settings.trusted_proxies)
     check_cors_settings(settings)
     warn_if_open(settings)
-    stack = [
-        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
-        Middleware(ObservingMiddleware, access_log_json=settings.access_log_json),
-    ]
+    stack = []
+    if settings.trusted_proxies:  # nobody trusted: no layer at all (the produce path is hot)
+        stack.append(Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies))
+    stack.append(Middleware(ObservingMiddleware, access_log_json=settings.access_log_json))
     if settings.cors_origins:
         stack.append(Middleware(ProblemCORSMiddleware, settings=settings))
     if auth_enabled(settings):
