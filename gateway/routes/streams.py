@@ -5,6 +5,20 @@ Start positions: a cursor (the `Last-Event-ID` header, else `?cursor=`) always w
 wins over the query parameter because it is the newer of the two. Partitions the cursor
 does not name start at `from=`; a cursor naming a partition the stream does not read is a
 bad cursor. `from=` defaults to `latest`.
+
+Consumer groups (`group=G`): the stream joins G as a new member (`Logway-Member-Id` header)
+and reads only what G's coordinator assigns it. Every generation is announced with `event:
+assignment` before any of its records (`LogStream.reassign`); `membership.owns(p)` is
+checked as each batch is handed to the connection, so records of a lost partition stop at
+once. A (re)started partition begins at G's committed offset, clamped into the log, else at
+`from=`; the cursor is ignored, because the committed offsets are the group's resume point
+and another member may have read the partition since the cursor was made. The stream
+heartbeats after every write, so a client that stops reading (or vanishes without a FIN)
+stops heartbeating once its buffers fill and expires after the session timeout.
+commit=auto commits, about every second and when the server ends the stream, the offset
+after the last record written to the connection in the current generation; never on a
+client disconnect (at least once for what was not yet written; a client that crashes
+after receiving may lose up to a second of committed-but-unprocessed records).
 """
 
 from __future__ import annotations
@@ -349,6 +363,9 @@ async def _follow(stream: GroupStream, start: str, auto_commit: bool) -> None:
         stream.end(from_group_error(exc))
     except errors.StorageError as exc:
         stream.end(from_storage_error(exc))
+    except Exception:  # a stream that no longer follows its group must not go on reading
+        log.exception("group stream of %r stopped following its group", membership.group)
+        stream.end(Problem("internal-error", "the stream lost track of its group; reconnect"))
 
 
 async def group_events(request: Request, ctx: Context, topic: str, format: str) -> Response:
