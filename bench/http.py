@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,8 +108,9 @@ def _wait_healthy(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def running(name: str, command: list[str], port: int) -> Iterator[Server]:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def running(name: str, command: list[str], port: int, log_path: Path) -> Iterator[Server]:
+    with log_path.open("ab") as log:  # a file, never a pipe nobody reads: a full pipe blocks
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     server = Server(name, port, process)
     try:
         _wait_healthy(server)
@@ -122,17 +124,21 @@ def gateway(server_name: str, data_dir: Path, *extra: str) -> Iterator[Server]:
     port = _free_port()
     command = [str(LOGWAY), "serve", "--server", server_name, "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--log-level", "warning", *extra]
-    with running(f"logway serve --server {server_name}", command, port) as server:
+    log_path = data_dir.parent / f"{data_dir.name}-{server_name}.log"
+    with running(f"logway serve --server {server_name}", command, port, log_path) as server:
         response = httpx.put(f"{server.url}/v1/topics/{TOPIC}", json={"partitions": 3})
         response.raise_for_status()
         yield server
 
 
 @contextlib.contextmanager
-def baseline(server_name: str) -> Iterator[Server]:
+def baseline(server_name: str, workdir: Path) -> Iterator[Server]:
     port = _free_port()
     command = [sys.executable, "-m", "bench.baseline_app", "--server", server_name]
-    with running(f"baseline on {server_name}", [*command, "--port", str(port)], port) as server:
+    log_path = workdir / f"baseline-{server_name}.log"
+    with running(
+        f"baseline on {server_name}", [*command, "--port", str(port)], port, log_path
+    ) as server:
         yield server
 
 
@@ -322,8 +328,11 @@ async def producer_paced(port: int, rate: int, seconds: float, batch: int) -> No
         if delay_ns > 0:
             await asyncio.sleep(delay_ns / 1e9)
         schedule.put_nowait(scheduled_ns)
-    await schedule.join()
+    joined = asyncio.create_task(schedule.join())
+    await asyncio.wait([joined, *senders], return_when=asyncio.FIRST_COMPLETED)
     for task in senders:
+        if task.done():
+            task.result()  # a failed request ends the run with its error
         task.cancel()
     _say({"produced": int(seconds * rate / batch) * batch})
 
@@ -370,9 +379,14 @@ class Client:
             command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
-    def read(self) -> dict[str, Any]:
+    def read(self, timeout_s: float = 120) -> dict[str, Any]:
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
+        killer = threading.Timer(timeout_s, self.process.kill)  # a stuck client ends the run
+        killer.start()
+        try:
+            line = self.process.stdout.readline()
+        finally:
+            killer.cancel()
         if not line:
             raise RuntimeError(f"client exited with {self.process.wait()}")
         message: dict[str, Any] = json.loads(line)
@@ -438,7 +452,7 @@ class Bench:
     def compare(self) -> None:
         print("compare: the bare app on each server", flush=True)
         for name in SERVERS:
-            with baseline(name) as server:
+            with baseline(name, self.workdir) as server:
                 url = f"{server.url}/v1/topics/{TOPIC}/records"
                 h1 = self._load(url, self.single_body, h2=False, connections=32)
                 h2 = self._load(url, self.single_body, h2=True, connections=32)
@@ -455,7 +469,7 @@ class Bench:
 
     def produce(self) -> None:
         print(f"produce: single record, fsync always, {self.server_name}", flush=True)
-        with baseline(self.server_name) as server:
+        with baseline(self.server_name, self.workdir) as server:
             url = f"{server.url}/v1/topics/{TOPIC}/records"
             base_h1 = self._load(url, self.single_body, h2=False, connections=32)
             base_h2 = self._load(url, self.single_body, h2=True, connections=32)
@@ -492,7 +506,7 @@ class Bench:
 
     def batch(self) -> None:
         print(f"batch: 1,000 x 100 B records per request, {self.server_name}", flush=True)
-        with baseline(self.server_name) as server:
+        with baseline(self.server_name, self.workdir) as server:
             base = self._load(
                 f"{server.url}/v1/topics/{TOPIC}/records", self.batch_body, h2=False, connections=4
             )
@@ -588,7 +602,7 @@ class Bench:
         for streams in (1000, 10_000):
             with gateway(self.server_name, self._data_dir("memory")) as server:
                 ours, before, after = self._rss_per_stream(server, streams)
-            with baseline(self.server_name) as server:
+            with baseline(self.server_name, self.workdir) as server:
                 base, _, _ = self._rss_per_stream(server, streams)
             self.rows.append(
                 Row(
@@ -650,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{tool} not found: apt-get install -y nghttp2-client wrk")
     _raise_nofile_limit()  # inherited by the servers
     with tempfile.TemporaryDirectory(prefix="logway-bench-") as workdir:
+        print(f"server logs: {workdir}/*.log (kept until the run ends)", flush=True)
         bench = Bench(args.server, args.duration_s, Path(workdir))
         for section in SECTIONS:
             if section in sections:

@@ -25,6 +25,7 @@ Shutdown on the first SIGTERM or SIGINT, bounded by `settings.shutdown_timeout_s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -51,7 +52,10 @@ LISTEN_BACKLOG = 1024  # accept bursts: thousands of EventSources reconnecting a
 # Once the log is closed, how long Granian may go on closing connections (flushing the
 # last answers) before the process leaves; idle HTTP/2 clients would hold it to the bound.
 _CONNECTION_CLOSE_GRACE_S = 1.0
-_DRAIN_SHARE = 0.7  # of shutdown_timeout_s for in-flight requests; the rest closes the log
+_DRAIN_SHARE = 0.7
+_TICK_S = 0.25
+_STREAM_END_GRACE_S = 0.5  # Granian: between ending the streams and refusing connections
+_FLUSH_S = 0.05  # of shutdown_timeout_s for in-flight requests; the rest closes the log
 
 ShutdownTrigger = Callable[[], Coroutine[Any, Any, None]]
 
@@ -133,23 +137,23 @@ class _DrainBeforeLifespanShutdown:
         async def receive_lifespan() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
-                await self._wait_idle()
+                await self.wait_idle(self.deadline)
+                if self.in_flight:
+                    logger.warning("closing the log with %d requests running", self.in_flight)
             return message
 
         return receive_lifespan
 
-    async def _wait_idle(self) -> None:
+    async def wait_idle(self, deadline: float) -> None:
+        """Until no request is in flight, or the monotonic `deadline`."""
         self._idle = asyncio.Event()
         while self.in_flight > 0:
             self._idle.clear()
-            remaining = self.deadline - time.monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
-                logger.warning("closing the log with %d requests still running", self.in_flight)
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), remaining)
-            except TimeoutError:
-                continue
 
 
 def _exit_now(reason: str) -> None:
@@ -191,8 +195,8 @@ async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], No
         drained_app.deadline = time.monotonic() + _DRAIN_SHARE * settings.shutdown_timeout_s
         shutdown.request(signum.name)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    _install_signal_handlers(loop, on_signal)
+    ticker = asyncio.create_task(_tick())
 
     async def shutdown_trigger() -> None:
         await shutdown.requested.wait()
@@ -209,11 +213,39 @@ async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], No
     except Exception:
         logger.exception("the %s server failed", settings.server)
         return 1
+    finally:
+        ticker.cancel()
     if not shutdown.requested.is_set():
         logger.error("the %s server stopped without being asked to", settings.server)
         return 1
     logger.info("stopped cleanly")
     return 0
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, on_signal: Callable[[signal.Signals], None]
+) -> None:
+    """SIGTERM/SIGINT handlers that cannot be lost under load.
+
+    Not `loop.add_signal_handler`: asyncio dispatches signals through its self-pipe, which
+    Granian's threads fill with `call_soon_threadsafe` wake-ups under load; a signal that
+    arrives then is dropped ("Exception ignored when trying to write to the signal wakeup
+    fd: BlockingIOError", seen with 1,000 SSE streams) and the process never stops. A
+    Python-level handler instead runs on the main thread at its next bytecode: at once if
+    the signal interrupts the loop's wait, within `_TICK_S` otherwise (see `_tick`).
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(on_signal, signal.Signals(signum))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+async def _tick() -> None:
+    """Wake the main thread now and then, so a pending signal handler always gets to run."""
+    while True:  # noqa: ASYNC110  # waking up is the point; there is no event to wait for
+        await asyncio.sleep(_TICK_S)
 
 
 class _Lifespan:
@@ -251,7 +283,10 @@ class _Lifespan:
 
 
 async def _serve_granian(
-    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger, shutdown: _Shutdown
+    app: _DrainBeforeLifespanShutdown,
+    settings: Settings,
+    shutdown_trigger: ShutdownTrigger,
+    shutdown: _Shutdown,
 ) -> None:
     """Granian's embedded server: its Rust HTTP stack on this process's asyncio loop.
 
@@ -291,6 +326,10 @@ async def _serve_granian(
     triggered = asyncio.create_task(shutdown_trigger())
     try:
         await asyncio.wait({serving, triggered}, return_when=asyncio.FIRST_COMPLETED)
+        # Let the streams begin_shutdown ended send their last frame before Granian's GOAWAY
+        # (and the PING after it, which python-hyper/h2 clients reject, h2 issue #1199).
+        await app.wait_idle(time.monotonic() + _STREAM_END_GRACE_S)
+        await asyncio.sleep(_FLUSH_S)  # the last frames are written by Granian's own threads
         server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
     finally:
         triggered.cancel()
