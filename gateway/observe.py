@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage import errors
 from storage.types import NewRecord, Record
 
 if TYPE_CHECKING:
@@ -117,8 +118,6 @@ class _Families(Collector):
 
 
 async def _scrape_time_families(backend: Backend, open_streams: int) -> list[Metric]:
-    from storage import errors
-
     streams = GaugeMetricFamily(
         "logway_open_streams", "Open SSE/NDJSON streams and long polls", value=open_streams
     )
