@@ -128,13 +128,19 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-body-bytes",
         type=_positive_int,
         default=_DEFAULTS.max_body_bytes,
-        help="largest JSON produce body (NDJSON bodies stream with no total cap)",
+        help="largest JSON produce body (NDJSON bodies: --max-ndjson-bytes)",
     )
     api.add_argument(
         "--max-record-bytes",
         type=_positive_int,
         default=_DEFAULTS.max_record_bytes,
         help="largest record (key + value + headers)",
+    )
+    api.add_argument(
+        "--max-ndjson-bytes",
+        type=_positive_int,
+        default=_DEFAULTS.max_ndjson_bytes,
+        help="largest NDJSON produce body (parsed as it streams, all-or-nothing)",
     )
     api.add_argument(
         "--max-records-per-request",
@@ -180,6 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_body_bytes=args.max_body_bytes,
         max_record_bytes=args.max_record_bytes,
         max_records_per_request=args.max_records_per_request,
+        max_ndjson_bytes=args.max_ndjson_bytes,
         heartbeat_s=args.heartbeat_s,
         shutdown_timeout_s=args.shutdown_timeout_s,
         root_path=args.root_path,
@@ -188,17 +195,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _run_serve(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.build_parser
-    if (args.certfile is None) != (args.keyfile is None):
-        parser.error("--certfile and --keyfile go together")
-    for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
-        if path is not None and not path.is_file():
-            parser.error(f"{flag} {path}: no such file")
     from gateway import config
 
     try:
         settings = config.load(settings_from_args(args), args.config)
     except (config.ConfigError, TypeError, ValueError) as exc:
         parser.error(str(exc))
+    # Checked on the merged settings, so a certificate from --config or LOGWAY_* counts too.
+    if (settings.certfile is None) != (settings.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
+    for flag, path in (("--certfile", settings.certfile), ("--keyfile", settings.keyfile)):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: no such file")
     try:
         parse_backend(settings.backend)
     except ValueError as exc:

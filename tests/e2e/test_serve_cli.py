@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -16,9 +17,14 @@ from tests.e2e.conftest import LOGWAY, SERVERS
 pytestmark = pytest.mark.e2e
 
 
-def _logway(*args: str) -> subprocess.CompletedProcess[str]:
+def _logway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(LOGWAY), *args], capture_output=True, text=True, timeout=30, check=False
+        [str(LOGWAY), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -56,6 +62,7 @@ def test_serve_help_lists_every_setting() -> None:
         "--host", "--port", "--data-dir", "--backend", "--server", "--fsync",
         "--fsync-interval-ms", "--certfile", "--keyfile", "--auto-create-topics",
         "--heartbeat-s", "--max-body-bytes", "--max-record-bytes", "--max-records-per-request",
+        "--max-ndjson-bytes",
     ):  # fmt: skip
         assert flag in result.stdout
 
@@ -98,3 +105,11 @@ def test_a_busy_port_is_refused_before_the_log_is_opened(server: str, tmp_path: 
     assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert not data_dir.exists()
+
+
+def test_a_certificate_without_its_key_is_refused_from_any_source(tmp_path: Path) -> None:
+    certfile = tmp_path / "cert.pem"
+    certfile.write_text("not checked before the pairing")
+    result = _logway("serve", env={"LOGWAY_CERTFILE": str(certfile)})
+    assert result.returncode == 2
+    assert "--certfile and --keyfile go together" in result.stderr
