@@ -226,6 +226,45 @@ class GroupCoordinator:
         """What must survive a restart: the generation, so it keeps growing."""
         return orjson.dumps({"generation": self.generation, "protocol": self.assignor.name})
 
+    def membership_state(self) -> bytes:
+        """Members, their partitions, partition counts and the generation: what a store
+        shared by several gateways keeps (session deadlines stay with each gateway)."""
+        return orjson.dumps(
+            {
+                "generation": self.generation,
+                "protocol": self.assignor.name,
+                "members": {
+                    mid: {"topic": m.topic, "partitions": list(m.partitions)}
+                    for mid, m in sorted(self._members.items())
+                },
+                "partitions_count": self._partitions_count,
+            }
+        )
+
+    @classmethod
+    def from_membership_state(
+        cls,
+        group: str,
+        state: bytes,
+        *,
+        session_timeout_ms: int = 30_000,
+        assignor: Assignor = DEFAULT_ASSIGNOR,
+        deadlines_ms: Mapping[str, int],
+        default_deadline_ms: int,
+    ) -> GroupCoordinator:
+        """A coordinator continuing `membership_state()`; each member's session deadline
+        is `deadlines_ms[member]`, else `default_deadline_ms`."""
+        decoded = orjson.loads(state)
+        coordinator = cls(group, session_timeout_ms, assignor, int(decoded["generation"]))
+        for member_id, member in decoded["members"].items():
+            coordinator._members[member_id] = _Member(
+                member["topic"],
+                deadlines_ms.get(member_id, default_deadline_ms),
+                tuple(member["partitions"]),
+            )
+        coordinator._partitions_count = {t: int(n) for t, n in decoded["partitions_count"].items()}
+        return coordinator
+
     @property
     def state(self) -> GroupState:
         return GroupState.STABLE if self._members else GroupState.EMPTY

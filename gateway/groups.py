@@ -49,7 +49,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from gateway.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
@@ -57,7 +57,6 @@ from gateway.coordinator import (
     Commit,
     GroupCoordinator,
     GroupState,
-    Heartbeat,
     Join,
     Leave,
     MemberInfo,
@@ -65,7 +64,6 @@ from gateway.coordinator import (
     Rejected,
     RejectReason,
     Seek,
-    Tick,
 )
 from gateway.group_errors import (
     FencedGeneration,
@@ -78,8 +76,9 @@ from gateway.group_errors import (
     UnknownGroup,
     UnknownMember,
 )
+from gateway.membership import LocalGroup, MembershipStore, open_store
 from storage.backend import Backend
-from storage.errors import GroupNotFound, PartitionNotFound, StorageError, TopicNotFound
+from storage.errors import GroupNotFound, PartitionNotFound, TopicNotFound
 from storage.names import is_valid_group_name
 from storage.types import TopicPartition
 
@@ -256,19 +255,6 @@ class Membership:
         self._waiters.clear()
 
 
-@dataclass(slots=True, eq=False)
-class _Group:
-    name: str
-    coordinator: GroupCoordinator
-    committed: dict[TopicPartition, int]
-    saved_generation: int
-    members: dict[str, Membership] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # commits, seeks and delete
-    timer: asyncio.TimerHandle | None = None
-    timer_at_ms: int | None = None
-    saver: asyncio.Task[None] | None = None
-
-
 class ConsumerGroups:
     """Every consumer group of one gateway process, over one storage Backend."""
 
@@ -278,7 +264,10 @@ class ConsumerGroups:
         *,
         session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
         assignor: str = DEFAULT_ASSIGNOR.name,
+        store: MembershipStore | None = None,
     ) -> None:
+        """`store` decides membership (gateway/membership.py); by default the one that
+        fits the backend: in this process, or shared through JetStream."""
         if session_timeout_s <= 0:
             raise ValueError("session_timeout_s must be positive")
         if assignor not in ASSIGNORS:
@@ -286,8 +275,10 @@ class ConsumerGroups:
         self._backend = backend
         self._session_timeout_ms = max(1, round(session_timeout_s * 1000))
         self._assignor = ASSIGNORS[assignor]
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[str, LocalGroup] = {}
         self._open_lock = asyncio.Lock()
+        self._store = store if store is not None else open_store(backend)
+        self._store.bind(self._announce)
 
     # -- members --------------------------------------------------------------------------
 
@@ -307,17 +298,21 @@ class ConsumerGroups:
         join = Join(member_id, topic, topic_info.partitions, self._now_ms())
         existing = g.members.get(member_id)
         if existing is not None and existing.topic == topic:
-            decision = g.coordinator.handle(join)
+            decision = await self._store.change(g, join)
             if isinstance(decision, Rebalance):  # the topic's partition count changed
-                self._apply(g, decision)
+                await self._announce(g, decision)
             return existing
         if existing is not None:
-            self._leave(g, member_id)
+            await self._leave(g, member_id)
         membership = Membership(self, group, member_id, topic)
         g.members[member_id] = membership
-        decision = g.coordinator.handle(join)
+        try:
+            decision = await self._store.change(g, join)
+        except BaseException:
+            g.members.pop(member_id, None)
+            raise
         assert isinstance(decision, Rebalance)
-        self._apply(g, decision)
+        await self._announce(g, decision)
         membership._deliver()
         return membership
 
@@ -333,7 +328,7 @@ class ConsumerGroups:
         """Remove a member now; a no-op for one that is already gone."""
         g = self._groups.get(group)
         if g is not None:
-            self._leave(g, member_id)
+            await self._leave(g, member_id)
 
     async def commit(
         self,
@@ -357,7 +352,7 @@ class ConsumerGroups:
         if negative:
             raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
         async with g.lock:
-            self._check_commit(g, member_id, generation, offsets)
+            await self._check_commit(g, member_id, generation, offsets)
             for tp, offset in sorted(offsets.items()):
                 end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
                 if offset > end_offset:
@@ -365,16 +360,18 @@ class ConsumerGroups:
                         f"offset {offset} of {tp.topic}/{tp.partition} is beyond its end"
                         f" offset {end_offset}"
                     )
-            self._check_commit(g, member_id, generation, offsets)  # the awaits allowed a rebalance
+            # the awaits allowed a rebalance
+            await self._check_commit(g, member_id, generation, offsets)
             await self._backend.commit_offsets(group, dict(offsets))
             g.committed.update(offsets)
-            g.coordinator.handle(Heartbeat(member_id, self._now_ms()))
+            self._store.heartbeat(g, member_id, self._now_ms())
 
     # -- groups ---------------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:
         """Every group with members, committed offsets or saved metadata, by name."""
         names = set(await self._backend.list_groups()) | set(self._groups)
+        names |= await self._store.group_names()
         summaries = []
         for name in sorted(names):
             g = await self._open(name, create=True)
@@ -391,6 +388,8 @@ class ConsumerGroups:
         group has committed (of topics that still exist). Raises UnknownGroup.
         """
         g = await self._open(group, create=False)
+        if self._store.shared:  # other gateways commit too
+            g.committed = await self._backend.committed_offsets(group)
         snapshot = g.coordinator.snapshot()
         wanted = set(g.committed)
         for member in snapshot.members:
@@ -438,9 +437,9 @@ class ConsumerGroups:
         async with g.lock:
             await self._backend.commit_offsets(group, committed)
             g.committed.update(committed)
-            decision = g.coordinator.handle(Seek(topic))
+            decision = await self._store.change(g, Seek(topic))
             if isinstance(decision, Rebalance):
-                self._apply(g, decision)
+                await self._announce(g, decision)
         return offsets
 
     async def delete(self, group: str) -> None:
@@ -452,9 +451,7 @@ class ConsumerGroups:
                     raise GroupNotEmpty(group, len(g.members))
                 async with g.lock:
                     del self._groups[group]
-                    self._cancel_timer(g)
-                    if g.saver is not None:
-                        await g.saver
+                    await self._store.forget(g, deleted=True)
             try:
                 await self._backend.delete_group(group)
             except GroupNotFound:
@@ -465,18 +462,17 @@ class ConsumerGroups:
         """Stop timers, end every membership (their `changed()` raise) and flush metadata."""
         groups, self._groups = list(self._groups.values()), {}
         for g in groups:
-            self._cancel_timer(g)
             for membership in g.members.values():
                 membership._close("lost its membership when the gateway closed")
             g.members.clear()
-        await asyncio.gather(*(g.saver for g in groups if g.saver is not None))
+        await self._store.close()
 
     # -- internals ------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
         return int(asyncio.get_running_loop().time() * 1000)
 
-    async def _open(self, group: str, *, create: bool) -> _Group:
+    async def _open(self, group: str, *, create: bool) -> LocalGroup:
         """The group's state, loaded from storage on first use. Raises UnknownGroup when
         `create` is false and the group has nothing stored."""
         g = self._groups.get(group)
@@ -488,34 +484,35 @@ class ConsumerGroups:
                 return g
             metadata = await self._backend.load_group_metadata(group)
             committed = await self._backend.committed_offsets(group)
-            if not create and metadata is None and not committed:
-                raise UnknownGroup(group)
             coordinator = GroupCoordinator.from_metadata(
                 group,
                 metadata,
                 session_timeout_ms=self._session_timeout_ms,
                 assignor=self._assignor,
             )
-            g = _Group(group, coordinator, committed, coordinator.generation)
+            g = LocalGroup(group, coordinator, committed, coordinator.generation)
+            stored = await self._store.open(g)
+            if not create and not stored and metadata is None and not committed:
+                await self._store.forget(g, deleted=False)
+                raise UnknownGroup(group)
+            g.announced_generation = g.coordinator.generation
             self._groups[group] = g
             return g
 
     def _heartbeat(self, group: str, member_id: str) -> None:
         g = self._groups.get(group)
-        if g is None or isinstance(
-            g.coordinator.handle(Heartbeat(member_id, self._now_ms())), Rejected
-        ):
+        if g is None or not self._store.heartbeat(g, member_id, self._now_ms()):
             raise UnknownMember(group, member_id)
 
-    def _leave(self, g: _Group, member_id: str) -> None:
-        decision = g.coordinator.handle(Leave(member_id))
+    async def _leave(self, g: LocalGroup, member_id: str) -> None:
+        decision = await self._store.change(g, Leave(member_id))
         if isinstance(decision, Rebalance):
-            self._apply(g, decision)
+            await self._announce(g, decision)
 
-    def _check_commit(
-        self, g: _Group, member_id: str, generation: int, offsets: Mapping[TopicPartition, int]
+    async def _check_commit(
+        self, g: LocalGroup, member_id: str, generation: int, offsets: Mapping[TopicPartition, int]
     ) -> None:
-        decision = g.coordinator.handle(Commit(member_id, generation, offsets))
+        decision = await self._store.check_commit(g, Commit(member_id, generation, offsets))
         if not isinstance(decision, Rejected):
             return
         error: GroupError
@@ -528,61 +525,43 @@ class ConsumerGroups:
                 error = NotPartitionOwner(g.name, member_id, decision.partitions)
         raise error
 
-    def _apply(self, g: _Group, decision: Rebalance) -> None:
-        """Announce a new generation to the members, then persist it and re-arm the timer."""
+    async def _announce(self, g: LocalGroup, decision: Rebalance) -> None:
+        """Tell the local members about a generation (from this gateway or the store)."""
+        if self._store.shared and decision.generation > g.announced_generation:
+            g.committed = await self._backend.committed_offsets(g.name)
+        self._apply(g, decision)
+
+    def _apply(self, g: LocalGroup, decision: Rebalance) -> None:
+        """Announce a new generation to the local members; older ones than the last
+        announced are dropped (with several gateways they can arrive out of order).
+
+        Gained and lost partitions are taken relative to what each handle owns, so a
+        member that missed a generation (learned from another gateway) still starts
+        every partition it now owns and stops every one it lost.
+        """
+        if decision.generation <= g.announced_generation:
+            return
+        g.announced_generation = decision.generation
         for member_id in decision.left:
             if (gone := g.members.pop(member_id, None)) is not None:
                 gone._close("left")
         for member_id in decision.expired:
             if (gone := g.members.pop(member_id, None)) is not None:
                 gone._close("expired after its session timeout")
+        assigned = {a.member_id for a in decision.assignments}
+        # (a handle still joining has generation 0: its own decision is on its way)
+        for member_id in [m for m, h in g.members.items() if m not in assigned and h.generation]:
+            g.members.pop(member_id)._close("is no longer a member (expired on another gateway)")
         for a in decision.assignments:
-            starts = {p: g.committed.get(TopicPartition(a.topic, p)) for p in a.gained}
-            g.members[a.member_id]._update(decision.generation, a.partitions, a.lost, starts)
-        if g.saver is None or g.saver.done():
-            g.saver = asyncio.create_task(self._save_generation(g))
-        self._arm_timer(g)
-
-    async def _save_generation(self, g: _Group) -> None:
-        """Persist the latest generation; bursts of rebalances share one write."""
-        while g.saved_generation != g.coordinator.generation:
-            generation = g.coordinator.generation
-            try:
-                await self._backend.save_group_metadata(g.name, g.coordinator.metadata())
-            except StorageError:
-                log.exception("could not save generation %d of group %r", generation, g.name)
-                return
-            g.saved_generation = generation
-
-    def _arm_timer(self, g: _Group) -> None:
-        """Have a Tick arrive at the earliest session deadline (heartbeats only move
-        deadlines later, so a timer armed earlier fires, finds nothing and re-arms)."""
-        deadline_ms = g.coordinator.next_deadline_ms()
-        if deadline_ms is None:
-            self._cancel_timer(g)
-            return
-        if g.timer is not None and g.timer_at_ms is not None and g.timer_at_ms <= deadline_ms:
-            return
-        self._cancel_timer(g)
-        delay_s = max(0, deadline_ms - self._now_ms() + 1) / 1000
-        g.timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer, g)
-        g.timer_at_ms = deadline_ms
-
-    def _on_timer(self, g: _Group) -> None:
-        g.timer = g.timer_at_ms = None
-        if self._groups.get(g.name) is not g:
-            return
-        decision = g.coordinator.handle(Tick(self._now_ms()))
-        if isinstance(decision, Rebalance):
-            self._apply(g, decision)
-        else:
-            self._arm_timer(g)
-
-    @staticmethod
-    def _cancel_timer(g: _Group) -> None:
-        if g.timer is not None:
-            g.timer.cancel()
-        g.timer = g.timer_at_ms = None
+            handle = g.members.get(a.member_id)
+            if handle is None:
+                continue  # a member of another gateway
+            owned = set(handle.partitions)
+            gained = set(a.gained) | (set(a.partitions) - owned)
+            lost = tuple(sorted(owned - set(a.partitions)))
+            starts = {p: g.committed.get(TopicPartition(a.topic, p)) for p in sorted(gained)}
+            handle._update(decision.generation, a.partitions, lost, starts)
+        self._store.announced(g, decision)
 
 
 def _check_group_name(group: str) -> None:

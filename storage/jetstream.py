@@ -43,7 +43,7 @@ import itertools
 import json
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DeliverPolicy
 from nats.nuid import NUID
 
 from storage.errors import (
@@ -897,6 +898,13 @@ class JetStreamBackend:
         except _ApiError as exc:
             raise _public_error(exc) from exc
 
+    async def key_value(self, name: str) -> KeyValue:
+        """A KV bucket `<namespace>_<name>` of the caller's own (created if missing)."""
+        self._check_open()
+        bucket = f"{self.namespace}_{name}"
+        await self._ensure_bucket(bucket)
+        return KeyValue(self, bucket)
+
     # -- JetStream plumbing -------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -1089,6 +1097,97 @@ class JetStreamBackend:
             offset += len(subjects)
             if not subjects or offset >= total:
                 return keys
+
+
+class RevisionConflict(StorageError):
+    """A KV write whose revision check failed: someone else wrote the key first."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class KvChange:
+    """One change seen by a watch: `value` is None when the key was deleted or purged."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+class KeyValue:
+    """One KV bucket for callers outside storage (the gateway's group membership): reads
+    from the leader, writes with a revision check and an optional TTL, and a watch.
+
+    Create with `await backend.key_value(name)`; the bucket is made if missing, with the
+    backend's replicas, in its namespace.
+    """
+
+    def __init__(self, backend: JetStreamBackend, bucket: str) -> None:
+        self._backend = backend
+        self.bucket = bucket
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        """The value and its revision, or None when the key is absent or deleted."""
+        entry = await self._backend._kv_get(self.bucket, key)
+        return None if entry is None else (entry.value, entry.revision)
+
+    async def revision(self, key: str) -> int:
+        """The key's last revision, a delete marker's included (0: never written)."""
+        entry = await self._backend._kv_last(self.bucket, key)
+        return 0 if entry is None else entry.revision
+
+    async def put(
+        self, key: str, value: bytes, *, last: int | None = None, ttl_s: int | None = None
+    ) -> int:
+        """Write and return the new revision; with `last`, only if the key is still at that
+        revision (0: never written), else RevisionConflict. `ttl_s`: JetStream removes the
+        value that long after this write unless it is written again."""
+        try:
+            return await self._backend._kv_put(self.bucket, key, value, last=last, ttl_s=ttl_s)
+        except _ApiError as exc:
+            if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
+                raise RevisionConflict(f"{self.bucket}/{key} changed (expected {last})") from exc
+            raise _public_error(exc) from exc
+
+    async def purge(self, key: str) -> None:
+        await self._backend._kv_purge(self.bucket, key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return [k for k in await self._backend._kv_keys(self.bucket) if k.startswith(prefix)]
+
+    async def watch(
+        self, prefix: str, on_change: Callable[[KvChange], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `on_change` for every later change of a key under `prefix` (a KV token
+        prefix ending in "."), in order; returns the function that stops the watch.
+
+        An ordered push consumer: the server pushes each change (no polling), and after a
+        reconnect the client resumes it where it left off.
+        """
+        self._backend._check_open()
+
+        async def deliver(msg: Msg) -> None:
+            operation = (msg.headers or {}).get(KV_OPERATION)
+            key = msg.subject.removeprefix(f"$KV.{self.bucket}.")
+            value = None if operation in ("DEL", "PURGE") else msg.data
+            await on_change(KvChange(key, value, msg.metadata.sequence.stream))
+
+        try:
+            subscription = await self._backend._nc.jetstream().subscribe(
+                f"$KV.{self.bucket}.{prefix}>",
+                stream=f"KV_{self.bucket}",
+                cb=deliver,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                idle_heartbeat=2.0,
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise StorageUnavailable(f"cannot watch {self.bucket}: {exc!r}") from exc
+
+        async def stop() -> None:
+            await _unsubscribe(subscription)
+
+        return stop
 
 
 # -- helpers ------------------------------------------------------------------------------
