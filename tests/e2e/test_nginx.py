@@ -47,7 +47,7 @@ class Nginx:
 
 
 def nginx_config(template: str, *, directory: Path, port: int, upstream_port: int,
-                 cert: tuple[Path, Path]) -> str:  # fmt: skip
+                 cert: tuple[Path, Path], extra: dict[str, str]) -> str:  # fmt: skip
     """The template with this test's ports, paths and timeout; each line must exist once."""
     temp_paths = "".join(
         f"    {kind}_temp_path {directory / kind};\n"
@@ -68,7 +68,7 @@ def nginx_config(template: str, *, directory: Path, port: int, upstream_port: in
         ("proxy_http_version 1.1;", f"proxy_http_version 1.1;\n            proxy_bind {PROXY_SOURCE};"),
     ]  # fmt: skip
     config = template
-    for old, new in replacements:
+    for old, new in [*replacements, *extra.items()]:
         assert config.count(old) == 1, f"docs/deploy/nginx.conf no longer has {old!r} once"
         config = config.replace(old, new)
     if os.geteuid() == 0:  # workers would run as nobody, who cannot read the test's files
@@ -91,12 +91,16 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 
 @pytest.fixture
 def proxied(
+    request: pytest.FixtureRequest,
     start_gateway: GatewayFactory,
     tls_cert: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[Nginx, Gateway]]:
-    """A gateway that trusts 127.0.0.2 and logs JSON access lines, and nginx in front of it."""
+    """A gateway that trusts 127.0.0.2 and logs JSON access lines, and nginx in front of it.
+
+    Indirect parameters: more {template line: replacement} for one test.
+    """
     if NGINX is None:
         pytest.skip("nginx is not installed (Debian package `nginx`; .ci/run installs it)")
     monkeypatch.setenv("LOGWAY_TRUSTED_PROXIES", PROXY_SOURCE)
@@ -114,6 +118,7 @@ def proxied(
             port=port,
             upstream_port=upstream_port,
             cert=tls_cert,
+            extra=getattr(request, "param", {}),
         )
     )
     early_log = directory / "early.log"
@@ -290,3 +295,29 @@ async def test_bad_input_through_nginx_is_a_problem_and_writes_nothing(
         assert bad.json()["type"].endswith("/bad-json")
         topic = (await client.get("/v1/topics/t")).json()
         assert topic["partitions"][0]["end_offset"] == 0
+
+
+@pytest.mark.parametrize(
+    "proxied", [{"limit_conn logway_clients 1000;": "limit_conn logway_clients 1;"}], indirect=True
+)
+async def test_concurrent_requests_per_client_capped_at_the_proxy(
+    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+) -> None:
+    nginx, gateway = proxied
+    async with httpx.AsyncClient(base_url=gateway.url) as direct:
+        assert (await direct.put("/v1/topics/c", json={"partitions": 1})).status_code == 201
+    async with (
+        _client(nginx, tls_cert) as client,
+        client.stream("GET", "/v1/topics/c/events", headers=SSE) as stream,
+    ):
+        assert stream.status_code == 200
+        refused = await client.get("/v1/topics/c")  # a second request while one is open
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"].endswith("/too-many-streams")
+    # Closing the connection frees the slot (httpx leaves an abandoned h2 stream open; a
+    # browser's EventSource.close() resets it).
+    async with _client(nginx, tls_cert) as client, asyncio.timeout(READ_TIMEOUT_S):
+        while (await client.get("/v1/topics/c")).status_code == 429:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
