@@ -184,9 +184,11 @@ def validate(settings: Settings) -> None:
             Authenticator(settings)
         except (OSError, ValueError) as exc:  # also tomllib and PyJWT's errors
             raise ConfigError(f"auth: {exc}") from None
-    for name in ("max_streams", "max_streams_per_client", "rate_limit_burst", "port"):
+    for name in ("max_streams", "rate_limit_burst", "port"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if settings.max_streams_per_client < 0:
+        raise ConfigError("max_streams_per_client: must not be negative (0 turns it off)")
     if settings.rate_limit_per_s < 0:
         raise ConfigError("rate_limit_per_s: must not be negative (0 turns it off)")
 

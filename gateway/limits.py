@@ -7,7 +7,7 @@
   (/healthz, /readyz, /metrics) are never limited, so probes and scrapes always get in.
 - Streams: `GET .../events` requests count while they run; beyond `max_streams` in total
   a 503 `stream-capacity` (another gateway may have room), beyond `max_streams_per_client`
-  for one client a 429 `too-many-streams`.
+  (when set) for one client a 429 `too-many-streams`.
 
 Rejections are answered here, before the body is read or storage is touched.
 """
@@ -122,7 +122,7 @@ class LimitsMiddleware:
                 headers={"Retry-After": "1"},
             )
         mine = self.streams_by_client.get(client, 0)
-        if mine >= self.max_streams_per_client:
+        if 0 < self.max_streams_per_client <= mine:
             return Problem(
                 "too-many-streams",
                 f"at most {self.max_streams_per_client} open streams per client",

@@ -39,8 +39,10 @@ class Settings:
     # from these addresses/CIDRs; empty means from nobody.
     trusted_proxies: tuple[str, ...] = ()
     access_log_json: bool = False  # one JSON line per request on the logway.access logger
-    max_streams: int = 10_000  # open SSE/NDJSON streams and long polls, all clients (503 beyond)
-    max_streams_per_client: int = 1_000  # per client address (429 beyond)
+    max_streams: int = 100_000  # open SSE/NDJSON streams, all clients (503 beyond)
+    # Per client address or principal (429 beyond); 0 = no cap. Off by default: behind a
+    # proxy that is not in trusted_proxies every client has the proxy's address.
+    max_streams_per_client: int = 0
     rate_limit_per_s: float = 0.0  # requests per second per API key or client address; 0 = off
     rate_limit_burst: int = 100  # token bucket size for rate_limit_per_s
     cors_origins: tuple[str, ...] = ()  # exact browser origins let in; "*" = any (no credentials)
