@@ -7,12 +7,18 @@ and a commit from an older generation is fenced.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import GatewayFactory
+from tests.e2e.conftest import LOGWAY, GatewayFactory
 from tests.gateway.test_api_groups import describe, join_sse, settled, until
 
 
@@ -132,3 +138,77 @@ async def test_commit_auto_resumes_where_it_left_off_after_a_restart(
             (2, 5),
         ]
         await member.close()
+
+
+RAW_SSE_CLIENT = r"""
+import socket, sys
+port, path = int(sys.argv[1]), sys.argv[2]
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills fast
+sock.connect(("127.0.0.1", port))
+sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += sock.recv(4096)
+for line in head.split(b"\r\n\r\n")[0].decode().split("\r\n"):
+    if line.lower().startswith("logway-member-id:"):
+        print(line.split(":", 1)[1].strip(), flush=True)
+while sock.recv(4096):
+    pass
+"""
+
+
+@functools.cache
+def _serve_has_flag(flag: str) -> bool:
+    usage = subprocess.run([str(LOGWAY), "serve", "--help"], capture_output=True, text=True)
+    return flag in usage.stdout
+
+
+async def test_a_frozen_client_is_removed_after_the_session_timeout(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A member whose client process is SIGSTOPped: its connection stays open (no FIN), the
+    gateway's writes block once the buffers are full, heartbeats stop, and after the
+    session timeout the other member owns every partition."""
+    if not _serve_has_flag("--group-session-timeout-s"):
+        pytest.skip("logway serve has no --group-session-timeout-s flag yet")
+    gateway = start_gateway("--group-session-timeout-s", "1.5")
+    port = gateway.url.rsplit(":", 1)[1]
+    async with httpx.AsyncClient(base_url=gateway.url) as admin:  # before the client joins
+        assert (await admin.put("/v1/topics/big", json={"partitions": 2})).status_code == 201
+    frozen = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RAW_SSE_CLIENT,
+        port,
+        "/v1/topics/big/events?group=g&from=earliest",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            assert frozen.stdout is not None
+            frozen_id = (await frozen.stdout.readline()).decode().strip()
+            healthy = await join_sse(client, "big", "g", **{"from": "earliest"})
+
+            async def both_members() -> bool:
+                return len(healthy.assignment["partitions"]) == 1 and {
+                    m["member_id"] for m in (await describe(client, "g"))["members"]
+                } == {frozen_id, healthy.member_id}
+
+            await until(both_members, "the two members never settled")
+            os.kill(frozen.pid, signal.SIGSTOP)
+            value = {"blob": "x" * 60_000}
+            for _ in range(10):  # several MB for the frozen member's partition: buffers fill
+                records = [{"value": value, "partition": p} for p in (0, 1) for _ in range(10)]
+                response = await client.post("/v1/topics/big/records", json={"records": records})
+                assert response.status_code == 200
+            await until(
+                lambda: _true(healthy.assignment["partitions"] == [0, 1]),
+                "the frozen member was never removed",
+            )
+            group = await describe(client, "g")
+            assert [m["member_id"] for m in group["members"]] == [healthy.member_id]
+            await healthy.close()
+    finally:
+        frozen.kill()  # by its PID; a stopped process dies of SIGKILL too
+        await frozen.wait()
