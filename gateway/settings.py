@@ -26,7 +26,8 @@ class Settings:
     max_body_bytes: int = 64 * MiB  # JSON produce bodies; NDJSON bodies use max_ndjson_bytes
     max_record_bytes: int = 1 * MiB  # key + value + headers of one record
     max_records_per_request: int = 100_000
-    max_ndjson_bytes: int = 256 * MiB  # NDJSON produce bodies: parsed as they stream, buffered for all-or-nothing
+    # NDJSON produce bodies: parsed as they stream, buffered for all-or-nothing
+    max_ndjson_bytes: int = 256 * MiB
     heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
     sse_retry_ms: int = 2000
     stream_send_timeout_s: float = 30.0  # a stream whose client stops reading is closed after this
