@@ -8,17 +8,15 @@ and a commit from an older generation is fenced.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import LOGWAY, GatewayFactory
+from tests.e2e.conftest import GatewayFactory
 from tests.gateway.test_api_groups import describe, join_sse, settled, until
 
 
@@ -158,21 +156,14 @@ while sock.recv(4096):
 """
 
 
-@functools.cache
-def _serve_has_flag(flag: str) -> bool:
-    usage = subprocess.run([str(LOGWAY), "serve", "--help"], capture_output=True, text=True)
-    return flag in usage.stdout
-
-
 async def test_a_frozen_client_is_removed_after_the_session_timeout(
-    start_gateway: GatewayFactory,
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A member whose client process is SIGSTOPped: its connection stays open (no FIN), the
     gateway's writes block once the buffers are full, heartbeats stop, and after the
     session timeout the other member owns every partition."""
-    if not _serve_has_flag("--group-session-timeout-s"):
-        pytest.skip("logway serve has no --group-session-timeout-s flag yet")
-    gateway = start_gateway("--group-session-timeout-s", "1.5")
+    monkeypatch.setenv("LOGWAY_GROUP_SESSION_TIMEOUT_S", "1.5")  # the gateway inherits it
+    gateway = start_gateway()
     port = gateway.url.rsplit(":", 1)[1]
     async with httpx.AsyncClient(base_url=gateway.url) as admin:  # before the client joins
         assert (await admin.put("/v1/topics/big", json={"partitions": 2})).status_code == 201
