@@ -1,6 +1,7 @@
 """The HTTP API's routes, and the per-app state they share (`Context`).
 
-Each module holds one resource: `topics`, `produce`, `pull`, `streams`, `groups`, `ops`.
+Each module holds one resource: `topics`, `produce`, `pull`, `streams`, `groups`, `ops`,
+`console` (the web console's static files).
 Handlers get the `Context` from `context(request)` and raise `Problem`s or let storage
 errors escape; `gateway.problems` turns those into responses.
 """
@@ -87,7 +88,7 @@ def resource(path: str, **handlers: Handler) -> Route:
 
 def routes() -> Iterator[BaseRoute]:
     """Every route of the API, in matching order."""
-    from gateway.routes import groups, ops, produce, pull, streams, topics
+    from gateway.routes import console, groups, ops, produce, pull, streams, topics
 
-    for module in (ops, topics, produce, pull, streams, groups):
+    for module in (ops, topics, produce, pull, streams, groups, console):
         yield from module.ROUTES
