@@ -162,7 +162,7 @@ async def test_a_frozen_client_is_removed_after_the_session_timeout(
     """A member whose client process is SIGSTOPped: its connection stays open (no FIN), the
     gateway's writes block once the buffers are full, heartbeats stop, and after the
     session timeout the other member owns every partition."""
-    monkeypatch.setenv("LOGWAY_GROUP_SESSION_TIMEOUT_S", "1.5")  # the gateway inherits it
+    monkeypatch.setenv("LOGWAY_GROUP_SESSION_TIMEOUT_S", "3")  # the gateway inherits it
     gateway = start_gateway()
     port = gateway.url.rsplit(":", 1)[1]
     async with httpx.AsyncClient(base_url=gateway.url) as admin:  # before the client joins
