@@ -461,8 +461,7 @@ export class LogwayClient {
 
   /** Move the group's committed offsets of `topic`: 'earliest', 'latest' or a time in ms. */
   async seekGroup(group, topic, to) {
-    const target = typeof to === 'number' ? { timestamp: to } : { to };
-    return this.requestJson('POST', `/v1/groups/${pathSegment(group)}/seek`, { json: { topic, ...target } });
+    return this.requestJson('POST', `/v1/groups/${pathSegment(group)}/seek`, { json: { topic, to } });
   }
 
   async deleteGroup(group) {
@@ -757,7 +756,8 @@ export class SseParser {
  * partitions without a cursor or group commit; `partitions` to read only those; `cursor` to
  * resume a saved stream; `group` to join a consumer group, with `commit: 'auto'` (the
  * gateway commits what it sent) or 'manual' (call `commit()` after processing: at least
- * once); `onAssignment(assignment)` on each generation. Reconnects wait the server's
+ * once; a member that reconnects starts from its group's commits, not from a cursor);
+ * `onAssignment(assignment)` on each generation. Reconnects wait the server's
  * `retry:` (or `reconnectDelayMs`), doubling while the gateway stays away, up to
  * `maxReconnectDelayMs`; `maxReconnectAttempts` bounds consecutive failures (default:
  * forever, like EventSource). A stream silent for `readTimeoutMs` (heartbeats arrive every
@@ -918,7 +918,8 @@ export class Consumer {
         const assignment = decodeAssignment(parseData(sse.data));
         this.assignment = assignment;
         this.cursor = assignment.partitions.length ? sse.id || null : null; // empty: no id
-        this._delivered = new Map();
+        // what was handed out of partitions the member still owns can still be committed
+        this._delivered = new Map([...this._delivered].filter(([p]) => assignment.partitions.includes(p)));
         if (this.onAssignment) await this.onAssignment(assignment);
         return null;
       }
@@ -935,7 +936,7 @@ export class Consumer {
     const controller = new AbortController();
     const signal = AbortSignal.any([controller.signal, this._stop.signal]);
     const headers = { ...this.client.headers, Accept: 'text/event-stream', 'Cache-Control': 'no-store' };
-    if (this.cursor) headers['Last-Event-ID'] = this.cursor;
+    if (this.cursor && this.group == null) headers['Last-Event-ID'] = this.cursor; // a member restarts from its group's commits
     let timedOut = false;
     let timer = null;
     const arm = () => {
@@ -981,7 +982,7 @@ export class Consumer {
 
   async *_eventSourceEvents() {
     const params = this._params();
-    if (this.cursor) params.cursor = this.cursor; // a new EventSource cannot send Last-Event-ID
+    if (this.cursor && this.group == null) params.cursor = this.cursor; // a new EventSource cannot send Last-Event-ID
     const source = new EventSource(this.client.url(this._path(), params), { withCredentials: this.withCredentials });
     const queue = [];
     let closed = false;
@@ -1033,7 +1034,7 @@ export class Consumer {
   /** EventSource hides why it failed: ask once with fetch, to throw the typed error. */
   async _probe() {
     const params = this._params();
-    if (this.cursor) params.cursor = this.cursor;
+    if (this.cursor && this.group == null) params.cursor = this.cursor;
     const controller = new AbortController();
     let response;
     try {
