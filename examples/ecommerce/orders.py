@@ -67,7 +67,10 @@ def order_app(producer: AsyncProducer) -> Starlette:
     per_customer: dict[str, int] = {}
 
     async def create_order(request: Request) -> JSONResponse:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"detail": "the body is not JSON"}, 400)
         customer_id = body.get("customer_id") if isinstance(body, dict) else None
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(customer_id, str) or not customer_id or not isinstance(items, list):
