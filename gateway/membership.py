@@ -62,6 +62,7 @@ Decision = Rebalance | Rejected | None
 Announce = Callable[["LocalGroup", Rebalance], Awaitable[None]]
 NEVER_MS = 2**62  # a session deadline no Tick reaches (liveness is kept elsewhere)
 MAX_CAS_ATTEMPTS = 64
+BUCKET_ATTEMPTS = 3
 
 
 @dataclass(slots=True, eq=False)
@@ -249,7 +250,7 @@ class JetStreamStore:
     async def _bucket(self) -> KeyValue:
         async with self._kv_lock:
             if self._kv is None:
-                kv = await self._backend.key_value("members")
+                kv = await _retry(lambda: self._backend.key_value("members"))
                 self._stop_watch = await kv.watch("", self._on_change)
                 self._kv = kv
             return self._kv
@@ -497,6 +498,16 @@ class JetStreamStore:
             log.warning("group membership work failed", exc_info=task.exception())
 
 
+async def _retry(make: Callable[[], Awaitable[KeyValue]]) -> KeyValue:
+    """Creating an R3 bucket can outlast one request timeout on a busy cluster."""
+    for _ in range(BUCKET_ATTEMPTS - 1):
+        try:
+            return await make()
+        except StorageUnavailable:
+            log.warning("the membership bucket is not available yet; trying again")
+    return await make()
+
+
 def _state_key(group: str) -> str:
     return f"s.{_token(group)}"
 
@@ -550,7 +561,8 @@ def _rebalance_for(g: LocalGroup, state: bytes) -> Rebalance:
         for m in snapshot.members
     )
     present = {m.member_id for m in snapshot.members}
-    gone = tuple(sorted(m for m in g.members if m not in present))
+    # (a handle still joining has generation 0: its own write is on its way)
+    gone = tuple(sorted(m for m, h in g.members.items() if m not in present and h.generation))
     return Rebalance(snapshot.generation, assignments, left=gone)
 
 

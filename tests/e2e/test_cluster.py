@@ -6,15 +6,24 @@ a JetStream namespace of its own (`?namespace=`), so none sees another's topics 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.backends import parse_backend
-from tests.e2e.conftest import GatewayFactory, create_topic
+from tests.e2e.conftest import Gateway, GatewayFactory, create_topic, free_port, sse_events
 from tests.jetstream.cluster import NatsCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -84,8 +93,6 @@ def test_serve_on_jetstream_caps_records_per_request(
 
 
 def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
-    import subprocess
-
     from tests.e2e.conftest import LOGWAY
 
     result = subprocess.run(
@@ -104,3 +111,164 @@ def test_append_too_large_is_a_413_problem() -> None:
     problem = from_storage_error(AppendTooLarge(1001, 1000))
     assert (problem.type.status, problem.type.slug) == (413, "too-many-records")
     assert problem.body()["max_records_per_request"] == 1000
+
+
+# -- two gateways behind nginx ---------------------------------------------------------------
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+SESSION_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+{user}
+events {{ worker_connections 512; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    upstream logway {{
+        server 127.0.0.1:{port_a} max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:{port_b} max_fails=1 fail_timeout=30s;
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://logway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 75s;
+            proxy_connect_timeout 2s;
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Pair:
+    a: Gateway
+    b: Gateway
+    nginx_url: str
+
+
+@pytest.fixture
+def pair(
+    cluster: NatsCluster,
+    start_gateway: GatewayFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Pair]:
+    """Two gateways on one namespace of the cluster, and nginx (the shape of
+    docs/deploy/nginx.conf, cleartext here) balancing them."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian package `nginx`)")
+    monkeypatch.setenv("LOGWAY_GROUP_SESSION_TIMEOUT_S", str(SESSION_TIMEOUT_S))
+    url = backend_url(cluster)
+    a = start_gateway("--backend", url, "--heartbeat-s", "0.5", data_dir=tmp_path / "a")
+    b = start_gateway("--backend", url, "--heartbeat-s", "0.5", data_dir=tmp_path / "b")
+    directory = tmp_path / "nginx"
+    directory.mkdir()
+    port = free_port()
+    config = directory / "nginx.conf"
+    config.write_text(
+        NGINX_CONF.format(
+            dir=directory,
+            user="user root;" if os.geteuid() == 0 else "",
+            port=port,
+            port_a=a.url.rsplit(":", 1)[1],
+            port_b=b.url.rsplit(":", 1)[1],
+        )
+    )
+    process = subprocess.Popen(
+        [NGINX, "-e", str(directory / "early.log"), "-p", str(directory), "-c", str(config),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (directory / "early.log").read_text()
+                time.sleep(0.05)
+        yield Pair(a, b, f"http://127.0.0.1:{port}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+async def _assignments(client: httpx.AsyncClient, topic: str, group: str,
+                       found: dict[str, dict[str, Any]], stop: asyncio.Event) -> None:  # fmt: skip
+    """One SSE group member: record its latest assignment in `found` until `stop`."""
+    params = {"group": group, "from": "earliest"}
+    async with client.stream("GET", f"/v1/topics/{topic}/events", params=params,
+                             headers={"Accept": "text/event-stream"}) as response:  # fmt: skip
+        if response.status_code != 200:
+            await response.aread()
+        assert response.status_code == 200, response.text
+        member = response.headers["logway-member-id"]
+        async for event in sse_events(response):
+            if event.event == "assignment":
+                found[member] = event.json()
+            elif event.event != "record":
+                raise AssertionError(f"{member}: {event}")
+            if stop.is_set():
+                return
+
+
+@pytest.mark.parametrize("server", ["granian"])
+async def test_two_gateways_share_log_and_groups(pair: Pair) -> None:
+    """Produce through one gateway, read through the other; SSE members of one group on
+    both gateways get one disjoint, complete assignment."""
+    async with (
+        httpx.AsyncClient(base_url=pair.a.url, timeout=READ_TIMEOUT_S) as a,
+        httpx.AsyncClient(base_url=pair.b.url, timeout=READ_TIMEOUT_S) as b,
+    ):
+        assert (await a.put("/v1/topics/shared", json={"partitions": 4})).status_code == 201
+        records = [{"key": f"k{i}", "value": i} for i in range(200)]
+        response = await a.post("/v1/topics/shared/records", json={"records": records})
+        assert response.status_code == 200, response.text
+        read: list[int] = []
+        for p in range(4):
+            pulled = await b.get(f"/v1/topics/shared/partitions/{p}/records",
+                                 params={"offset": 0, "max_records": 1000})  # fmt: skip
+            read += [r["value"] for r in pulled.json()["records"]]
+        assert sorted(read) == list(range(200))
+
+        found: dict[str, dict[str, Any]] = {}
+        stop = asyncio.Event()
+        members = [
+            asyncio.ensure_future(_assignments(c, "shared", "g", found, stop)) for c in (a, b, a)
+        ]
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                while True:
+                    await asyncio.sleep(0.1)
+                    done = [t for t in members if t.done()]
+                    assert not done, [t.exception() for t in done]
+                    latest = list(found.values())
+                    if len(latest) == 3 and len({x["generation"] for x in latest}) == 1:
+                        owned = sorted(p for x in latest for p in x["partitions"])
+                        if owned == [0, 1, 2, 3]:
+                            break
+            description = (await b.get("/v1/groups/g")).json()
+            assert sorted(m["member_id"] for m in description["members"]) == sorted(found)
+        finally:
+            stop.set()
+            for task in members:
+                task.cancel()
+            await asyncio.gather(*members, return_exceptions=True)
