@@ -245,9 +245,13 @@ async def _load_leveling(shop: Shop) -> None:
             f"Payment and Inventory (lag 0); notifications lag = {lag}"
         )
     narrate("The orders wait in the log: no request failed, no other service slowed down.")
-    narrate("notification-2 starts and resumes from the group's committed offsets:")
-    shop.start(NOTIFICATION, "notification-2")
     drain = shop.result.drain_lag
+    drain.append(await shop.lag("notifications"))
+    narrate(
+        f"notification-2 starts (notifications lag = {drain[0]}) and resumes from the group's "
+        "committed offsets:"
+    )
+    shop.start(NOTIFICATION, "notification-2")
 
     async def drained() -> bool:
         lag = await shop.lag("notifications")
