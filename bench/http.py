@@ -107,10 +107,20 @@ def _wait_healthy(server: Server) -> None:
     raise RuntimeError(f"{server.name} not healthy")
 
 
+# All load comes from 127.0.0.1: lift the gateway's per-client and total stream caps.
+GATEWAY_ENV = {"LOGWAY_MAX_STREAMS": "100000", "LOGWAY_MAX_STREAMS_PER_CLIENT": "100000"}
+
+
 @contextlib.contextmanager
 def running(name: str, command: list[str], port: int, log_path: Path) -> Iterator[Server]:
     with log_path.open("ab") as log:  # a file, never a pipe nobody reads: a full pipe blocks
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **GATEWAY_ENV},
+        )
     server = Server(name, port, process)
     try:
         _wait_healthy(server)
