@@ -8,9 +8,12 @@ reached every consumer group.
 - Producers post batches of records `{"p": producer, "s": seq}`, each batch with an
   Idempotency-Key and retried with it until acknowledged (so a batch sent while the gateway
   restarts is written once). Only acknowledged records are expected downstream.
-- Each consumer group has several members: NDJSON streams with `group=…&commit=auto&
-  from=earliest`. Every member closes its stream after a random 10-20 s and reconnects
-  (a rebalance each time); any error or end of stream also reconnects.
+- Each consumer group has several members: NDJSON streams with `group=…&from=earliest`.
+  By default (`--commit manual`) a member commits the offsets it has processed every
+  second and before it disconnects, so the group gets every record at least once; with
+  `--commit auto` the gateway commits what it wrote to the connection. Every member closes
+  its stream after a random 10-20 s and reconnects (a rebalance each time); any error or
+  end of stream also reconnects.
 - Halfway through, the gateway gets SIGTERM and is started again on the same data dir.
 - At the end producers stop; consumers get up to 60 s to catch up; the check is
   acknowledged ⊆ delivered, per group (at least once: duplicates are counted, not errors).
@@ -130,13 +133,40 @@ async def produce(url: str, producer: int, batch: int, stop: asyncio.Event, stat
                 await asyncio.sleep(max(0.0, batch / rate_per_s - (time.monotonic() - started)))
 
 
-async def consume(url: str, group: str, stop: asyncio.Event, stats: Stats) -> None:
+COMMIT_EVERY_S = 1.0
+
+
+async def consume(
+    url: str, group: str, stop: asyncio.Event, stats: Stats, commit_mode: str
+) -> None:
+    """One member of `group`; with commit_mode "manual" it commits what it has processed
+    (every second and before it disconnects), with "auto" it lets the gateway commit."""
     delivered = stats.delivered.setdefault(group, set())
-    params = {"group": group, "commit": "auto", "from": "earliest"}
+    params = {"group": group, "commit": commit_mode, "from": "earliest"}
     headers = {"Accept": "application/x-ndjson"}
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=30)) as client:
+
+        async def commit(member: dict[str, object], processed: dict[int, int]) -> None:
+            if commit_mode != "manual" or not processed or not member:
+                return
+            body = {
+                **member,
+                "offsets": [
+                    {"topic": TOPIC, "partition": p, "offset": o} for p, o in processed.items()
+                ],
+            }
+            try:
+                response = await client.post(f"/v1/groups/{group}/offsets", json=body)
+                if not response.is_success:  # fenced by a rebalance: redelivered, not lost
+                    stats.errors[f"commit {response.status_code}"] += 1
+            except httpx.TransportError as exc:
+                stats.errors[f"commit {type(exc).__name__}"] += 1
+
         while not stop.is_set():
             reconnect_at = time.monotonic() + random.uniform(10, 20)
+            member: dict[str, object] = {}
+            processed: dict[int, int] = {}  # partition -> next offset, this generation
+            committed_at = time.monotonic()
             try:
                 async with client.stream(
                     "GET", f"/v1/topics/{TOPIC}/events", params=params, headers=headers
@@ -148,13 +178,25 @@ async def consume(url: str, group: str, stop: asyncio.Event, stats: Stats) -> No
                     async for line in response.aiter_lines():
                         if line:
                             item = orjson.loads(line)
-                            if "event" not in item:
+                            if item.get("event") == "assignment":
+                                await commit(member, processed)
+                                member = {
+                                    "member_id": item["member_id"],
+                                    "generation": item["generation"],
+                                }
+                                processed = {}
+                            elif "event" not in item:
                                 value = item["value"]
                                 record = (value["p"], value["s"])
                                 if record in delivered:
                                     stats.duplicates[group] += 1
                                 delivered.add(record)
+                                processed[item["partition"]] = item["offset"] + 1
+                        if time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                            await commit(member, processed)
+                            committed_at = time.monotonic()
                         if stop.is_set() or time.monotonic() > reconnect_at:
+                            await commit(member, processed)
                             break
             except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
                 stats.errors[f"stream {type(exc).__name__}"] += 1
@@ -173,7 +215,7 @@ async def run(args: argparse.Namespace) -> int:
         stop_producing, stop_consuming = asyncio.Event(), asyncio.Event()
         groups = [f"group-{g}" for g in range(args.groups)]
         consumers = [
-            asyncio.create_task(consume(gateway.url, group, stop_consuming, stats))
+            asyncio.create_task(consume(gateway.url, group, stop_consuming, stats, args.commit))
             for group in groups
             for _ in range(args.members)
         ]
@@ -189,7 +231,10 @@ async def run(args: argparse.Namespace) -> int:
         began = time.monotonic()
         restarted = False
         last = (began, 0, {g: 0 for g in groups})
-        print(f"soak: {args.minutes} min on {gateway.url} ({args.server}); restart at half time")
+        print(
+            f"soak: {args.minutes} min on {gateway.url} ({args.server}, commit={args.commit}); "
+            "restart at half time"
+        )
         while time.monotonic() - began < duration_s:
             await asyncio.sleep(min(SAMPLE_EVERY_S, duration_s - (time.monotonic() - began)))
             now = time.monotonic()
@@ -249,6 +294,14 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--members", type=int, default=2, help="streams per group")
+    parser.add_argument(
+        "--commit",
+        choices=["manual", "auto"],
+        default="manual",
+        help="manual: members commit what they processed; auto: commit=auto (the gateway "
+        "commits what it wrote to the connection, so records in flight when a member "
+        "disconnects can be lost to the group)",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 
