@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -34,19 +36,31 @@ NODE_MODULES = JS_DIR / "node_modules"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def missing_tool(reason: str) -> NoReturn:
+    """Skip on a developer machine without the tool; fail in CI (CI=true), which must have it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must provide this: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def node_or_skip() -> str:
-    """The node executable; skip (developer machines without Node.js) when there is none."""
+    """The node executable (Node.js >= 20)."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed (CI installs nodejs)")
+        missing_tool("node (Node.js >= 20) is not installed")
     return node
 
 
 def node_modules_or_skip(*packages: str) -> None:
-    """Skip when `npm ci --prefix clients/js` has not run (CI runs it)."""
+    """The devDependencies of clients/js that a test needs."""
     missing = [p for p in packages if not (NODE_MODULES / p / "package.json").exists()]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed: run `npm ci --prefix clients/js`")
+        missing_tool(f"{', '.join(missing)} not installed: run `npm ci --prefix clients/js`")
+
+
+def chromium_or_skip() -> None:
+    if not CHROMIUM.exists():
+        missing_tool(f"{CHROMIUM} is missing: apt-get install chromium")
 
 
 @dataclass

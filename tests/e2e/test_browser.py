@@ -20,6 +20,7 @@ from tests.e2e.js_harness import (
     JS_DIR,
     Restartable,
     assert_passed,
+    chromium_or_skip,
     control_server,
     node_modules_or_skip,
     relayed,
@@ -38,8 +39,7 @@ def server() -> str:
 def test_browser_consumes_over_tls_h2_across_restarts_without_loss(
     start_gateway: GatewayFactory, tls_cert: tuple[Path, Path]
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium)")
+    chromium_or_skip()
     node_modules_or_skip("playwright-core")
     target = Restartable(start_gateway, start_gateway(tls=tls_cert), (), tls=tls_cert)
     with relayed(target) as url, control_server(target) as control_url:

@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Gateway
-from tests.e2e.js_harness import assert_passed, node_modules_or_skip, node_or_skip, run_node
+from tests.e2e.js_harness import (
+    assert_passed,
+    missing_tool,
+    node_modules_or_skip,
+    node_or_skip,
+    run_node,
+)
 from tests.e2e.sdk_gen.generate import (
     OPENAPI_PYTHON_CLIENT,
     compile_typescript,
@@ -43,7 +49,7 @@ def server() -> str:
 def generated_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Import a freshly generated `logway_generated` (once per module), then forget it."""
     if not OPENAPI_PYTHON_CLIENT.exists():
-        pytest.skip("openapi-python-client is not installed (it is in the test extra)")
+        missing_tool("openapi-python-client is not installed (it is in the test extra)")
     path = str(generate_python(tmp_path_factory.mktemp("sdk")))
     sys.path.insert(0, path)
     try:
