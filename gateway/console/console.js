@@ -23,10 +23,10 @@ let client = new LogwayClient({ baseUrl: API_BASE });
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
-    if (value == null || value === false) continue;
+    if (value == null || (value === false && !name.startsWith('aria-'))) continue;
     if (name === 'class') el.className = value;
     else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
-    else el.setAttribute(name, value === true ? '' : String(value));
+    else el.setAttribute(name, value === true && !name.startsWith('aria-') ? '' : String(value));
   }
   for (const child of children.flat()) {
     if (child == null || child === false) continue;
