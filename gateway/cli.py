@@ -125,6 +125,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep-alive comment interval of idle SSE/NDJSON streams",
     )
     api.add_argument(
+        "--group-session-timeout-s",
+        type=_positive_float,
+        default=_DEFAULTS.group_session_timeout_s,
+        help="a consumer-group member not heard from for this long is removed",
+    )
+    api.add_argument(
         "--max-body-bytes",
         type=_positive_int,
         default=_DEFAULTS.max_body_bytes,
@@ -188,6 +194,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_records_per_request=args.max_records_per_request,
         max_ndjson_bytes=args.max_ndjson_bytes,
         heartbeat_s=args.heartbeat_s,
+        group_session_timeout_s=args.group_session_timeout_s,
         shutdown_timeout_s=args.shutdown_timeout_s,
         root_path=args.root_path,
     )
