@@ -110,6 +110,21 @@ try {
       cursor: state.consumer.cursor,
     };
     await state.consumer.close();
+
+    // a new EventSource resumes from a saved cursor (?cursor=), as the consumer does when
+    // EventSource gives up; records produced meanwhile arrive, nothing before them
+    const resumed = state.client.consumer(state.topic, { cursor: summary.cursor });
+    await state.producer.send(state.topic, { i: 'after' }, { key: 'k0' });
+    const next = await resumed.next();
+    summary.resumed = { transport: resumed.transport, value: next.value.value.i };
+    await resumed.close();
+
+    // EventSource hides why a stream failed; the consumer asks and throws the typed error
+    const missing = state.client.consumer(`${state.topic}-missing`, { maxReconnectAttempts: 0 });
+    summary.missing = await missing.next().then(
+      () => 'no error',
+      (err) => `${err.name} ${err.status} ${err.topic}`,
+    );
     await state.producer.close();
     return summary;
   });
@@ -120,6 +135,8 @@ try {
   assert.deepEqual(result.received.map((r) => r.i).sort((a, b) => a - b), [...Array(3 * BATCH).keys()]);
   assert.ok(result.received.every((r) => r.n === String(r.i)), 'headers came through');
   assert.ok(result.reconnects >= 2, `EventSource reconnected after each restart (${result.reconnects})`);
+  assert.deepEqual(result.resumed, { transport: 'eventsource', value: 'after' });
+  assert.equal(result.missing, `UnknownTopic 404 ${setup.topic}-missing`);
   console.log(JSON.stringify({ ok: true, records: places.length, reconnects: result.reconnects, ...setup }));
 } catch (err) {
   console.error(logs.join('\n'));
