@@ -6,7 +6,9 @@
 // test route is needed: logway.js is imported from a blob: URL made of the file's text. The
 // page produces records, consumes them with the client's EventSource transport, and the
 // gateway is killed (-9) and then stopped (SIGTERM) and restarted under it; the records the
-// page received must be exactly the records produced: nothing lost, nothing twice.
+// page received must be exactly the records produced: nothing lost, nothing twice. Then: a
+// saved cursor resumes through a new EventSource and through the fetch transport (what a
+// page that sends a token uses), and a failed EventSource surfaces its typed error.
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -118,6 +120,12 @@ try {
     const next = await resumed.next();
     summary.resumed = { transport: resumed.transport, value: next.value.value.i };
     await resumed.close();
+    // with headers to send (a token) the page streams with fetch and the module's SSE parser
+    const module = state.client.constructor;
+    const withToken = new module({ token: 'not-checked' }).consumer(state.topic, { cursor: summary.cursor });
+    const fetched = await withToken.next();
+    summary.fetched = { transport: withToken.transport, value: fetched.value.value.i };
+    await withToken.close();
 
     // EventSource hides why a stream failed; the consumer asks and throws the typed error
     const missing = state.client.consumer(`${state.topic}-missing`, { maxReconnectAttempts: 0 });
@@ -136,6 +144,7 @@ try {
   assert.ok(result.received.every((r) => r.n === String(r.i)), 'headers came through');
   assert.ok(result.reconnects >= 2, `EventSource reconnected after each restart (${result.reconnects})`);
   assert.deepEqual(result.resumed, { transport: 'eventsource', value: 'after' });
+  assert.deepEqual(result.fetched, { transport: 'fetch', value: 'after' });
   assert.equal(result.missing, `UnknownTopic 404 ${setup.topic}-missing`);
   console.log(JSON.stringify({ ok: true, records: places.length, reconnects: result.reconnects, ...setup }));
 } catch (err) {
