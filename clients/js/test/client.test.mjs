@@ -245,14 +245,14 @@ test('the consumer reads chosen partitions from a start, and resumes from a save
   const seen = [...firstTen, ...rest].map((r) => r.value).sort((a, b) => a - b);
   assert.deepEqual(seen, [...Array(30).keys()].filter((i) => i % 3 !== 1));
 
-  const latest = client.consumer(topic, { from: 'latest' });
-  const next = take(latest, 1);
-  // `latest` starts at the end when the stream opens: wait for the connection, then produce
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // from a timestamp: the first record appended at or after it, in each partition
+  const [old] = await client.produce(topic, [{ value: 'old', partition: 1 }]);
+  while (Date.now() < old.timestamp + 2) await new Promise((resolve) => setTimeout(resolve, 1));
   await client.produce(topic, [{ value: 'new', partition: 1 }]);
-  const [record] = await next;
+  const since = client.consumer(topic, { from: old.timestamp + 1, partitions: [1] });
+  const [record] = await take(since, 1);
   assert.equal(record.value, 'new');
-  await latest.close();
+  await since.close();
 });
 
 test('for await ... break closes the stream', async () => {
