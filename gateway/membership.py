@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from gateway.groups import Membership
     from storage.jetstream import JetStreamBackend, KeyValue, KvChange
 
+MEMBERS_BUCKET = "members"  # storage.jetstream creates it when the backend opens
+
 log = logging.getLogger(__name__)
 
 Decision = Rebalance | Rejected | None
@@ -250,7 +252,7 @@ class JetStreamStore:
     async def _bucket(self) -> KeyValue:
         async with self._kv_lock:
             if self._kv is None:
-                kv = await _retry(lambda: self._backend.key_value("members"))
+                kv = await _retry(lambda: self._backend.key_value(MEMBERS_BUCKET))
                 self._stop_watch = await kv.watch("", self._on_change)
                 self._kv = kv
             return self._kv

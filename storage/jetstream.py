@@ -9,6 +9,8 @@ the raw API so every write can carry a revision check or a TTL):
     <ns>_groups       o.<base64url group> = all the group's committed offsets (one value,
                       so a commit is one transaction); m.<base64url group> = its metadata
     <ns>_idempotency  sha256(key) = 8-byte expiry (ms) + result, with a Nats-TTL
+    <ns>_members      consumer-group membership, written by gateway/membership.py through
+                      `key_value("members")`
 
 Guarantees:
 
@@ -116,6 +118,7 @@ UNKNOWN_END_OFFSET = -1
 NOTIFIER_LINGER_S = 30.0
 MAX_CAS_ATTEMPTS = 32
 CREATE_CONCURRENCY = 16
+MEMBERS_BUCKET = "members"
 
 # JetStream API error codes (server/errors.json).
 ERR_STREAM_NOT_FOUND = 10059
@@ -266,7 +269,10 @@ class JetStreamBackend:
             cb=self._on_stream_deleted,
         )
         await self._account_info()
-        for bucket in (self._topics_bucket, self._groups_bucket, self._idempotency_bucket):
+        # <ns>_members is the gateway's group membership (KeyValue): made here, at startup,
+        # because a new R3 stream may not answer within a request timeout while it elects.
+        members = f"{self.namespace}_{MEMBERS_BUCKET}"
+        for bucket in (self._topics_bucket, self._groups_bucket, self._idempotency_bucket, members):
             await self._ensure_bucket(bucket)
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,3 +272,145 @@ async def test_two_gateways_share_log_and_groups(pair: Pair) -> None:
             for task in members:
                 task.cancel()
             await asyncio.gather(*members, return_exceptions=True)
+
+
+async def _produce_until(client: httpx.AsyncClient, values: itertools.count[int],
+                         acked: dict[int, tuple[int, int]], stop: asyncio.Event) -> None:  # fmt: skip
+    """Produce batches of 10 through nginx until `stop`; remember what was acknowledged
+    (value -> partition, offset). Failures (a node or a gateway going away) are retried."""
+    while not stop.is_set():
+        batch = [next(values) for _ in range(10)]
+        try:
+            response = await client.post(
+                "/v1/topics/load/records", json={"records": [{"value": v} for v in batch]}
+            )
+        except httpx.TransportError:
+            await asyncio.sleep(0.05)
+            continue
+        if response.status_code != 200:
+            await asyncio.sleep(0.05)
+            continue
+        for value, place in zip(batch, response.json()["offsets"], strict=True):
+            acked[value] = (place["partition"], place["offset"])
+
+
+async def _consume(client: httpx.AsyncClient, seen: list[int], upstreams: list[str],
+                   stop: asyncio.Event) -> None:  # fmt: skip
+    """An SSE reader that reconnects through nginx with Last-Event-ID, as EventSource does."""
+    cursor: str | None = None
+    while not stop.is_set():
+        headers = {"Accept": "text/event-stream"}
+        if cursor:
+            headers["Last-Event-ID"] = cursor
+        try:
+            async with client.stream("GET", "/v1/topics/load/events",
+                                     params={"from": "earliest"}, headers=headers) as response:  # fmt: skip
+                if response.status_code != 200:
+                    await asyncio.sleep(0.1)
+                    continue
+                upstreams.append(response.headers.get("x-upstream", ""))
+                async for event in sse_events(response):
+                    if event.event == "record":
+                        seen.append(event.json()["value"])
+                        cursor = event.id
+                    if stop.is_set():
+                        return
+        except httpx.TransportError:
+            await asyncio.sleep(0.1)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            while not condition():  # noqa: ASYNC110 (plain lists other tasks fill)
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@pytest.mark.parametrize("server", ["granian"])
+@pytest.mark.usefixtures("node_restarted")
+async def test_node_and_gateway_killed_under_load(pair: Pair, cluster: NatsCluster) -> None:
+    """SIGKILL one nats-server under load: every acknowledged record stays readable at its
+    offset and the gateways keep serving once streams have leaders. Then SIGKILL the
+    gateway serving an SSE stream: it reconnects through nginx to the other and resumes
+    by cursor, with every acknowledged record delivered once."""
+    limits = httpx.Limits(max_connections=20)
+    async with (
+        httpx.AsyncClient(base_url=pair.nginx_url, timeout=READ_TIMEOUT_S, limits=limits) as proxy,
+        httpx.AsyncClient(base_url=pair.b.url, timeout=READ_TIMEOUT_S) as direct,
+    ):
+        assert (await proxy.put("/v1/topics/load", json={"partitions": 3})).status_code == 201
+        acked: dict[int, tuple[int, int]] = {}
+        seen: list[int] = []
+        upstreams: list[str] = []
+        stop_producing, stop_consuming = asyncio.Event(), asyncio.Event()
+        values = itertools.count()
+        consumer = asyncio.ensure_future(_consume(proxy, seen, upstreams, stop_consuming))
+        producers = [
+            asyncio.ensure_future(_produce_until(proxy, values, acked, stop_producing))
+            for _ in range(4)
+        ]
+        try:
+            await _until(lambda: len(acked) >= 300 and bool(upstreams), "first records")
+            cluster.kill(0)
+            before_kill = len(acked)
+            await _until(lambda: len(acked) >= before_kill + 300, "produces after a node died")
+
+            # The gateway that serves the SSE stream dies.
+            serving = upstreams[-1]
+            victim = pair.a if serving.endswith(pair.a.url.rsplit(":", 1)[1]) else pair.b
+            survivor = pair.b if victim is pair.a else pair.a
+            streams_before = len(upstreams)
+            victim.kill()
+            before_gateway_kill = len(acked)
+            await _until(lambda: len(upstreams) > streams_before, "the stream to reconnect")
+            await _until(lambda: len(acked) >= before_gateway_kill + 200, "produces via nginx")
+            assert upstreams[-1].endswith(survivor.url.rsplit(":", 1)[1])
+        finally:
+            stop_producing.set()
+            await asyncio.gather(*producers, return_exceptions=True)
+        try:
+            await _until(lambda: set(acked) <= set(seen), "every acknowledged record")
+        finally:
+            stop_consuming.set()
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+        duplicates = sorted(v for v in set(seen) if seen.count(v) > 1)
+        assert not duplicates, duplicates[:10]
+        survivor_client = direct if survivor is pair.b else None
+        client = survivor_client or httpx.AsyncClient(base_url=survivor.url, timeout=READ_TIMEOUT_S)
+        by_place: dict[tuple[int, int], int] = {}
+        for p in range(3):
+            offset = 0
+            while True:
+                params = {"offset": offset, "max_records": 1000}
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    while True:  # 503 + Retry-After while a stream elects a leader
+                        response = await client.get(
+                            f"/v1/topics/load/partitions/{p}/records", params=params
+                        )
+                        if response.status_code != 503:
+                            break
+                        await asyncio.sleep(0.2)
+                assert response.status_code == 200, response.text
+                pulled = response.json()
+                by_place.update({(p, r["offset"]): r["value"] for r in pulled["records"]})
+                offset = pulled["next_offset"]
+                if offset >= pulled["end_offset"]:
+                    break
+        if client is not direct:
+            await client.aclose()
+        lost = {v: place for v, place in acked.items() if by_place.get(place) != v}
+        assert not lost, list(lost.items())[:10]
+
+
+@pytest.fixture
+def node_restarted(cluster: NatsCluster) -> Iterator[None]:
+    """Bring back any node a test killed, for the module's later tests."""
+    yield
+    for index, node in enumerate(cluster.nodes):
+        if not node.running():
+            cluster.restart(index)
+    cluster.wait_healthy()
