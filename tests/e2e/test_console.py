@@ -7,7 +7,8 @@ group's lag and the topic's end offsets go up by one, and saves a screenshot to
 $CONSOLE_SCREENSHOTS_DIR (default: the test's temp dir), which CI keeps as an artifact.
 
 Needs node, /usr/bin/chromium (Debian `chromium`) and playwright-core from clients/js's
-devDependencies (`npm ci --prefix clients/js`); skipped with the reason when one is missing.
+devDependencies (`npm ci --prefix clients/js`); when one is missing the tests skip with the
+reason on a developer machine and fail under CI=true (tests/e2e/js_harness.py).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import pytest
 
 from tests.e2e.conftest import Gateway, GatewayFactory
 from tests.e2e.js_harness import (
-    CHROMIUM,
     JS_DIR,
     assert_passed,
+    chromium_or_skip,
     node_modules_or_skip,
     node_or_skip,
     run_node,
@@ -48,8 +49,7 @@ def server() -> str:
 def browser(tmp_path: Path) -> dict[str, str]:
     """The environment the browser script needs; skips when a tool is missing."""
     node_or_skip()
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (Debian package `chromium`)")
+    chromium_or_skip()
     node_modules_or_skip("playwright-core")
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
