@@ -163,9 +163,8 @@ def test_console_works_under_a_path_prefix_behind_nginx(
     _run_browser(browser, f"{nginx.url}/console", "console-behind-prefix.png")
 
 
-def test_console_with_auth_on_uses_the_auth_cookie(
-    start_gateway: GatewayFactory, browser: dict[str, str], tmp_path: Path
-) -> None:
+def _gateway_with_auth(start_gateway: GatewayFactory, tmp_path: Path) -> Gateway:
+    """A gateway with auth on: one API key (API_KEY) that may do anything."""
     keys = tmp_path / "keys.toml"
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     keys.write_text(
@@ -173,7 +172,13 @@ def test_console_with_auth_on_uses_the_auth_cookie(
     )
     config = tmp_path / "logway.toml"
     config.write_text(f'auth_api_keys_file = "{keys}"\n')
-    gateway = start_gateway("--config", str(config))
+    return start_gateway("--config", str(config))
+
+
+def test_console_with_auth_on_uses_the_auth_cookie(
+    start_gateway: GatewayFactory, browser: dict[str, str], tmp_path: Path
+) -> None:
+    gateway = _gateway_with_auth(start_gateway, tmp_path)
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": API_KEY}) as client:
         _scene(client)
     _run_browser(
@@ -193,14 +198,7 @@ def test_console_with_auth_on_uses_the_auth_cookie(
 def test_console_with_auth_on_asks_for_a_token(
     start_gateway: GatewayFactory, browser: dict[str, str], tmp_path: Path
 ) -> None:
-    keys = tmp_path / "keys.toml"
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
-    keys.write_text(
-        f'[keys.console]\nsha256 = "{digest}"\npermissions = ["admin:topic:*", "admin:group:*"]\n'
-    )
-    config = tmp_path / "logway.toml"
-    config.write_text(f'auth_api_keys_file = "{keys}"\n')
-    gateway = start_gateway("--config", str(config))
+    gateway = _gateway_with_auth(start_gateway, tmp_path)
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": API_KEY}) as client:
         _scene(client)
     with httpx.Client(base_url=gateway.url) as anonymous:
