@@ -177,6 +177,24 @@ export interface Assignment {
   partitions: number[];
 }
 
+export interface GroupSummary {
+  group: string;
+  state: string;
+  generation: number;
+  members: number;
+}
+
+export interface GroupDescription {
+  group: string;
+  state: string;
+  generation: number;
+  protocol: string | null;
+  members: Array<{ memberId: string; topic: string; partitions: number[] }>;
+  /** Committed offset (null: nothing committed yet) and lag behind the end, per partition. */
+  partitions: Array<{ topic: string; partition: number; committedOffset: number | null; endOffset: number; lag: number }>;
+}
+
+/** Where a group seek moves: the log start, the end, or the first record at a time in ms. */
 export type SeekTarget = 'earliest' | 'latest' | number;
 export type StartPosition = 'earliest' | 'latest' | number;
 export type Offsets = Map<number, number> | Record<number, number>;
@@ -248,10 +266,11 @@ export declare class LogwayClient {
     options?: { offset?: number; maxRecords?: number; maxBytes?: number; waitMs?: number; signal?: AbortSignal },
   ): Promise<PullResult>;
 
-  listGroups(): Promise<Array<Record<string, unknown>>>;
-  /** Members, assignment, committed offsets and lag, as the gateway reports them. */
-  describeGroup(group: string): Promise<Record<string, unknown>>;
-  seekGroup(group: string, topic: string, to: SeekTarget): Promise<Record<string, unknown>>;
+  listGroups(): Promise<GroupSummary[]>;
+  /** Members with their partitions, committed offsets (null: none) and lag per partition. */
+  describeGroup(group: string): Promise<GroupDescription>;
+  /** Move the group's committed offsets of `topic`; resolves to partition → new offset. */
+  seekGroup(group: string, topic: string, to: SeekTarget): Promise<Map<number, number>>;
   deleteGroup(group: string): Promise<void>;
   /** Commit {partition: next offset to read} for a member of `generation`. */
   commitOffsets(group: string, memberId: string, generation: number, topic: string, offsets: Offsets): Promise<void>;

@@ -451,17 +451,40 @@ export class LogwayClient {
   // consumer groups
 
   async listGroups() {
-    return (await this.requestJson('GET', '/v1/groups')).groups;
+    const doc = await this.requestJson('GET', '/v1/groups');
+    if (!Array.isArray(doc?.groups)) throw new ProtocolViolation('not a group list');
+    return doc.groups.map((g) => ({ group: g.group, state: g.state, generation: g.generation, members: g.members }));
   }
 
-  /** Members, assignment, committed offsets and lag, as the gateway reports them. */
+  /** Members with their partitions, committed offsets (null: none) and lag per partition. */
   async describeGroup(group) {
-    return this.requestJson('GET', `/v1/groups/${pathSegment(group)}`);
+    const doc = await this.requestJson('GET', `/v1/groups/${pathSegment(group)}`);
+    if (!Array.isArray(doc?.members) || !Array.isArray(doc?.partitions)) throw new ProtocolViolation('not a group');
+    return {
+      group: doc.group,
+      state: doc.state,
+      generation: doc.generation,
+      protocol: doc.protocol ?? null,
+      members: doc.members.map((m) => ({ memberId: m.member_id, topic: m.topic, partitions: [...m.partitions] })),
+      partitions: doc.partitions.map((p) => ({
+        topic: p.topic,
+        partition: p.partition,
+        committedOffset: p.committed_offset ?? null,
+        endOffset: p.end_offset,
+        lag: p.lag,
+      })),
+    };
   }
 
-  /** Move the group's committed offsets of `topic`: 'earliest', 'latest' or a time in ms. */
+  /**
+   * Move the group's committed offsets of `topic` to the log start ('earliest'), the end
+   * ('latest') or the first record at or after a time in ms; live members restart from them
+   * in a new generation. Resolves to a Map of partition to new committed offset.
+   */
   async seekGroup(group, topic, to) {
-    return this.requestJson('POST', `/v1/groups/${pathSegment(group)}/seek`, { json: { topic, to } });
+    const doc = await this.requestJson('POST', `/v1/groups/${pathSegment(group)}/seek`, { json: { topic, to } });
+    if (!Array.isArray(doc?.offsets)) throw new ProtocolViolation('not a seek response');
+    return new Map(doc.offsets.map((o) => [o.partition, o.offset]));
   }
 
   async deleteGroup(group) {

@@ -34,7 +34,7 @@ function drain(consumer, into, errors) {
 
 async function committed(group) {
   const doc = await client.describeGroup(group);
-  return new Map(doc.partitions.map((p) => [p.partition, p.committed_offset]));
+  return new Map(doc.partitions.map((p) => [p.partition, p.committedOffset]));
 }
 
 test('two members split the partitions, announce each generation, and commit manually', async () => {
@@ -69,7 +69,10 @@ test('two members split the partitions, announce each generation, and commit man
   await b.commit({ records: got.b });
   assert.deepEqual(await committed(group), new Map([[0, 10], [1, 10], [2, 10], [3, 10]]));
   const listed = await client.listGroups();
-  assert.ok(listed.some((g) => g.group === group));
+  assert.ok(listed.some((g) => g.group === group && g.members === 2));
+  const described = await client.describeGroup(group);
+  assert.deepEqual(described.members.map((m) => m.memberId).sort(), [a.assignment.memberId, b.assignment.memberId].sort());
+  assert.ok(described.partitions.every((p) => p.lag === 0));
 
   // a member that left: its partitions go to the other in a new generation
   const before = b.assignment.generation;
@@ -119,8 +122,9 @@ test('commit: auto commits what was delivered; a new member starts after it; see
   assert.deepEqual((await take(second, 2)).map((r) => r.value), [10, 11], 'starts at the committed offset');
   await second.close();
 
-  const seek = await client.seekGroup(group, topic, 'earliest');
-  assert.deepEqual(seek.offsets, [{ topic, partition: 0, offset: 0 }]);
+  assert.deepEqual(await client.seekGroup(group, topic, 'earliest'), new Map([[0, 0]]));
+  const described = await client.describeGroup(group);
+  assert.deepEqual(described.partitions, [{ topic, partition: 0, committedOffset: 0, endOffset: 12, lag: 12 }]);
   assert.equal((await committed(group)).get(0), 0);
   await client.deleteGroup(group);
   await assert.rejects(client.describeGroup(group), UnknownGroup);
