@@ -179,7 +179,18 @@ class EmbeddedBackend:
     async def append(
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> AppendResult:
-        return await self._engine.append(topic, partition, records)
+        return await self._engine.start_append(topic, partition, records)
+
+    def start_append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> asyncio.Future[AppendResult]:
+        """Enqueue an append synchronously (no task, no shield needed); await the future.
+
+        For callers that must not yield between choosing partitions and queueing the
+        batches (produce), and that want no task per append. Raises at once what
+        `append` would raise before writing (unknown topic or partition, failed partition).
+        """
+        return self._engine.start_append(topic, partition, records)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

@@ -137,7 +137,13 @@ class LogEngine:
     async def append(
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> AppendResult:
-        return await self.partition(topic, partition).append(records)
+        return await self.partition(topic, partition).start_append(records)
+
+    def start_append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> asyncio.Future[AppendResult]:
+        """Enqueue an append now (see Partition.start_append); await the future for its result."""
+        return self.partition(topic, partition).start_append(records)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

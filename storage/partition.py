@@ -201,6 +201,15 @@ class Partition:
 
     async def append(self, records: Sequence[NewRecord]) -> AppendResult:
         """Append `records` as one batch; returns once written (and fsynced per policy)."""
+        return await self.start_append(records)
+
+    def start_append(self, records: Sequence[NewRecord]) -> asyncio.Future[AppendResult]:
+        """Enqueue `records` as one batch now; the future resolves once written (and fsynced).
+
+        Synchronous, so the batch is queued (its offsets assigned) before the caller next
+        yields: a caller cancelled later cannot stop it from being written. Cancelling the
+        future only stops waiting for it.
+        """
         self._check_open()
         if self._failure is not None:
             raise self._failure
@@ -215,7 +224,7 @@ class Partition:
         self._pending.append(_Pending(data, base_offset, len(records), timestamp_ms, future))
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

@@ -34,10 +34,11 @@ from gateway.wire import (
     ndjson_lines,
     parse_json_body,
     parse_ndjson,
+    read_body,
 )
 from storage import errors
 from storage.names import validate_topic_name
-from storage.types import AppendResult, TopicConfig, TopicInfo
+from storage.types import AppendResult, NewRecord, TopicConfig, TopicInfo
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -51,14 +52,19 @@ async def _hashed(chunks: AsyncIterator[bytes], digest: Any) -> AsyncIterator[by
 
 
 async def _read_records(
-    request: Request, ctx: Context, kind: str, digest: Any
+    request: Request, ctx: Context, kind: str, digest: Any | None
 ) -> list[ProduceRecord]:
+    """Parse and validate the body; with a digest (Idempotency-Key), hash it as it comes."""
     settings = ctx.settings
     limits = Limits(settings.max_record_bytes, settings.max_records_per_request)
     if kind == JSON:
-        chunks = _hashed(limited_stream(request, settings.max_body_bytes), digest)
-        return parse_json_body(b"".join([c async for c in chunks]), limits)
-    chunks = _hashed(limited_stream(request, settings.max_ndjson_bytes), digest)
+        body = await read_body(request, settings.max_body_bytes)
+        if digest is not None:
+            digest.update(body)
+        return parse_json_body(body, limits)
+    chunks = limited_stream(request, settings.max_ndjson_bytes)
+    if digest is not None:
+        chunks = _hashed(chunks, digest)
     return await parse_ndjson(
         ndjson_lines(chunks, ndjson_line_limit(settings.max_record_bytes)), limits
     )
@@ -74,49 +80,94 @@ async def _ensure_topic(ctx: Context, topic: str) -> TopicInfo:
     return await ctx.backend.get_topic(topic)
 
 
+def _place(
+    ctx: Context, topic: str, info: TopicInfo, records: list[ProduceRecord]
+) -> dict[int, list[int]]:
+    """Partition -> indices of its records, in request order."""
+    groups: dict[int, list[int]] = {}
+    partitions = info.partitions
+    place = ctx.partitioner.partition
+    for i, item in enumerate(records):
+        partition = item.partition
+        if partition is None:
+            partition = place(topic, partitions, item.record.key)
+        elif partition >= partitions:
+            raise Problem(
+                "unknown-partition",
+                f"/records/{i}/partition: topic {topic!r} has partitions 0..{partitions - 1}",
+                topic=topic,
+                partition=partition,
+            )
+        indices = groups.get(partition)
+        if indices is None:
+            groups[partition] = [i]
+        else:
+            indices.append(i)
+    return groups
+
+
+async def _append_all(
+    ctx: Context, topic: str, groups: dict[int, list[NewRecord]]
+) -> list[AppendResult | BaseException]:
+    """One append per partition, all queued before any is awaited; never cut short."""
+    start = getattr(ctx.backend, "start_append", None)
+    if start is None:  # a backend that appends in a coroutine: run them shielded
+        appends = asyncio.gather(
+            *(ctx.backend.append(topic, p, batch) for p, batch in groups.items()),
+            return_exceptions=True,
+        )
+        # Shielded: once the first byte may be written, a cancelled request still finishes.
+        return list(await asyncio.shield(appends))
+    # Queued synchronously, so a cancelled request cannot stop a queued batch.
+    queued: list[asyncio.Future[AppendResult] | BaseException] = []
+    for p, batch in groups.items():
+        try:
+            queued.append(start(topic, p, batch))
+        except Exception as exc:  # as gather(return_exceptions=True) would collect it
+            queued.append(exc)
+    outcomes: list[AppendResult | BaseException] = []
+    for item in queued:
+        if isinstance(item, BaseException):
+            outcomes.append(item)
+            continue
+        try:
+            outcomes.append(await item)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 async def _write(
     ctx: Context, topic: str, info: TopicInfo | None, records: list[ProduceRecord]
 ) -> bytes:
+    # Read again now that the body is in: a topic deleted or re-created meanwhile is seen,
+    # and nothing below yields before every batch is queued.
+    if info is not None:
+        try:
+            info = await ctx.backend.get_topic(topic)
+        except errors.TopicNotFound:
+            if not ctx.settings.auto_create_topics:
+                raise
+            info = None
     if info is None:
         info = await _ensure_topic(ctx, topic)
-    placement: list[int] = []
-    for i, item in enumerate(records):
-        if item.partition is None:
-            placement.append(ctx.partitioner.partition(topic, info.partitions, item.record.key))
-        elif item.partition >= info.partitions:
-            raise Problem(
-                "unknown-partition",
-                f"/records/{i}/partition: topic {topic!r} has partitions 0..{info.partitions - 1}",
-                topic=topic,
-                partition=item.partition,
-            )
-        else:
-            placement.append(item.partition)
-
-    groups: dict[int, list[int]] = {}
-    for i, partition in enumerate(placement):
-        groups.setdefault(partition, []).append(i)
-    appends = asyncio.gather(
-        *(
-            ctx.backend.append(topic, partition, [records[i].record for i in indices])
-            for partition, indices in groups.items()
-        ),
-        return_exceptions=True,
-    )
-    # Shielded: once the first byte may be written, a cancelled request still finishes.
-    outcomes = await asyncio.shield(appends)
-    offsets: list[dict[str, int]] = [{} for _ in records]
+    groups = _place(ctx, topic, info, records)
+    batches = {p: [records[i].record for i in indices] for p, indices in groups.items()}
+    outcomes = await _append_all(ctx, topic, batches)
+    offsets: list[dict[str, int]] = [{} for _ in records] if len(groups) > 1 else []
     for (partition, indices), outcome in zip(groups.items(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
             raise outcome
-        assert isinstance(outcome, AppendResult)
+        base, timestamp = outcome.base_offset, outcome.timestamp_ms
+        if len(groups) == 1:
+            offsets = [
+                {"partition": partition, "offset": base + n, "timestamp": timestamp}
+                for n in range(len(indices))
+            ]
+            break
         for n, i in enumerate(indices):
-            offsets[i] = {
-                "partition": partition,
-                "offset": outcome.base_offset + n,
-                "timestamp": outcome.timestamp_ms,
-            }
-    ctx.metrics.produced(topic, (item.record for item in records))
+            offsets[i] = {"partition": partition, "offset": base + n, "timestamp": timestamp}
+    ctx.metrics.produced(topic, batches.values())
     return orjson.dumps({"offsets": offsets})
 
 
@@ -147,11 +198,12 @@ async def produce(request: Request) -> Response:
             raise
         info = None
 
-    digest = hashlib.sha256(f"{topic}\n{kind}\n".encode())
-    records = await _read_records(request, ctx, kind, digest)
-    if key is None:
+    if key is None:  # nothing to fingerprint or look up
+        records = await _read_records(request, ctx, kind, None)
         return Response(await _write(ctx, topic, info, records), media_type=JSON)
 
+    digest = hashlib.sha256(f"{topic}\n{kind}\n".encode())
+    records = await _read_records(request, ctx, kind, digest)
     fingerprint = digest.hexdigest()
     async with ctx.idempotency_locks.hold(key):
         stored = await ctx.backend.load_idempotent_result(key)
