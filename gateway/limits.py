@@ -80,6 +80,7 @@ class LimitsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
+            or (self.buckets is None and not _is_stream(scope))  # nothing to check
             or scope["path"].removeprefix(scope.get("root_path", "")) in UNLIMITED_PATHS
         ):
             await self.app(scope, receive, send)

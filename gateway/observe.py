@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,6 +39,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 FSYNC_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 UNMATCHED_ROUTE = "<unmatched>"  # 404s must not create a series per requested path
+# Labelled children kept for reuse (topics, route x method x status); cleared when full.
+MAX_CACHED_SERIES = 10_000
 
 access_logger = logging.getLogger("logway.access")
 
@@ -87,11 +89,35 @@ class Metrics:
             buckets=FSYNC_BUCKETS_S,
             registry=self.registry,
         )
+        # labels() costs a lock and a tuple build per call; the hot paths reuse children
+        self._produced_by_topic: dict[str, tuple[Counter, Counter]] = {}
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
 
-    def produced(self, topic: str, records: Iterable[NewRecord]) -> None:
-        records = list(records)
-        self.records_produced.labels(topic).inc(len(records))
-        self.bytes_produced.labels(topic).inc(record_bytes(records))
+    def produced(self, topic: str, batches: Iterable[Sequence[NewRecord]]) -> None:
+        """Count appended batches (one per partition of a produce request)."""
+        counters = self._produced_by_topic.get(topic)
+        if counters is None:
+            if len(self._produced_by_topic) >= MAX_CACHED_SERIES:
+                self._produced_by_topic.clear()
+            counters = (self.records_produced.labels(topic), self.bytes_produced.labels(topic))
+            self._produced_by_topic[topic] = counters
+        count = size = 0
+        for batch in batches:
+            count += len(batch)
+            size += record_bytes(batch)
+        counters[0].inc(count)
+        counters[1].inc(size)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request's latency; the labelled child is looked up once per series, not per call."""
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            if len(self._request_children) >= MAX_CACHED_SERIES:
+                self._request_children.clear()
+            child = self.request_seconds.labels(route, method, str(status))
+            self._request_children[key] = child
+        child.observe(seconds)
 
     def consumed(self, topic: str, records: list[Record]) -> None:
         self.records_consumed.labels(topic).inc(len(records))
@@ -192,8 +218,8 @@ class ObservingMiddleware:
                 if metrics is not None:
                     route = scope.get("route")
                     template = route.path if isinstance(route, Route) else UNMATCHED_ROUTE
-                    metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
-                        time.perf_counter() - started
+                    metrics.observe_request(
+                        template, scope["method"], status, time.perf_counter() - started
                     )
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
