@@ -78,7 +78,7 @@ from gateway.group_errors import (
 )
 from gateway.membership import LocalGroup, MembershipStore, open_store
 from storage.backend import Backend
-from storage.errors import GroupNotFound, PartitionNotFound, TopicNotFound
+from storage.errors import GroupNotFound, PartitionNotFound, StorageError, TopicNotFound
 from storage.names import is_valid_group_name
 from storage.types import TopicPartition
 
@@ -528,7 +528,10 @@ class ConsumerGroups:
     async def _announce(self, g: LocalGroup, decision: Rebalance) -> None:
         """Tell the local members about a generation (from this gateway or the store)."""
         if self._store.shared and decision.generation > g.announced_generation:
-            g.committed = await self._backend.committed_offsets(g.name)
+            try:
+                g.committed = await self._backend.committed_offsets(g.name)
+            except StorageError:  # announce anyway: a start from older commits only redelivers
+                log.warning("group %r: starting from cached commits", g.name, exc_info=True)
         self._apply(g, decision)
 
     def _apply(self, g: LocalGroup, decision: Rebalance) -> None:
