@@ -26,7 +26,8 @@ from tests.e2e.js_harness import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 NODE_TEST_FILES = sorted(p.name for p in (JS_DIR / "test").glob("*.test.mjs"))
-NODE_TIMEOUT_S = 150.0  # a guard against hanging; no test asserts a duration
+NODE_TIMEOUT_S = 150.0  # guards against hanging; no test asserts a duration
+NODE_TEST_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
@@ -47,7 +48,14 @@ def test_node(test_file: str, start_gateway: GatewayFactory, tmp_path: Path) -> 
             "NO_COLOR": "1",
         }
         result = run_node(
-            ["--test", "--test-concurrency=1", "--test-reporter=spec", f"test/{test_file}"],
+            [
+                "--test",
+                "--test-concurrency=1",  # the tests of a file share one gateway and restart it
+                f"--test-timeout={NODE_TEST_TIMEOUT_MS}",  # a hung test fails with its name
+                "--test-force-exit",  # and a stream a failed test left open cannot hang the run
+                "--test-reporter=spec",
+                f"test/{test_file}",
+            ],
             env,
             NODE_TIMEOUT_S,
         )
