@@ -235,7 +235,9 @@ async def test_a_stream_ends_with_expired_when_its_token_expires(
     app = create_app(auth_settings, backend)
     url, stop, task = await serve_app(app)
     try:
-        token = _token(["consume:topic:orders", "produce:topic:orders"], exp_in_s=1.5)
+        token = _token(
+            ["consume:topic:orders", "produce:topic:orders"], exp_in_s=3
+        )  # exp is whole seconds: 2-3 s from now
         headers = {"authorization": f"Bearer {token}", "accept": "text/event-stream"}
         async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
             await client.post("/v1/topics/orders/records", json={"records": [{"value": 1}]})
