@@ -54,7 +54,9 @@ logger = logging.getLogger("logway.auth")
 
 ACTIONS = ("produce", "consume", "admin")
 KINDS = ("topic", "group")
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/console"})
+# the console's static files hold no data; the page asks for a token and sends it on API calls
+PUBLIC_PREFIXES = ("/console/",)
 PRINCIPAL_SCOPE_KEY = "logway.principal"
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
 
@@ -267,7 +269,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"].removeprefix(scope.get("root_path", ""))
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:

@@ -191,7 +191,7 @@ function lagCell(group, p, owner) {
   const level = p.lag == null ? 'none' : p.lag === 0 ? 'zero' : p.lag < 10 ? 'low' : p.lag < 100 ? 'mid' : 'high';
   const title = [
     `${p.topic} partition ${p.partition}`,
-    `committed ${p.committed_offset ?? '—'} · end ${p.end_offset}`,
+    `committed ${p.committedOffset ?? '—'} · end ${p.endOffset}`,
     owner ? `owner ${owner}` : 'no owner',
   ].join('\n');
   return h(
@@ -220,8 +220,8 @@ function lagDetails(g, owner) {
             {},
             h('td', {}, h('span', { class: 'muted' }, `${p.topic} `), h('span', { class: 'chip' }, p.partition)),
             h('td', { class: 'member-id', title: member ?? '' }, member ? shortId(member) : '—'),
-            h('td', { class: 'num' }, p.committed_offset == null ? '—' : number.format(p.committed_offset)),
-            h('td', { class: 'num' }, number.format(p.end_offset)),
+            h('td', { class: 'num' }, p.committedOffset == null ? '—' : number.format(p.committedOffset)),
+            h('td', { class: 'num' }, number.format(p.endOffset)),
             h('td', { class: 'num' }, p.lag == null ? '—' : number.format(p.lag)),
           );
         }),
@@ -244,7 +244,7 @@ function renderGroups(groups) {
       const totalChanged = previousLag.has(g.group) && previousLag.get(g.group) !== total;
       previousLag.set(g.group, total);
       const owner = new Map();
-      for (const m of g.members) for (const p of m.partitions) owner.set(`${m.topic}/${p}`, m.member_id);
+      for (const m of g.members) for (const p of m.partitions) owner.set(`${m.topic}/${p}`, m.memberId);
       const open = expandedGroups.has(g.group);
       const topics = [...new Set(g.partitions.map((p) => p.topic))];
       return h(
@@ -283,7 +283,7 @@ function renderGroups(groups) {
                 h(
                   'li',
                   {},
-                  h('span', { class: 'member-id', title: m.member_id }, shortId(m.member_id)),
+                  h('span', { class: 'member-id', title: m.memberId }, shortId(m.memberId)),
                   h('span', { class: 'muted' }, `${m.topic} →`),
                   m.partitions.length ? m.partitions.map((p) => h('span', { class: 'chip' }, p)) : h('span', { class: 'muted' }, 'no partitions'),
                 ),

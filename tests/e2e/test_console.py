@@ -189,12 +189,6 @@ def test_console_with_auth_on_uses_the_auth_cookie(
     )
 
 
-@pytest.mark.xfail(
-    reason="gateway/auth.py lets only /healthz, /readyz and /openapi.json through without "
-    "credentials, so the page itself is a 401 and cannot ask for a token: /console and "
-    "/console/* (static files, no data) must become public paths",
-    strict=True,
-)
 def test_console_with_auth_on_asks_for_a_token(
     start_gateway: GatewayFactory, browser: dict[str, str], tmp_path: Path
 ) -> None:
