@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import orjson
+from sse_starlette.event import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -294,6 +295,15 @@ def _problem_json(problem: Problem) -> bytes:
     return orjson.dumps(problem.body())
 
 
+# SSE framing comes from sse-starlette, except on the record hot path below, where one batch
+# is framed by hand into one chunk: the record JSON is one line (orjson, stored JSON values
+# made single-line on produce), so the `data:` field needs no splitting.
+_PING = ServerSentEvent(comment="ping", sep="\n").encode()
+_CLOSED = ServerSentEvent(
+    comment="stream closed by the server; reconnect to resume", sep="\n"
+).encode()
+
+
 def _sse_records(topic: str, batch: RecordBatch, encoder: CursorEncoder) -> bytes:
     partition, records = batch.partition, batch.records
     cursors = encoder.encode_run(partition, [r.offset + 1 for r in records])
@@ -321,11 +331,11 @@ async def sse_chunks(
     stream ends on an error."""
     topic = stream.topic
     encoder = CursorEncoder(stream.positions) if stream.positions else None
-    yield b"retry: %d\n\n" % retry_ms
+    yield ServerSentEvent(retry=retry_ms, sep="\n").encode()
     async with aclosing(stream.events(heartbeat_s)) as events:
         async for event in events:
             if isinstance(event, Heartbeat):
-                yield b": ping\n\n"
+                yield _PING
                 continue
             if isinstance(event, RecordBatch):
                 assert encoder is not None
@@ -351,18 +361,23 @@ async def sse_chunks(
                         "to_offset": event.to_offset,
                     }
                 )
-                yield b"event: gap\nid: " + encoder.encode().encode() + b"\ndata: " + data + b"\n\n"
+                yield ServerSentEvent(
+                    data.decode(), event="gap", id=encoder.encode(), sep="\n"
+                ).encode()
             elif isinstance(event, Assignment):
                 encoder = CursorEncoder(event.positions) if event.positions else None
                 # an empty id resets EventSource's last event id: no partitions, no cursor
-                cursor = b"id: " + encoder.encode().encode() + b"\n" if encoder else b"id:\n"
-                data = orjson.dumps(dict(event.announcement))
-                yield b"event: assignment\n" + cursor + b"data: " + data + b"\n\n"
+                cursor = encoder.encode() if encoder else ""
+                announcement = orjson.dumps(dict(event.announcement)).decode()
+                yield ServerSentEvent(
+                    announcement, event="assignment", id=cursor, sep="\n"
+                ).encode()
             elif isinstance(event, End):
                 if event.problem is not None:
-                    yield b"event: error\ndata: " + _problem_json(event.problem) + b"\n\n"
+                    problem = _problem_json(event.problem).decode()
+                    yield ServerSentEvent(problem, event="error", sep="\n").encode()
                 else:
-                    yield b": stream closed by the server; reconnect to resume\n\n"
+                    yield _CLOSED
                 return
 
 
