@@ -544,6 +544,7 @@ class ConsumerGroups:
         """
         if decision.generation <= g.announced_generation:
             return
+        log.debug("group %r: generation %d", g.name, decision.generation)
         g.announced_generation = decision.generation
         for member_id in decision.left:
             if (gone := g.members.pop(member_id, None)) is not None:

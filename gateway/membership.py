@@ -262,11 +262,11 @@ class JetStreamStore:
         self._session_ms = g.coordinator.session_timeout_ms
         self._groups[g.name] = g
         self._liveness.setdefault(g.name, _Liveness())
-        found = await kv.get(_state_key(g.name))
-        if found is None:
-            g.revision = await kv.revision(_state_key(g.name))
+        state, revision = await kv.read(_state_key(g.name))
+        if state is None:
+            g.revision = revision
             return False
-        self._adopt(g, found[0], found[1])
+        self._adopt(g, state, revision)
         return True
 
     async def change(self, g: LocalGroup, event: MembershipEvent) -> Decision:
@@ -281,13 +281,12 @@ class JetStreamStore:
         kv = await self._bucket()
         key = _state_key(g.name)
         for _ in range(MAX_CAS_ATTEMPTS):
-            found = await kv.get(key)
-            if found is None:
-                revision = await kv.revision(key)
+            state, revision = await kv.read(key)  # one read: value and revision agree
+            found = None if state is None else (state, revision)
+            if state is None:
                 coordinator = _continue(g.coordinator)
             else:
-                revision = found[1]
-                coordinator = _restore(g.coordinator, found[0], {m: 0 for m in expire})
+                coordinator = _restore(g.coordinator, state, {m: 0 for m in expire})
             decision = coordinator.handle(Tick(0) if event is None else event)
             if not isinstance(decision, Rebalance):
                 if revision > g.revision:

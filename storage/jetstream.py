@@ -1137,10 +1137,13 @@ class KeyValue:
         entry = await self._backend._kv_get(self.bucket, key)
         return None if entry is None else (entry.value, entry.revision)
 
-    async def revision(self, key: str) -> int:
-        """The key's last revision, a delete marker's included (0: never written)."""
+    async def read(self, key: str) -> tuple[bytes | None, int]:
+        """The value (None: absent or deleted) and the key's last revision, a delete
+        marker's included (0: never written), from one read: what a revision check needs."""
         entry = await self._backend._kv_last(self.bucket, key)
-        return 0 if entry is None else entry.revision
+        if entry is None:
+            return None, 0
+        return (None if entry.deleted else entry.value), entry.revision
 
     async def put(
         self, key: str, value: bytes, *, last: int | None = None, ttl_s: int | None = None
