@@ -290,7 +290,7 @@ class JetStreamStore:
             decision = coordinator.handle(Tick(0) if event is None else event)
             if not isinstance(decision, Rebalance):
                 if revision > g.revision:
-                    await self._adopt_and_announce(g, coordinator, revision, found)
+                    await self._adopt_and_announce(g, found)
                 return decision
             state = _encode_state(coordinator, decision)
             try:
@@ -305,15 +305,10 @@ class JetStreamStore:
             return decision
         raise StorageUnavailable(f"membership of group {g.name!r} kept changing under us")
 
-    async def _adopt_and_announce(
-        self,
-        g: LocalGroup,
-        coordinator: GroupCoordinator,
-        revision: int,
-        found: tuple[bytes, int] | None,
-    ) -> None:
+    async def _adopt_and_announce(self, g: LocalGroup, found: tuple[bytes, int] | None) -> None:
+        """A newer state read while deciding something else: hand it to the local members."""
         if found is not None:
-            self._adopt(g, found[0], revision)
+            self._adopt(g, found[0], found[1])
             if self._announce is not None:
                 await self._announce(g, _rebalance_for(g, found[0]))
 
@@ -323,7 +318,7 @@ class JetStreamStore:
         if found is None:
             return _continue(g.coordinator).handle(commit)
         if found[1] > g.revision:
-            await self._adopt_and_announce(g, g.coordinator, found[1], found)
+            await self._adopt_and_announce(g, found)
         return _restore(g.coordinator, found[0], {}).handle(commit)
 
     def heartbeat(self, g: LocalGroup, member_id: str, now_ms: int) -> bool:
