@@ -65,6 +65,7 @@ class UnknownMember(GroupError):
         super().__init__(f"{member_id!r} {why} of consumer group {group!r}; join again")
         self.group = group
         self.member_id = member_id
+        self.why = why
 
 
 class FencedGeneration(GroupError):

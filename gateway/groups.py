@@ -184,7 +184,8 @@ class Membership:
         """
         while True:
             if self._gone is not None:
-                raise self._gone
+                # a fresh exception each time: re-raising one instance grows its traceback
+                raise UnknownMember(self.group, self.member_id, self._gone.why)
             if self._generation != self._assignment.generation:
                 return self._deliver()
             waiter = asyncio.get_running_loop().create_future()
