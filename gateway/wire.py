@@ -193,7 +193,31 @@ def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
         raise validation_error("/records", "must be an array of records")
     if len(records) > limits.max_records:
         raise _too_many(limits)
-    return [parse_record(obj, f"/records/{i}", limits) for i, obj in enumerate(records)]
+    parsed: list[ProduceRecord] = []
+    append = parsed.append
+    dumps = orjson.dumps
+    max_bytes = limits.max_record_bytes
+    json_format = ValueFormat.JSON
+    for i, obj in enumerate(records):
+        # Fast paths for the common shapes {"value": v} and {"key": "k", "value": v}; anything
+        # else, or anything over a limit, goes through parse_record, which names the error.
+        if type(obj) is dict and "value" in obj:
+            size = len(obj)
+            if size == 1:
+                value = dumps(obj["value"])
+                if len(value) <= max_bytes:
+                    append(ProduceRecord(NewRecord(value, None, (), json_format), None))
+                    continue
+            elif size == 2:
+                key = obj.get("key")
+                if type(key) is str:
+                    value = dumps(obj["value"])
+                    key_bytes = key.encode("utf-8")
+                    if len(value) + len(key_bytes) <= max_bytes:
+                        append(ProduceRecord(NewRecord(value, key_bytes, (), json_format), None))
+                        continue
+        append(parse_record(obj, f"/records/{i}", limits))
+    return parsed
 
 
 async def ndjson_lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:
