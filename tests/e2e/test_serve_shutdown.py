@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import random
 import signal
@@ -111,6 +112,9 @@ async def test_sigterm_ends_streams_cleanly_and_keeps_every_acknowledged_record(
     _assert_all_readable(restarted, acked)
 
 
+# httpcore can leave the socket of a request the dead server never answered for the garbage
+# collector (the kill is the point of this test); gc.collect() below makes that happen here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_kill_9_during_concurrent_produces_loses_no_acknowledged_record(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -126,6 +130,7 @@ async def test_kill_9_during_concurrent_produces_loses_no_acknowledged_record(
         async with asyncio.timeout(30):
             await asyncio.gather(*producers)
     assert gateway.process.returncode == -signal.SIGKILL
+    gc.collect()
 
     restarted = start_gateway(data_dir=gateway.data_dir)
     _assert_all_readable(restarted, acked)
