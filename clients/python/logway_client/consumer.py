@@ -30,12 +30,12 @@ import asyncio
 import inspect
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
+from logway_client._closing import AsyncClosesOnExit
 from logway_client.client import AsyncLogwayClient, path_segment, raise_for_problem
 from logway_client.errors import (
     ConnectionFailed,
@@ -51,7 +51,7 @@ ExpiredCallback = Callable[[], Awaitable[None] | None]
 DEFAULT_RECONNECT_DELAY_MS = 1000.0
 
 
-class AsyncConsumer:
+class AsyncConsumer(AsyncClosesOnExit):
     """Stream `topic`; iterate with `async for record in consumer`. Use as `async with`.
 
     `start`: where partitions without a cursor (or group commit) begin: "earliest",
@@ -99,17 +99,6 @@ class AsyncConsumer:
         self._records: AsyncGenerator[Record, None] | None = None
         self._response: httpx.Response | None = None
         self._closed = False
-
-    async def __aenter__(self) -> AsyncConsumer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __aiter__(self) -> AsyncConsumer:
         return self

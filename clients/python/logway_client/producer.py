@@ -23,9 +23,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
+from logway_client._closing import AsyncClosesOnExit
 from logway_client.client import AsyncLogwayClient, records_body
 from logway_client.errors import LogwayError
 from logway_client.types import NewRecord, RecordMetadata
@@ -47,7 +47,7 @@ class _TopicQueue:
     sender: asyncio.Task[None] | None = None
 
 
-class AsyncProducer:
+class AsyncProducer(AsyncClosesOnExit):
     """Batches records per topic and delivers them with safe retries.
 
     `producer.send(topic, value, key=…)` queues a record and returns a future of its
@@ -79,17 +79,6 @@ class AsyncProducer:
         self._topics: dict[str, _TopicQueue] = {}
         self._flushing = 0
         self._closed = False
-
-    async def __aenter__(self) -> AsyncProducer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def send(
         self,

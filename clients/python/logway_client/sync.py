@@ -12,9 +12,9 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from logway_client._closing import ClosesOnExit
 from logway_client.client import DEFAULT_TIMEOUT_S, AsyncLogwayClient, SeekTarget
 from logway_client.consumer import AsyncConsumer
 from logway_client.producer import AsyncProducer
@@ -63,7 +63,7 @@ async def _construct(factory: Callable[[], T]) -> T:
     return factory()
 
 
-class LogwayClient:
+class LogwayClient(ClosesOnExit):
     """The blocking twin of AsyncLogwayClient (same arguments, same methods)."""
 
     def __init__(
@@ -91,17 +91,6 @@ class LogwayClient:
                 )
             )
         )
-
-    def __enter__(self) -> LogwayClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connections and stop the loop thread (a second call does nothing)."""
@@ -179,7 +168,7 @@ class LogwayClient:
         self.run(self.aio.commit_offsets(group, member_id, generation, topic, offsets))
 
 
-class Producer:
+class Producer(ClosesOnExit):
     """The blocking twin of AsyncProducer: `send()` returns a concurrent.futures.Future."""
 
     def __init__(self, client: LogwayClient, **options: Any) -> None:
@@ -187,17 +176,6 @@ class Producer:
         self.aio: AsyncProducer = client.run(
             _construct(lambda: AsyncProducer(client.aio, **options))
         )
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def send(
         self,
@@ -223,7 +201,7 @@ class Producer:
         self._client.run(self.aio.close())
 
 
-class Consumer:
+class Consumer(ClosesOnExit):
     """The blocking twin of AsyncConsumer: `for record in consumer`."""
 
     def __init__(
@@ -254,17 +232,6 @@ class Consumer:
             on_expired=on_expired,
             **options,
         )
-
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __iter__(self) -> Iterator[Record]:
         return self
