@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -45,9 +46,18 @@ MAX_CACHED_SERIES = 10_000
 access_logger = logging.getLogger("logway.access")
 
 
-def record_bytes(records: Iterable[Record | NewRecord]) -> int:
-    """Key + value bytes of some records (headers are small and not counted)."""
-    return sum(len(r.value) + (len(r.key) if r.key is not None else 0) for r in records)
+_value_of = attrgetter("value")
+_key_of = attrgetter("key")
+
+
+def record_bytes(records: Sequence[Record | NewRecord]) -> int:
+    """Key + value bytes of some records (headers are small and not counted).
+
+    Summed with C-level map/filter: it runs once per produced request and per read batch.
+    """
+    return sum(map(len, map(_value_of, records))) + sum(
+        map(len, filter(None, map(_key_of, records)))
+    )
 
 
 class Metrics:
@@ -93,20 +103,16 @@ class Metrics:
         self._produced_by_topic: dict[str, tuple[Counter, Counter]] = {}
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
 
-    def produced(self, topic: str, batches: Iterable[Sequence[NewRecord]]) -> None:
-        """Count appended batches (one per partition of a produce request)."""
+    def produced(self, topic: str, records: Sequence[NewRecord]) -> None:
+        """Count the records of one produce request."""
         counters = self._produced_by_topic.get(topic)
         if counters is None:
             if len(self._produced_by_topic) >= MAX_CACHED_SERIES:
                 self._produced_by_topic.clear()
             counters = (self.records_produced.labels(topic), self.bytes_produced.labels(topic))
             self._produced_by_topic[topic] = counters
-        count = size = 0
-        for batch in batches:
-            count += len(batch)
-            size += record_bytes(batch)
-        counters[0].inc(count)
-        counters[1].inc(size)
+        counters[0].inc(len(records))
+        counters[1].inc(record_bytes(records))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One request's latency; the labelled child is looked up once per series, not per call."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from gateway.problems import Problem, validation_error
 from storage.types import NewRecord, Record, ValueFormat
@@ -34,13 +35,13 @@ def as_int(value: Any) -> int | None:
     return None
 
 
-def media_type(request: Request) -> str:
-    """The request's Content-Type without parameters, lower-cased ("" when absent)."""
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(content_type: str) -> str:
+    """A Content-Type header without parameters, lower-cased ("" when absent)."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def require_json(request: Request) -> None:
-    kind = media_type(request)
+    kind = media_type(request.headers.get("content-type", ""))
     if kind != "application/json":
         raise Problem(
             "unsupported-media-type",
@@ -54,38 +55,52 @@ def _body_too_large(limit: int) -> Problem:
     )
 
 
-def check_content_length(request: Request, limit: int) -> None:
+def check_content_length(declared: str | None, limit: int) -> None:
     """Refuse a declared oversized body before reading a byte of it."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _body_too_large(limit)
 
 
-async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body as it arrives, raising body-too-large as soon as it passes `limit` bytes."""
-    check_content_length(request, limit)
+async def limited_stream(
+    receive: Receive, declared_length: str | None, limit: int
+) -> AsyncIterator[bytes]:
+    """The body as it arrives, raising body-too-large as soon as it passes `limit` bytes
+    (ClientDisconnect if the client goes away first)."""
+    check_content_length(declared_length, limit)
     seen = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         seen += len(chunk)
         if seen > limit:
             raise _body_too_large(limit)
-        yield chunk
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
     """The whole body, at most `limit` bytes (413 beyond).
 
     The same checks as `limited_stream`, without a generator of its own (produce's hot path).
     """
-    check_content_length(request, limit)
+    check_content_length(declared_length, limit)
     chunks: list[bytes] = []
     seen = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         seen += len(chunk)
         if seen > limit:
             raise _body_too_large(limit)
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,32 @@ class ProduceRecord:
 
     record: NewRecord
     partition: int | None
+
+
+@dataclass(slots=True)
+class ProduceBatch:
+    """A produce request's validated records, in request order.
+
+    `partitions[i]` is the partition record i named (None: let us pick), or `partitions` is
+    None when no record named one; `keyed` says whether any record has a key. Placement
+    uses both to skip per-record work for the common shapes (no partition, no key).
+    """
+
+    records: list[NewRecord] = field(default_factory=list)
+    partitions: list[int | None] | None = None
+    keyed: bool = False
+
+    def add(self, item: ProduceRecord) -> None:
+        if item.partition is not None and self.partitions is None:
+            self.partitions = [None] * len(self.records)
+        self.records.append(item.record)
+        if self.partitions is not None:
+            self.partitions.append(item.partition)
+        if item.record.key is not None:
+            self.keyed = True
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +218,7 @@ def _too_many(limits: Limits) -> Problem:
     )
 
 
-def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
+def parse_json_body(body: bytes, limits: Limits) -> ProduceBatch:
     """`{"records": [...]}` → validated records, or a Problem for the first thing wrong."""
     try:
         doc = orjson.loads(body)
@@ -193,7 +234,8 @@ def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
         raise validation_error("/records", "must be an array of records")
     if len(records) > limits.max_records:
         raise _too_many(limits)
-    parsed: list[ProduceRecord] = []
+    batch = ProduceBatch()
+    parsed = batch.records
     append = parsed.append
     dumps = orjson.dumps
     max_bytes = limits.max_record_bytes
@@ -206,7 +248,9 @@ def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
             if size == 1:
                 value = dumps(obj["value"])
                 if len(value) <= max_bytes:
-                    append(ProduceRecord(NewRecord(value, None, (), json_format), None))
+                    append(NewRecord(value, None, (), json_format))
+                    if batch.partitions is not None:
+                        batch.partitions.append(None)
                     continue
             elif size == 2:
                 key = obj.get("key")
@@ -214,10 +258,13 @@ def parse_json_body(body: bytes, limits: Limits) -> list[ProduceRecord]:
                     value = dumps(obj["value"])
                     key_bytes = key.encode("utf-8")
                     if len(value) + len(key_bytes) <= max_bytes:
-                        append(ProduceRecord(NewRecord(value, key_bytes, (), json_format), None))
+                        append(NewRecord(value, key_bytes, (), json_format))
+                        batch.keyed = True
+                        if batch.partitions is not None:
+                            batch.partitions.append(None)
                         continue
-        append(parse_record(obj, f"/records/{i}", limits))
-    return parsed
+        batch.add(parse_record(obj, f"/records/{i}", limits))
+    return batch
 
 
 async def ndjson_lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:
@@ -257,9 +304,9 @@ def ndjson_line_limit(max_record_bytes: int) -> int:
     return 2 * max_record_bytes + 4096
 
 
-async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> list[ProduceRecord]:
+async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> ProduceBatch:
     """One record object per line → validated records (line numbers count from 1)."""
-    parsed: list[ProduceRecord] = []
+    batch = ProduceBatch()
     number = 0
     async for line in lines:
         number += 1
@@ -267,10 +314,10 @@ async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> list[Prod
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise Problem("bad-json", f"NDJSON record {number} is not JSON: {exc}") from None
-        if len(parsed) >= limits.max_records:
+        if len(batch) >= limits.max_records:
             raise _too_many(limits)
-        parsed.append(parse_record(obj, f"/{number - 1}", limits))
-    return parsed
+        batch.add(parse_record(obj, f"/{number - 1}", limits))
+    return batch
 
 
 # -- rendering ------------------------------------------------------------------------------

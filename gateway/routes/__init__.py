@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -65,7 +66,12 @@ class Context:
 
 
 def context(request: Request) -> Context:
-    ctx: Context | None = getattr(request.app.state, "logway", None)
+    return app_context(request.app)
+
+
+def app_context(app: Starlette) -> Context:
+    """The app's Context, for handlers that get an ASGI scope (`scope["app"]`) and no Request."""
+    ctx: Context | None = getattr(app.state, "logway", None)
     if ctx is None:
         raise Problem(
             "storage-unavailable", "the gateway is starting", headers={"Retry-After": "1"}
@@ -90,5 +96,6 @@ def routes() -> Iterator[BaseRoute]:
     """Every route of the API, in matching order."""
     from gateway.routes import console, groups, ops, produce, pull, streams, topics
 
-    for module in (ops, topics, produce, pull, streams, groups, console):
+    # produce first: it is the hot path, and the router tries routes in order
+    for module in (produce, ops, topics, pull, streams, groups, console):
         yield from module.ROUTES

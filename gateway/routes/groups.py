@@ -57,7 +57,9 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 async def _object_body(request: Request, allowed: set[str], required: set[str]) -> dict[str, Any]:
     """A JSON object body with only `allowed` members and every `required` one (422 otherwise)."""
-    body = await read_body(request, MAX_GROUP_BODY_BYTES)
+    body = await read_body(
+        request.receive, request.headers.get("content-length"), MAX_GROUP_BODY_BYTES
+    )
     require_json(request)
     try:
         doc = orjson.loads(body)

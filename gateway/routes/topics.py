@@ -96,7 +96,9 @@ async def put_topic(request: Request) -> Response:
     """201 created, 200 when it exists with the same settings, 409 otherwise."""
     ctx = context(request)
     name = validate_topic_name(request.path_params["topic"])
-    body = await read_body(request, MAX_TOPIC_BODY_BYTES)
+    body = await read_body(
+        request.receive, request.headers.get("content-length"), MAX_TOPIC_BODY_BYTES
+    )
     doc: Any = {}
     if body.strip():
         require_json(request)

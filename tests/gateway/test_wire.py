@@ -156,7 +156,7 @@ async def test_ndjson_records_and_errors() -> None:
     records = await parse_ndjson(
         ndjson_lines(_chunks(b'{"value":1}\n{"value_base64":"AA=="}\n'), 100), LIMITS
     )
-    assert [r.record.value for r in records] == [b"1", b"\x00"]
+    assert [r.value for r in records.records] == [b"1", b"\x00"]
     with pytest.raises(Problem) as excinfo:
         await parse_ndjson(ndjson_lines(_chunks(b'{"value":1}\n{oops}\n'), 100), LIMITS)
     assert _problem(excinfo)[0] == "bad-json"
