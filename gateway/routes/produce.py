@@ -208,23 +208,14 @@ async def _write(ctx: Context, topic: str, info: TopicInfo | None, batch: Produc
     if batch.partitions is None and not batch.keyed:
         groups, first = _spread(ctx, topic, partitions, records)
         results = await _append_all(ctx, topic, groups)
-        if len(groups) == 1:
-            [(partition, result)] = results.items()
+        offsets = [{}] * len(records)
+        for j in range(min(partitions, len(records))):  # record i sits in slot i % partitions
+            partition = (first + j) % partitions
+            result = results[partition]
             base, timestamp = result.base_offset, result.timestamp_ms
-            offsets = [
+            offsets[j::partitions] = [
                 {"partition": partition, "offset": base + n, "timestamp": timestamp}
-                for n in range(len(records))
-            ]
-        else:
-            by_slot = [results[(first + j) % partitions] for j in range(partitions)]
-            slots = [(first + j) % partitions for j in range(partitions)]
-            offsets = [
-                {
-                    "partition": slots[i % partitions],
-                    "offset": by_slot[i % partitions].base_offset + i // partitions,
-                    "timestamp": by_slot[i % partitions].timestamp_ms,
-                }
-                for i in range(len(records))
+                for n in range(len(groups[partition]))
             ]
     else:
         groups, placed = _place(ctx, topic, partitions, batch)
