@@ -113,6 +113,11 @@ MAX_READ_BATCH = 1000
 MESSAGE_OVERHEAD_BYTES = 512
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 INITIAL_CONNECT_ATTEMPTS = 2  # per server
+# A connection that stops answering PINGs (a half-open socket, or a nats-py read loop that
+# died while the client still says "connected") is replaced after about three intervals,
+# not after nats-py's default of six minutes.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 2
 UNKNOWN_END_OFFSET = -1
 # Keep a partition's notification subscription this long after its last waiter left.
 NOTIFIER_LINGER_S = 30.0
@@ -246,6 +251,8 @@ class JetStreamBackend:
                 allow_reconnect=True,
                 max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS,
                 reconnect_time_wait=0.25,
+                ping_interval=PING_INTERVAL_S,
+                max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                 reconnected_cb=on_reconnected,
                 error_cb=on_error,
             )
@@ -700,7 +707,9 @@ class JetStreamBackend:
             return notifier
 
     async def _start_notifier(self, topic: str, partition: int) -> _Notifier:
-        """Subscribe first, then read the end offset, so no append falls in between."""
+        """Subscribe first, then read the end offset, so no append falls in between: the
+        SUB precedes the STREAM.INFO request on this connection, so the server has our
+        interest before it answers (no flush is needed, see _learn_end_offset)."""
         holder: list[_Notifier] = []
 
         async def on_stored(msg: Msg) -> None:
@@ -722,12 +731,16 @@ class JetStreamBackend:
     async def _learn_end_offset(self, notifier: _Notifier, topic: str, partition: int) -> None:
         """Read the stream's end offset into the notifier. Without a stream leader (an
         election after a node died) it stays unknown: waiters then wake on the next stored
-        record or their timeout, and the next waiter tries again."""
+        record or their timeout, and the next waiter tries again.
+
+        Never nc.flush() here: a waiter is cancelled whenever its stream ends or is woken,
+        and a flush cancelled (or timed out) before its PONG leaves a cancelled future in
+        nats-py's PONG queue; the PONG then kills the client's read loop (InvalidStateError)
+        and the connection stays "connected" with no reply to any request."""
         try:
-            await self._nc.flush(timeout=max(1, round(self._timeout_s)))
             stream = stream_name(self.namespace, topic, partition)
             _, end_offset = _offsets(await self._stream_state(topic, partition, stream))
-        except (StorageUnavailable, nats.errors.Error) as exc:
+        except StorageUnavailable as exc:
             log.warning("end offset of %s/%s unknown for now: %s", topic, partition, exc)
             return
         notifier.advance(end_offset)

@@ -331,10 +331,10 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 @pytest.mark.parametrize("server", ["granian"])
 @pytest.mark.usefixtures("node_restarted")
 async def test_node_and_gateway_killed_under_load(pair: Pair, cluster: NatsCluster) -> None:
-    """SIGKILL one nats-server under load: every acknowledged record stays readable at its
-    offset and the gateways keep serving once streams have leaders. Then SIGKILL the
-    gateway serving an SSE stream: it reconnects through nginx to the other and resumes
-    by cursor, with every acknowledged record delivered once."""
+    """SIGKILL one nats-server under load: the gateways keep serving once streams have
+    leaders. Then SIGKILL the gateway serving an SSE stream: it reconnects through nginx
+    to the other and resumes by cursor, with every acknowledged record delivered once and
+    readable at its offset while the node is still down."""
     limits = httpx.Limits(max_connections=20)
     async with (
         httpx.AsyncClient(base_url=pair.nginx_url, timeout=READ_TIMEOUT_S, limits=limits) as proxy,
@@ -379,12 +379,9 @@ async def test_node_and_gateway_killed_under_load(pair: Pair, cluster: NatsClust
 
         duplicates = sorted(v for v in set(seen) if seen.count(v) > 1)
         assert not duplicates, duplicates[:10]
-        # Serving with a node down is proven above (produces and the resumed stream). The
-        # byte-level check of every acknowledged record runs with the node back: under load,
-        # STREAM.INFO has gone unanswered for over 30 s with the node still down (seen twice
-        # in about ten runs; not yet root-caused, see the session notes).
-        cluster.restart(0)
-        await asyncio.to_thread(cluster.wait_healthy)
+        # Every acknowledged record, byte for byte at its offset, from the survivor while
+        # the node is still down: serving from two of three replicas is the point of R3.
+        assert not cluster.nodes[0].running()
         survivor_client = direct if survivor is pair.b else None
         client = survivor_client or httpx.AsyncClient(base_url=survivor.url, timeout=READ_TIMEOUT_S)
         by_place: dict[tuple[int, int], int] = {}
@@ -400,7 +397,7 @@ async def test_node_and_gateway_killed_under_load(pair: Pair, cluster: NatsClust
                     if response.status_code != 503 or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.2)
-                assert response.status_code == 200, response.text
+                assert response.status_code == 200, f"{response.text}\n{survivor.log()[-4000:]}"
                 pulled = response.json()
                 by_place.update({(p, r["offset"]): r["value"] for r in pulled["records"]})
                 offset = pulled["next_offset"]
@@ -410,6 +407,9 @@ async def test_node_and_gateway_killed_under_load(pair: Pair, cluster: NatsClust
             await client.aclose()
         lost = {v: place for v, place in acked.items() if by_place.get(place) != v}
         assert not lost, list(lost.items())[:10]
+        # nats-py logs an error when its read loop dies; the connection then answers nothing
+        # until the ping check replaces it, which the 503 retries above could hide.
+        assert "ERROR nats.aio.client" not in survivor.log(), survivor.log()[-4000:]
 
 
 @pytest.fixture

@@ -128,6 +128,26 @@ async def test_two_gateways_share_topics_offsets_and_wakeups(
         await b.append("shared", 2, [NewRecord(b"x")])
 
 
+async def test_waiters_cancelled_at_any_point_leave_the_connection_serving(
+    gateways: list[JetStreamBackend],
+) -> None:
+    """An SSE stream that ends (client gone, woken for a rebalance) cancels its waiter
+    wherever it is, also while a new notifier is being started; the connection must keep
+    answering afterwards (nats-py's read loop died on a PONG for a cancelled flush)."""
+    backend = gateways[0]
+    partitions = 24
+    await backend.create_topic("t", partitions, TopicConfig())
+    for partition in range(partitions):
+        waiter = asyncio.create_task(backend.wait_for_records("t", {partition: 0}, 5))
+        for _ in range(partition):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    await asyncio.sleep(0.1)  # the PONGs of anything cancelled mid-way arrive
+    for partition in range(partitions):
+        assert (await backend.partition_info("t", partition)).end_offset == 0
+
+
 async def test_group_commits_from_two_gateways_merge(gateways: list[JetStreamBackend]) -> None:
     a, b = gateways
     await asyncio.gather(
