@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import orjson
 from sse_starlette.event import ServerSentEvent
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.cursor import CursorEncoder
 from gateway.problems import Problem, from_storage_error
@@ -84,19 +83,25 @@ StreamEvent = RecordBatch | Gap | Assignment | Heartbeat | End
 
 
 class Interruptible:
-    """Something parked on the backend that `close()` must cut short."""
+    """Something parked on the backend that `close()` must cut short.
+
+    The park is an `asyncio.timeout(None)` that `wake()` moves to now: the stdlib's own
+    cancel-and-convert, a fraction of the memory of an anyio CancelScope, which matters
+    with one parked stream per idle connection.
+    """
 
     def __init__(self) -> None:
         self.closed = False
-        self._scope: anyio.CancelScope | None = None
+        self._parked: asyncio.Timeout | None = None
 
     def close(self) -> None:
         self.closed = True
         self.wake()
 
     def wake(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+        parked = self._parked
+        if parked is not None and not parked.expired():
+            parked.reschedule(0)  # in the past: cancels the parked task on the next loop step
 
     async def wait_for_records(
         self, backend: Backend, topic: str, positions: Mapping[int, int], timeout_s: float | None
@@ -104,13 +109,19 @@ class Interruptible:
         """backend.wait_for_records, returning False early when woken or closed."""
         if self.closed:
             return False
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
-                return await backend.wait_for_records(topic, positions, timeout_s)
-            finally:
-                self._scope = None
-        return False
+        return await self._parked_on(backend.wait_for_records(topic, positions, timeout_s))
+
+    async def _parked_on(self, waiting: Coroutine[Any, Any, bool]) -> bool:
+        try:
+            async with asyncio.timeout(None) as parked:
+                self._parked = parked
+                return await waiting
+        except TimeoutError:
+            if parked.expired():
+                return False  # woken
+            raise
+        finally:
+            self._parked = None
 
 
 class StreamRegistry:
@@ -227,13 +238,17 @@ class LogStream(Interruptible):
                 yield Heartbeat()
 
     async def _sleep(self, timeout_s: float | None) -> bool:
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
-                await anyio.sleep(timeout_s if timeout_s is not None else float("inf"))
-            finally:
-                self._scope = None
+        await self._parked_on(_sleep(timeout_s))
         return False
+
+
+async def _sleep(timeout_s: float | None) -> bool:
+    """Sleep `timeout_s` (forever with None); False, as nothing arrived."""
+    if timeout_s is None:
+        await asyncio.get_running_loop().create_future()  # until woken
+    else:
+        await asyncio.sleep(timeout_s)
+    return False
 
 
 # -- formats --------------------------------------------------------------------------------
@@ -428,14 +443,18 @@ async def ndjson_chunks(
 
 
 class StreamResponse(Response):
-    """A streaming response for SSE and NDJSON that costs one extra task per stream.
+    """A streaming response for SSE and NDJSON that costs no extra task per stream under
+    Granian, one under Hypercorn.
 
-    Measured against sse-starlette's EventSourceResponse (an anyio task group of four tasks
-    per stream: body, ping, shutdown watcher, disconnect watcher): 35 KiB of app memory per
-    idle stream there, far less here. Heartbeats come from the stream itself (its wait on the
-    log times out), server shutdown from `begin_shutdown`, so only the disconnect watcher
-    needs a task. A client that stops reading for `send_timeout_s` is dropped (the response
-    ends without its final message, so the server resets the stream).
+    Against sse-starlette's EventSourceResponse (an anyio task group of four tasks per
+    stream: body, ping, shutdown watcher, disconnect watcher: 35 KiB of app memory per idle
+    stream) and against a watcher task of its own (bench/RESULTS.md, memory per idle
+    stream). Heartbeats come from the stream itself (its wait on the log times out), server
+    shutdown from `begin_shutdown` through `registry`, and the client going away from a
+    callback on the pending `receive()`: Granian's receive returns a future, so nothing but
+    that future waits; Hypercorn's is a coroutine and gets a task. A client that stops
+    reading for `send_timeout_s` is dropped (the response ends without its final message,
+    so the server resets the stream).
     """
 
     def __init__(
@@ -445,10 +464,14 @@ class StreamResponse(Response):
         media_type: str,
         headers: Mapping[str, str],
         send_timeout_s: float,
+        registry: StreamRegistry,
+        stream: Interruptible,
         on_disconnect: Callable[[], None],
     ) -> None:
         self.chunks = chunks
         self.send_timeout_s = send_timeout_s
+        self.registry = registry
+        self.stream = stream
         self.on_disconnect = on_disconnect
         self.status_code = 200
         self.background = None
@@ -456,14 +479,23 @@ class StreamResponse(Response):
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
         ]
         self.disconnected = False
+        self._receive: Receive | None = None
+        self._pending: asyncio.Future[Message] | None = None
 
-    async def _watch_disconnect(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                self.on_disconnect()
-                return
+    def _watch(self) -> None:
+        assert self._receive is not None
+        self._pending = asyncio.ensure_future(self._receive())
+        self._pending.add_done_callback(self._received)
+
+    def _received(self, pending: asyncio.Future[Message]) -> None:
+        if pending.cancelled():  # the response ended first
+            return
+        error = pending.exception()
+        if error is None and pending.result()["type"] != "http.disconnect":
+            self._watch()  # the (empty) request body: listen on
+            return
+        self.disconnected = True  # gone, or a receive that failed: nothing more to send
+        self.on_disconnect()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -471,7 +503,9 @@ class StreamResponse(Response):
             await self.chunks.aclose()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive))
+        self._receive = receive
+        self._watch()
+        self.registry.add(self.stream)
         try:
             async with aclosing(self.chunks) as chunks:
                 async for chunk in chunks:
@@ -487,4 +521,6 @@ class StreamResponse(Response):
             if not self.disconnected:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            watcher.cancel()
+            self.registry.discard(self.stream)
+            if self._pending is not None:
+                self._pending.cancel()
