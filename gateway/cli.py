@@ -9,18 +9,27 @@ because a misspelled setting silently ignored is worse than a refusal to start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
+from gateway import config
 from gateway.backends import parse_backend
 from gateway.server import SERVERS, serve
 from gateway.settings import Settings
-from storage.types import Durability, DurabilityPolicy
+from storage.types import Durability
 
 _DEFAULTS = Settings()
+_FLAG_DEFAULTS: dict[str, object] = {
+    **{f.name: getattr(_DEFAULTS, f.name) for f in dataclasses.fields(Settings)},
+    "fsync": _DEFAULTS.durability.mode.value,
+    "fsync_interval_ms": _DEFAULTS.durability.fsync_interval_ms,
+    "log_level": "info",
+}
 
 
 def _positive_int(text: str) -> int:
@@ -57,52 +66,42 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the gateway",
         description="Run the HTTP gateway (HTTP/1.1, h2c and HTTP/2 over TLS on one port).",
         allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_SettingsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only flags given on the command line are set
     )
     listen = parser.add_argument_group("listening")
-    listen.add_argument("--host", default=_DEFAULTS.host, help="address to bind")
-    listen.add_argument("--port", type=_port, default=_DEFAULTS.port, help="TCP port")
+    listen.add_argument("--host", help="address to bind")
+    listen.add_argument("--port", type=_port, help="TCP port")
     listen.add_argument(
         "--server",
         choices=SERVERS,
-        default=_DEFAULTS.server,
         help="HTTP server that runs the app (see bench/RESULTS.md)",
     )
-    listen.add_argument(
-        "--certfile", type=Path, default=None, help="PEM certificate chain; enables TLS with h2"
-    )
-    listen.add_argument("--keyfile", type=Path, default=None, help="PEM private key for --certfile")
-    listen.add_argument(
-        "--root-path", default=_DEFAULTS.root_path, help="path prefix when mounted behind a proxy"
-    )
+    listen.add_argument("--certfile", type=Path, help="PEM certificate chain; enables TLS with h2")
+    listen.add_argument("--keyfile", type=Path, help="PEM private key for --certfile")
+    listen.add_argument("--root-path", help="path prefix when mounted behind a proxy")
     listen.add_argument(
         "--shutdown-timeout-s",
         type=_positive_float,
-        default=_DEFAULTS.shutdown_timeout_s,
         help="on SIGTERM/SIGINT, exit within this many seconds",
     )
 
     storage = parser.add_argument_group("storage")
-    storage.add_argument(
-        "--data-dir", type=Path, default=_DEFAULTS.data_dir, help="directory of the embedded log"
-    )
+    storage.add_argument("--data-dir", type=Path, help="directory of the embedded log")
     storage.add_argument(
         "--backend",
-        default=_DEFAULTS.backend,
         help="'embedded' or a JetStream cluster, nats://h1:4222,h2:4222,h3:4222"
         " (?replicas=1|3|5, default 3 with 3+ servers; &namespace=)",
     )
     storage.add_argument(
         "--fsync",
         choices=[mode.value for mode in Durability],
-        default=_DEFAULTS.durability.mode.value,
         help="when a produce is acknowledged: after fsync (always, shared by concurrent "
         "requests), with fsync every --fsync-interval-ms, or never",
     )
     storage.add_argument(
         "--fsync-interval-ms",
         type=_positive_int,
-        default=_DEFAULTS.durability.fsync_interval_ms,
         help="fsync period for --fsync interval",
     )
 
@@ -115,43 +114,36 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     api.add_argument(
         "--default-partitions",
         type=_positive_int,
-        default=_DEFAULTS.default_partitions,
         help="partitions of auto-created topics and of PUT without 'partitions'",
     )
     api.add_argument(
         "--heartbeat-s",
         type=_positive_float,
-        default=_DEFAULTS.heartbeat_s,
         help="keep-alive comment interval of idle SSE/NDJSON streams",
     )
     api.add_argument(
         "--group-session-timeout-s",
         type=_positive_float,
-        default=_DEFAULTS.group_session_timeout_s,
         help="a consumer-group member not heard from for this long is removed",
     )
     api.add_argument(
         "--max-body-bytes",
         type=_positive_int,
-        default=_DEFAULTS.max_body_bytes,
         help="largest JSON produce body (NDJSON bodies: --max-ndjson-bytes)",
     )
     api.add_argument(
         "--max-record-bytes",
         type=_positive_int,
-        default=_DEFAULTS.max_record_bytes,
         help="largest record (key + value + headers)",
     )
     api.add_argument(
         "--max-ndjson-bytes",
         type=_positive_int,
-        default=_DEFAULTS.max_ndjson_bytes,
         help="largest NDJSON produce body (parsed as it streams, all-or-nothing)",
     )
     api.add_argument(
         "--max-records-per-request",
         type=_positive_int,
-        default=_DEFAULTS.max_records_per_request,
         help="most records in one produce request",
     )
     parser.add_argument(
@@ -163,6 +155,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--print-config",
         action="store_true",
+        default=False,
         help="print the effective settings (secrets masked) and exit",
     )
     parser.add_argument(
@@ -174,38 +167,38 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=_run_serve, build_parser=parser)
 
 
+# Options of `serve` that are not settings of the gateway itself.
+_NOT_SETTINGS = frozenset({"command", "run", "build_parser", "config", "print_config", "log_level"})
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (by Settings field name, plus fsync/fsync_interval_ms),
+    and only those: a flag given with its default value still beats the file and the
+    environment, and one not given leaves them alone."""
+    return {name: value for name, value in vars(args).items() if name not in _NOT_SETTINGS}
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The one Settings object `serve` runs with, built from parsed flags."""
-    return Settings(
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        backend=args.backend,
-        server=args.server,
-        durability=DurabilityPolicy(
-            mode=Durability(args.fsync), fsync_interval_ms=args.fsync_interval_ms
-        ),
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        auto_create_topics=args.auto_create_topics,
-        default_partitions=args.default_partitions,
-        max_body_bytes=args.max_body_bytes,
-        max_record_bytes=args.max_record_bytes,
-        max_records_per_request=args.max_records_per_request,
-        max_ndjson_bytes=args.max_ndjson_bytes,
-        heartbeat_s=args.heartbeat_s,
-        group_session_timeout_s=args.group_session_timeout_s,
-        shutdown_timeout_s=args.shutdown_timeout_s,
-        root_path=args.root_path,
-    )
+    """The Settings the flags alone give (defaults for the rest)."""
+    return config.merge(given_flags(args))
+
+
+class _SettingsHelpFormatter(argparse.HelpFormatter):
+    """Shows each setting's default (the Settings default; argparse's own is SUPPRESS)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = _FLAG_DEFAULTS.get(action.dest, argparse.SUPPRESS)
+        if text is not None and default not in (argparse.SUPPRESS, None, ""):
+            text += f" (default: {default})"
+        return text
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.build_parser
-    from gateway import config
 
     try:
-        settings = config.load(settings_from_args(args), args.config)
+        settings = config.load(given_flags(args), args.config)
     except (config.ConfigError, TypeError, ValueError) as exc:
         parser.error(str(exc))
     # Checked on the merged settings, so a certificate from --config or LOGWAY_* counts too.

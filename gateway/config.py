@@ -8,8 +8,8 @@ policy is `fsync` ("always" | "interval" | "never") and `fsync_interval_ms`, as 
 command line. Lists (trusted_proxies, cors_origins) are TOML arrays, or comma-separated in
 the environment.
 
-A flag counts as given when its value differs from its default: passing a flag with its
-default value cannot override the file or the environment.
+A flag counts when it is given, whatever its value: `--port 8080` beats LOGWAY_PORT even
+though 8080 is the default.
 """
 
 from __future__ import annotations
@@ -136,30 +136,15 @@ def merge(*layers: Mapping[str, Any]) -> Settings:
     return Settings(**values, durability=durability)
 
 
-def changed_from_default(settings: Settings) -> dict[str, Any]:
-    """The fields of `settings` (built from flags) that differ from the defaults."""
-    default = Settings()
-    out = {
-        f.name: getattr(settings, f.name)
-        for f in dataclasses.fields(Settings)
-        if f.name != "durability" and getattr(settings, f.name) != getattr(default, f.name)
-    }
-    if settings.durability.mode != default.durability.mode:
-        out["fsync"] = settings.durability.mode.value
-    if settings.durability.fsync_interval_ms != default.durability.fsync_interval_ms:
-        out["fsync_interval_ms"] = settings.durability.fsync_interval_ms
-    return out
-
-
 def load(
-    flags: Settings, config_file: Path | None, environ: Mapping[str, str] | None = None
+    flags: Mapping[str, Any], config_file: Path | None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """The effective settings: file < environment < flags that were given."""
+    """The effective settings: file < environment < the flags given (by field name)."""
     environ = os.environ if environ is None else environ
     if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(environ[ENV_PREFIX + "CONFIG"])
     file_layer = from_toml(config_file) if config_file is not None else {}
-    settings = merge(file_layer, from_environment(environ), changed_from_default(flags))
+    settings = merge(file_layer, from_environment(environ), flags)
     validate(settings)
     return settings
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, settings_from_args
+from gateway import config
+from gateway.cli import build_parser, given_flags, settings_from_args
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
 from tests.e2e.conftest import LOGWAY, SERVERS
@@ -89,6 +90,28 @@ def test_flags_build_one_settings_object() -> None:
 
 def test_defaults_are_the_settings_defaults() -> None:
     assert settings_from_args(build_parser().parse_args(["serve"])) == Settings()
+
+
+def test_a_flag_given_with_its_default_value_still_beats_the_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "logway.toml"
+    toml.write_text('fsync = "never"\nheartbeat_s = 3.0\n')
+    args = build_parser().parse_args(["serve", "--port", "8080", "--fsync", "always"])
+    settings = config.load(given_flags(args), toml, {"LOGWAY_PORT": "9000"})
+    assert settings.port == 8080  # the default value, given as a flag: it wins
+    assert settings.durability.mode is Durability.ALWAYS  # over the file's "never"
+    assert settings.heartbeat_s == 3.0  # not given as a flag: the file's value stays
+    unset = config.load(
+        given_flags(build_parser().parse_args(["serve"])), None, {"LOGWAY_PORT": "9000"}
+    )
+    assert unset.port == 9000
+
+
+def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "TCP port (default: 8080)" in text
+    assert "(default: always)" in text
 
 
 @pytest.mark.parametrize("server", SERVERS)
