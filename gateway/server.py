@@ -49,6 +49,13 @@ H2_MAX_CONCURRENT_STREAMS = 1000  # browsers multiplex every EventSource of a pa
 # backlog, 128 in embedded mode).
 MAX_CONCURRENT_REQUESTS = 1_000_000
 LISTEN_BACKLOG = 1024  # accept bursts: thousands of EventSources reconnecting after a restart
+# Granian allocates with jemalloc, which pads every allocation of 16 KiB or more with a page
+# to start it at a random cache line ("cache-oblivious" layout). hyper's read buffer of each
+# HTTP/1.1 connection is one (http=auto reads the first 24 bytes apart, then grows the 8 KiB
+# buffer to 16 KiB): 4 KB more RSS per idle HTTP/1.1 stream (bench/RESULTS.md, memory).
+# jemalloc reads this when Granian's Rust code first allocates, so it is set before Granian
+# is imported; a value the operator set wins.
+GRANIAN_MALLOC_CONF = ("_RJEM_MALLOC_CONF", "cache_oblivious:false")
 # Once the log is closed, how long Granian may go on closing connections (flushing the
 # last answers) before the process leaves; idle HTTP/2 clients would hold it to the bound.
 _CONNECTION_CLOSE_GRACE_S = 1.0
@@ -299,6 +306,7 @@ async def _serve_granian(
     does. So: stop accepting, drain requests, close the log, then give the connections
     a moment (at most what is left of the bound) and leave.
     """
+    os.environ.setdefault(*GRANIAN_MALLOC_CONF)
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP2Settings
     from granian.log import LogLevels

@@ -224,22 +224,18 @@ class LogStream(Interruptible):
                     yield RecordBatch(partition, records)
             if progressed or self._pending is not None or self.closed:
                 continue
+            # parked here while idle, so straight on _parked_on: one frame less per stream
             if self._positions:
+                waiting = self.backend.wait_for_records(self.topic, self._positions, heartbeat_s)
                 try:
-                    arrived = await self.wait_for_records(
-                        self.backend, self.topic, self._positions, heartbeat_s
-                    )
+                    arrived = await self._parked_on(waiting)
                 except errors.StorageError as exc:
                     yield End(from_storage_error(exc))
                     return
             else:  # an empty assignment: nothing to read until reassigned
-                arrived = await self._sleep(heartbeat_s)
+                arrived = await self._parked_on(_sleep(heartbeat_s))
             if not arrived and heartbeat_s is not None and not self.closed and not self._pending:
                 yield Heartbeat()
-
-    async def _sleep(self, timeout_s: float | None) -> bool:
-        await self._parked_on(_sleep(timeout_s))
-        return False
 
 
 async def _sleep(timeout_s: float | None) -> bool:
@@ -442,6 +438,11 @@ async def ndjson_chunks(
                 return
 
 
+def encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI response headers: lower-case names, latin-1."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 class StreamResponse(Response):
     """A streaming response for SSE and NDJSON that costs no extra task per stream under
     Granian, one under Hypercorn.
@@ -461,8 +462,7 @@ class StreamResponse(Response):
         self,
         chunks: AsyncGenerator[bytes, None],
         *,
-        media_type: str,
-        headers: Mapping[str, str],
+        raw_headers: list[tuple[bytes, bytes]],
         send_timeout_s: float,
         registry: StreamRegistry,
         stream: Interruptible,
@@ -475,9 +475,7 @@ class StreamResponse(Response):
         self.on_disconnect = on_disconnect
         self.status_code = 200
         self.background = None
-        self.raw_headers = [(b"content-type", media_type.encode("latin-1"))] + [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-        ]
+        self.raw_headers = raw_headers  # may be shared by many streams: sent as a copy
         self.disconnected = False
         self._receive: Receive | None = None
         self._pending: asyncio.Future[Message] | None = None
@@ -498,7 +496,8 @@ class StreamResponse(Response):
         self.on_disconnect()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        headers = list(self.raw_headers)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         if scope["method"] == "HEAD":
             await self.chunks.aclose()
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -48,6 +48,7 @@ from gateway.streaming import (
     RecordBatch,
     StreamEvent,
     StreamResponse,
+    encode_headers,
     ndjson_chunks,
     sse_chunks,
 )
@@ -60,6 +61,11 @@ log = logging.getLogger(__name__)
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# encoded once, not per stream: an idle stream would hold its own copy (~0.4 KB)
+_RAW_HEADERS = {
+    SSE: encode_headers({"Content-Type": "text/event-stream; charset=utf-8", **STREAM_HEADERS}),
+    NDJSON: encode_headers({"Content-Type": NDJSON, **STREAM_HEADERS}),
+}
 
 
 def negotiate(accept: str | None) -> str:
@@ -174,16 +180,14 @@ def stream_response(
     stream.on_records = ctx.metrics.consumed
     if format == SSE:
         chunks = sse_chunks(stream, settings.sse_retry_ms, ctx.chunks, settings.heartbeat_s)
-        media_type = "text/event-stream; charset=utf-8"
     else:
         chunks = ndjson_chunks(stream, settings.heartbeat_s, ctx.chunks)
-        media_type = NDJSON
     if wrap is not None:
         chunks = wrap(chunks)
+    raw_headers = _RAW_HEADERS[format]
     return StreamResponse(
         chunks,
-        media_type=media_type,
-        headers={**STREAM_HEADERS, **(headers or {})},
+        raw_headers=raw_headers + encode_headers(headers) if headers else raw_headers,
         send_timeout_s=settings.stream_send_timeout_s,
         registry=ctx.streams,
         stream=stream,
