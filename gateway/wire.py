@@ -248,33 +248,36 @@ def parse_json_body(body: bytes, limits: Limits) -> ProduceBatch:
                 continue
         break
     batch = ProduceBatch(records_of_values(values, json_format))
-    append = batch.records.append
     for i in range(len(values), len(records)):
-        obj = records[i]
-        # Fast paths for the common shapes {"value": v} and {"key": "k", "value": v}; anything
-        # else, or anything over a limit, goes through parse_record, which names the error.
-        if type(obj) is dict and "value" in obj:
-            size = len(obj)
-            if size == 1:
-                value = dumps(obj["value"])
-                if len(value) <= max_bytes:
-                    append(NewRecord(value, None, (), json_format))
+        _add_record(batch, records[i], "/records/", i, limits)
+    return batch
+
+
+def _add_record(batch: ProduceBatch, obj: Any, prefix: str, index: int, limits: Limits) -> None:
+    """Validate one record object into `batch`: the common shapes {"value": v} and {"key":
+    "k", "value": v} directly; anything else, or anything over a limit, through
+    parse_record, which names the error (at pointer prefix + index)."""
+    if type(obj) is dict and "value" in obj:
+        size = len(obj)
+        if size == 1:
+            value = orjson.dumps(obj["value"])
+            if len(value) <= limits.max_record_bytes:
+                batch.records.append(NewRecord(value, None, (), ValueFormat.JSON))
+                if batch.partitions is not None:
+                    batch.partitions.append(None)
+                return
+        elif size == 2:
+            key = obj.get("key")
+            if type(key) is str:
+                value = orjson.dumps(obj["value"])
+                key_bytes = key.encode("utf-8")
+                if len(value) + len(key_bytes) <= limits.max_record_bytes:
+                    batch.records.append(NewRecord(value, key_bytes, (), ValueFormat.JSON))
+                    batch.keyed = True
                     if batch.partitions is not None:
                         batch.partitions.append(None)
-                    continue
-            elif size == 2:
-                key = obj.get("key")
-                if type(key) is str:
-                    value = dumps(obj["value"])
-                    key_bytes = key.encode("utf-8")
-                    if len(value) + len(key_bytes) <= max_bytes:
-                        append(NewRecord(value, key_bytes, (), json_format))
-                        batch.keyed = True
-                        if batch.partitions is not None:
-                            batch.partitions.append(None)
-                        continue
-        batch.add(parse_record(obj, f"/records/{i}", limits))
-    return batch
+                    return
+    batch.add(parse_record(obj, f"{prefix}{index}", limits))
 
 
 async def ndjson_lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:
@@ -326,7 +329,7 @@ async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> ProduceBa
             raise Problem("bad-json", f"NDJSON record {number} is not JSON: {exc}") from None
         if len(batch) >= limits.max_records:
             raise _too_many(limits)
-        batch.add(parse_record(obj, f"/{number - 1}", limits))
+        _add_record(batch, obj, "/", number - 1, limits)
     return batch
 
 
