@@ -38,6 +38,7 @@ from typing import Any, NoReturn, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.process import tune_for_serving
 from gateway.settings import Settings
 
 logger = logging.getLogger("logway.server")
@@ -89,6 +90,7 @@ def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) ->
             "cannot listen on %s port %d: %s", settings.host, settings.port, error.strerror
         )
         return 1
+    tune_for_serving()
     returncode = asyncio.run(_run(app, settings, begin_shutdown))
     if settings.server == "granian":
         _leave_process(returncode)
