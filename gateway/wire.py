@@ -124,13 +124,13 @@ class ProduceBatch:
     partitions: list[int | None] | None = None
     keyed: bool = False
 
-    def add(self, item: ProduceRecord) -> None:
-        if item.partition is not None and self.partitions is None:
+    def add(self, record: NewRecord, partition: int | None = None) -> None:
+        if partition is not None and self.partitions is None:
             self.partitions = [None] * len(self.records)
-        self.records.append(item.record)
+        self.records.append(record)
         if self.partitions is not None:
-            self.partitions.append(item.partition)
-        if item.record.key is not None:
+            self.partitions.append(partition)
+        if record.key is not None:
             self.keyed = True
 
     def __len__(self) -> int:
@@ -262,9 +262,7 @@ def _add_record(batch: ProduceBatch, obj: Any, prefix: str, index: int, limits: 
         if size == 1:
             value = orjson.dumps(obj["value"])
             if len(value) <= limits.max_record_bytes:
-                batch.records.append(NewRecord(value, None, (), ValueFormat.JSON))
-                if batch.partitions is not None:
-                    batch.partitions.append(None)
+                batch.add(NewRecord(value, None, (), ValueFormat.JSON))
                 return
         elif size == 2:
             key = obj.get("key")
@@ -272,12 +270,10 @@ def _add_record(batch: ProduceBatch, obj: Any, prefix: str, index: int, limits: 
                 value = orjson.dumps(obj["value"])
                 key_bytes = key.encode("utf-8")
                 if len(value) + len(key_bytes) <= limits.max_record_bytes:
-                    batch.records.append(NewRecord(value, key_bytes, (), ValueFormat.JSON))
-                    batch.keyed = True
-                    if batch.partitions is not None:
-                        batch.partitions.append(None)
+                    batch.add(NewRecord(value, key_bytes, (), ValueFormat.JSON))
                     return
-    batch.add(parse_record(obj, f"{prefix}{index}", limits))
+    item = parse_record(obj, f"{prefix}{index}", limits)
+    batch.add(item.record, item.partition)
 
 
 async def ndjson_lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:

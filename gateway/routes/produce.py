@@ -114,14 +114,11 @@ def _place(
     groups: dict[int, list[NewRecord]] = {}
     placed: list[int] = []
     named = batch.partitions
-    partitioner = ctx.partitioner
+    place = ctx.partitioner.partition
     for i, record in enumerate(batch.records):
         partition = named[i] if named is not None else None
         if partition is None:
-            if record.key is None:
-                partition = partitioner.round_robin(topic, partitions, 1)
-            else:
-                partition = partitioner.partition_for_key(record.key, partitions)
+            partition = place(topic, partitions, record.key)
         elif partition >= partitions:
             raise Problem(
                 "unknown-partition",
