@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gateway.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
-from gateway.group_errors import UnknownGroup, UnknownMember
-from gateway.groups import ConsumerGroups, Membership
+from gateway.backends import membership_store
+from gateway.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
+from gateway.groups.errors import UnknownGroup, UnknownMember
+from gateway.groups.membership import Membership
+from gateway.groups.service import ConsumerGroups
 from storage.embedded import EmbeddedBackend
 from storage.types import Durability, DurabilityPolicy, TopicConfig
 
@@ -162,7 +164,12 @@ async def run(
     with tempfile.TemporaryDirectory() as tmp:
         backend = await EmbeddedBackend.open(Path(tmp), DurabilityPolicy(Durability.ALWAYS))
         await backend.create_topic(TOPIC, partitions, TopicConfig())
-        groups = ConsumerGroups(backend, session_timeout_s=session_timeout_s, assignor=assignor)
+        groups = ConsumerGroups(
+            backend,
+            membership_store(backend),
+            session_timeout_s=session_timeout_s,
+            assignor=assignor,
+        )
         swarm = Swarm(groups, heartbeat_s=session_timeout_s / 5)
         try:
             for _ in range(rounds):

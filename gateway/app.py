@@ -1,9 +1,9 @@
 """The ASGI app: `create_app(settings)` for servers, `begin_shutdown(app)` for their signals.
 
 The app is server-agnostic (Granian and Hypercorn run it as is). Its lifespan opens the
-backend the settings name (gateway/backends.py) unless one is passed in — then it uses that one and
-leaves closing it to the caller — and on shutdown ends every open stream, then closes the
-consumer groups (flushing their generations) before closing the backend.
+backend the settings name (gateway/backends.py) unless one is passed in — then it uses that
+one and leaves closing it to the caller — and on shutdown ends every open stream, then
+closes the consumer groups (flushing their generations) before closing the backend.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 
-from gateway.backends import max_append_records, open_backend
-from gateway.groups import ConsumerGroups
-from gateway.middleware import middleware
-from gateway.problems import EXCEPTION_HANDLERS
-from gateway.routes import Context, routes
+from gateway.backends import membership_store, open_backend
+from gateway.context import Context
+from gateway.groups.service import ConsumerGroups
+from gateway.http.middleware import middleware
+from gateway.http.observe import Metrics
+from gateway.http.problems import EXCEPTION_HANDLERS
+from gateway.routes import routes
 from gateway.routes.ops import openapi_document
 from gateway.settings import Settings
 from storage.backend import Backend
@@ -43,8 +45,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 fsync_observers.remove(app.state.logway.metrics.observe_fsync)
             begin_shutdown(app)
             ctx: Context = app.state.logway
-            if ctx.groups is not None:
-                await ctx.groups.close()
+            await ctx.groups.close()
             if owned is not None:
                 await owned.close()
 
@@ -60,16 +61,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
 
 def _context(settings: Settings, backend: Backend) -> Context:
-    limit = max_append_records(backend)
+    limit = getattr(backend, "max_append_records", None)  # MERGE: protocol member
     if limit is not None and settings.max_records_per_request > limit:
         # A request is written whole or not at all, so it may not outgrow one atomic append.
         settings = replace(settings, max_records_per_request=limit)
     groups = ConsumerGroups(
         backend,
+        membership_store(backend),
         session_timeout_s=settings.group_session_timeout_s,
         assignor=settings.group_assignor,
     )
-    return Context(settings, backend, groups=groups)
+    return Context(settings, backend, groups, Metrics())
 
 
 def begin_shutdown(app: Starlette) -> None:

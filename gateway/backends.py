@@ -6,20 +6,38 @@
                                                prefixes every stream and bucket (default
                                                "logway")
 
-Parsed once at startup (the CLI calls `parse_backend` so a bad URL is a usage error, not
-a failed lifespan).
+Parsed once at startup (the CLI calls `parse_backend` and `check_extra`, so a bad URL or
+a missing extra is a usage error, not a failed lifespan). This is the one place that
+knows which backends exist: it opens the one the settings name and picks the membership
+store that fits it. The JetStream parts (nats-py, `storage.jetstream`,
+`gateway.groups.jetstream_store`) are imported only when that backend is chosen, so the
+plain install runs the embedded default without them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from gateway.groups.memory_store import InMemoryStore
+from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
+from storage.embedded import EmbeddedBackend
 
 NATS_SCHEMES = ("nats://", "tls://")
 DEFAULT_NAMESPACE = "logway"
+JETSTREAM_EXTRA = "jetstream"
+
+
+class MissingExtra(RuntimeError):
+    """The chosen backend needs an optional dependency that is not installed."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"the {extra} backend needs the {module!r} module: pip install 'logway[{extra}]'"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +71,33 @@ def parse_backend(backend: str) -> JetStreamTarget | None:
     return JetStreamTarget(servers, replicas, namespace)
 
 
+def check_extra(target: JetStreamTarget | None) -> None:
+    """Raise MissingExtra now if the chosen backend's library is not installed."""
+    if target is not None and importlib.util.find_spec("nats") is None:
+        raise MissingExtra(JETSTREAM_EXTRA, "nats")
+
+
 async def open_backend(settings: Settings) -> Backend:
     """Open the backend the settings name (the caller closes it)."""
     target = parse_backend(settings.backend)
     if target is None:
-        from storage.embedded import EmbeddedBackend
-
         return await EmbeddedBackend.open(settings.data_dir, settings.durability)
-    from storage.jetstream import JetStreamBackend
+    check_extra(target)
+    from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen
 
     return await JetStreamBackend.open(
         list(target.servers), target.replicas, namespace=target.namespace
     )
 
 
-def max_append_records(backend: Backend) -> int | None:
-    """The most records the backend appends atomically (None: no limit of its own)."""
-    limit = getattr(backend, "max_append_records", None)
-    return limit if isinstance(limit, int) else None
+def membership_store(backend: Backend) -> MembershipStore:
+    """The membership store that fits the backend: in this process for the embedded log
+    (one gateway owns it), shared through JetStream for any number of gateways."""
+    if isinstance(backend, EmbeddedBackend):
+        return InMemoryStore(backend)
+    from gateway.groups.jetstream_store import JetStreamStore  # the optional extra
+    from storage.jetstream import JetStreamBackend
+
+    if not isinstance(backend, JetStreamBackend):
+        raise TypeError(f"no membership store for {type(backend).__name__}")
+    return JetStreamStore(backend)

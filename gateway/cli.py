@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
-from gateway.backends import parse_backend
-from gateway.server import SERVERS, serve
+from gateway.app import begin_shutdown, create_app
+from gateway.backends import MissingExtra, check_extra, parse_backend
+from gateway.server import SERVERS, run
 from gateway.settings import Settings
 from storage.types import Durability
 
@@ -208,18 +209,44 @@ def _run_serve(args: argparse.Namespace) -> int:
         if path is not None and not path.is_file():
             parser.error(f"{flag} {path}: no such file")
     try:
-        parse_backend(settings.backend)
+        target = parse_backend(settings.backend)
     except ValueError as exc:
         parser.error(f"--backend: {exc}")
     if args.print_config:
         print(config.describe(settings), end="")
         return 0
+    try:
+        check_extra(target)
+    except MissingExtra as exc:
+        print(f"logway serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Create the gateway app and serve it until a signal; returns the exit code."""
+    logging.getLogger("logway").info("logway %s: %s", _version(), _storage_line(settings))
+    app = create_app(settings)
+    return run(app, settings, lambda: begin_shutdown(app))
+
+
+def _storage_line(settings: Settings) -> str:
+    target = parse_backend(settings.backend)
+    if target is None:
+        durability = settings.durability
+        fsync = durability.mode.value
+        if durability.mode is Durability.INTERVAL:
+            fsync += f" every {durability.fsync_interval_ms} ms"
+        return f"embedded log in {settings.data_dir.resolve()} (fsync {fsync})"
+    return (
+        f"JetStream at {','.join(target.servers)} (R{target.replicas},"
+        f" namespace {target.namespace!r})"
+    )
 
 
 CLIENT_COMMANDS = {

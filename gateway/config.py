@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.http.auth import Authenticator, auth_enabled
+from gateway.http.cors import check_cors_settings
+from gateway.http.proxy import parse_networks
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
 
@@ -151,9 +154,6 @@ def load(
 
 def validate(settings: Settings) -> None:
     """Refuse values the app would refuse later, now, with the setting's name."""
-    from gateway.cors import check_cors_settings
-    from gateway.proxy import parse_networks
-
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
@@ -162,8 +162,6 @@ def validate(settings: Settings) -> None:
         check_cors_settings(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    from gateway.auth import Authenticator, auth_enabled
-
     if auth_enabled(settings):
         try:
             Authenticator(settings)

@@ -68,14 +68,6 @@ _FLUSH_S = 0.05  # of shutdown_timeout_s for in-flight requests; the rest closes
 ShutdownTrigger = Callable[[], Coroutine[Any, Any, None]]
 
 
-def serve(settings: Settings) -> int:
-    """Create the gateway app and serve it until a signal; returns the exit code."""
-    from gateway.app import begin_shutdown, create_app
-
-    app = create_app(settings)
-    return run(app, settings, lambda: begin_shutdown(app))
-
-
 def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) -> int:
     """Serve any ASGI app with the shutdown sequence above (also used by bench baselines).
 
@@ -90,6 +82,17 @@ def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) ->
             "cannot listen on %s port %d: %s", settings.host, settings.port, error.strerror
         )
         return 1
+    scheme = "https" if settings.certfile is not None else "http"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    h2 = "HTTP/2 over TLS" if settings.certfile is not None else "cleartext HTTP/2 (h2c)"
+    logger.info(
+        "listening on %s://%s:%d (%s: HTTP/1.1 and %s)",
+        scheme,
+        host,
+        settings.port,
+        settings.server.capitalize(),
+        h2,
+    )
     tune_for_serving()
     returncode = asyncio.run(_run(app, settings, begin_shutdown))
     if settings.server == "granian":
@@ -314,7 +317,9 @@ async def _serve_granian(
     from granian.log import LogLevels
     from granian.server.embed import Server
 
-    log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    # Granian's own INFO lines (start, bind, worker spawn) repeat what `run` logged; they
+    # show with --log-level debug.
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     server = Server(
         app,
         address=settings.host,
@@ -328,8 +333,9 @@ async def _serve_granian(
         ssl_cert=settings.certfile,
         ssl_key=settings.keyfile,
         ssl_protocol_min=SSLProtocols.tls12,
-        log_level=LogLevels(log_level) if log_level in LogLevels.__members__ else LogLevels.info,
+        log_level=LogLevels.debug if debug else LogLevels.warning,
     )
+    logging.getLogger("_granian").addFilter(_drop_embedded_notice)  # Server() set its logging up
     lifespan = _Lifespan(app)
     await lifespan.startup()
     serving = asyncio.create_task(server.serve())
@@ -351,6 +357,16 @@ async def _serve_granian(
             logger.info("closing the connections still open (idle HTTP/2 clients)")
             return
     serving.result()
+
+
+def _drop_embedded_notice(record: logging.LogRecord) -> bool:
+    """Granian warns "Embedded server is experimental!" at every start, unconditionally.
+
+    The embedded server is how one process serves HTTP on the same asyncio loop that owns the
+    log (README, "Why Granian's embedded server"); the warning alarms users about a choice
+    that is ours, so this one line is dropped and every other Granian message is kept.
+    """
+    return record.getMessage() != "Embedded server is experimental!"
 
 
 async def _serve_hypercorn(

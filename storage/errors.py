@@ -19,10 +19,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from storage.types import TopicInfo
+from storage.types import TopicInfo
 
 
 class StorageError(Exception):

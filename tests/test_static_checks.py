@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # mypy over the whole tree
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

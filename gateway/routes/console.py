@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.problems import Problem
+from gateway.http.problems import Problem
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 _files = StaticFiles(directory=CONSOLE_DIR, follow_symlink=True, check_dir=False)

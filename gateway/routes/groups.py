@@ -3,8 +3,8 @@
 Streams join a group with `GET /v1/topics/{topic}/events?group=` (gateway/routes/streams.py);
 pull consumers (curl scripts) join with `POST /v1/groups/{group}/members` and heartbeat with
 every pull that names `group` and `member_id` (gateway/routes/pull.py). The decisions live
-in gateway/groups.py and gateway/coordinator.py; this module only speaks HTTP, and the
-group errors become problem+json in gateway/problems.py.
+in gateway/groups/; this module only speaks HTTP, and the group errors become problem+json
+in gateway/http/problems.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.group_errors import InvalidGroupName, UnknownMember
-from gateway.groups import ConsumerGroups, Membership, SeekTarget
-from gateway.problems import Problem, validation_error
-from gateway.routes import Context, context, resource
-from gateway.wire import as_int, read_body, require_json
+from gateway.context import context
+from gateway.groups.errors import InvalidGroupName, UnknownMember
+from gateway.groups.service import SeekTarget
+from gateway.http.body import as_int, read_body, require_json
+from gateway.http.problems import Problem, validation_error
+from gateway.http.routing import resource
 from storage.names import is_valid_group_name, validate_topic_name
 from storage.types import TopicPartition
 
@@ -27,28 +28,11 @@ MAX_GROUP_BODY_BYTES = 1024 * 1024
 MAX_OFFSET = 2**63 - 1
 
 
-def consumer_groups(ctx: Context) -> ConsumerGroups:
-    if ctx.groups is None:
-        raise Problem(
-            "storage-unavailable", "consumer groups are not ready", headers={"Retry-After": "1"}
-        )
-    return ctx.groups
-
-
 def group_param(request: Request) -> str:
     group: str = request.path_params["group"]
     if not is_valid_group_name(group):
         raise InvalidGroupName(group)
     return group
-
-
-def assignment_json(membership: Membership) -> dict[str, Any]:
-    """The member's live assignment, as `event: assignment` and pull members see it."""
-    return {
-        "member_id": membership.member_id,
-        "generation": membership.generation,
-        "partitions": list(membership.partitions),
-    }
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -87,7 +71,7 @@ def _string(doc: dict[str, Any], name: str) -> str:
 
 
 async def list_groups(request: Request) -> Response:
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     return _json(
         {
             "groups": [
@@ -104,7 +88,7 @@ async def list_groups(request: Request) -> Response:
 
 
 async def describe_group(request: Request) -> Response:
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     d = await groups.describe(group_param(request))
     return _json(
         {
@@ -131,13 +115,13 @@ async def describe_group(request: Request) -> Response:
 
 
 async def delete_group(request: Request) -> Response:
-    await consumer_groups(context(request)).delete(group_param(request))
+    await context(request).groups.delete(group_param(request))
     return Response(status_code=204)
 
 
 async def seek(request: Request) -> Response:
     """Move the group's committed offsets of a topic; members restart from them at once."""
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     group = group_param(request)
     doc = await _object_body(request, {"topic", "to"}, {"topic", "to"})
     topic = validate_topic_name(_string(doc, "topic"))
@@ -163,7 +147,7 @@ async def seek(request: Request) -> Response:
 
 async def commit(request: Request) -> Response:
     """Commit offsets (the next offset to read) for a member of the current generation."""
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     group = group_param(request)
     doc = await _object_body(
         request, {"member_id", "generation", "offsets"}, {"member_id", "generation", "offsets"}
@@ -200,7 +184,7 @@ async def commit(request: Request) -> Response:
 
 async def join(request: Request) -> Response:
     """Join as a pull member (201), or rejoin with a live `member_id` (200, a heartbeat)."""
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     group = group_param(request)
     doc = await _object_body(request, {"topic", "member_id"}, {"topic"})
     topic = validate_topic_name(_string(doc, "topic"))
@@ -214,7 +198,7 @@ async def join(request: Request) -> Response:
     membership = await groups.join(group, topic, member_id)
     return _json(
         {
-            **assignment_json(membership),
+            **membership.live_assignment(),
             "session_timeout_ms": round(context(request).settings.group_session_timeout_s * 1000),
         },
         200 if rejoin else 201,
@@ -222,7 +206,7 @@ async def join(request: Request) -> Response:
 
 
 async def leave(request: Request) -> Response:
-    groups = consumer_groups(context(request))
+    groups = context(request).groups
     group, member_id = request.path_params["group"], request.path_params["member_id"]
     await groups.member(group, member_id).leave()
     return Response(status_code=204)

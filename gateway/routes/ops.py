@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness and the OpenAPI document."""
+"""Operations: liveness, readiness, Prometheus metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.observe import metrics_endpoint
-from gateway.problems import Problem
-from gateway.routes import context
+from gateway.context import context
+from gateway.http.observe import PROMETHEUS_TEXT
+from gateway.http.problems import Problem
 from storage.errors import StorageError
 
 # openapi/openapi.yaml is the source of truth. gateway/openapi.yaml is a symlink to it, so a
@@ -64,9 +64,16 @@ async def openapi_json(request: Request) -> Response:
     return Response(_openapi_json(root_path.rstrip("/")), media_type="application/json")
 
 
+async def metrics(request: Request) -> Response:
+    """GET /metrics: Prometheus text exposition format."""
+    ctx = context(request)
+    body = await ctx.metrics.exposition(ctx.backend, len(ctx.streams))
+    return Response(body, media_type=PROMETHEUS_TEXT)
+
+
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

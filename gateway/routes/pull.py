@@ -14,13 +14,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.group_errors import NotPartitionOwner
-from gateway.groups import Membership
-from gateway.problems import Problem, from_group_error, offset_out_of_range
-from gateway.routes import Context, context, resource
-from gateway.routes.groups import assignment_json, consumer_groups
-from gateway.streaming import Interruptible
-from gateway.wire import render_records
+from gateway.context import Context, context
+from gateway.groups.errors import NotPartitionOwner
+from gateway.groups.membership import Membership
+from gateway.http.problems import Problem, from_group_error, offset_out_of_range
+from gateway.http.routing import resource
+from gateway.streams.log_stream import Interruptible
+from gateway.streams.render import render_records
 from storage.names import validate_topic_name
 from storage.types import TopicPartition
 
@@ -66,7 +66,7 @@ def _pull_member(ctx: Context, request: Request) -> Membership | None:
             "group and member_id go together",
             errors=[{"parameter": missing, "detail": "required with the other"}],
         )
-    membership = consumer_groups(ctx).member(group, member_id)
+    membership = ctx.groups.member(group, member_id)
     membership.heartbeat()
     return membership
 
@@ -124,7 +124,7 @@ async def pull(request: Request) -> Response:
     if membership is not None:
         membership.heartbeat()  # 404 unknown-member if it expired meanwhile
         _check_owner(membership, topic, partition)  # no records of a partition that moved
-        group_part = b',"assignment":' + orjson.dumps(assignment_json(membership))
+        group_part = b',"assignment":' + orjson.dumps(membership.live_assignment())
     body = (
         b'{"records":'
         + render_records(topic, partition, records)

@@ -24,39 +24,22 @@ after receiving may lose up to a second of committed-but-unprocessed records).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.cursor import CursorError, decode_cursor
-from gateway.group_errors import FencedGeneration, GroupError, NotPartitionOwner, UnknownMember
-from gateway.groups import Assignment as GroupAssignment
-from gateway.groups import Membership
-from gateway.problems import Problem, from_group_error, from_storage_error, offset_out_of_range
-from gateway.routes import Context, context
-from gateway.routes.groups import consumer_groups
-from gateway.streaming import Assignment as StreamAssignment
-from gateway.streaming import (
-    End,
-    LogStream,
-    RecordBatch,
-    StreamEvent,
-    StreamResponse,
-    encode_headers,
-    ndjson_chunks,
-    sse_chunks,
-)
-from storage import errors
-from storage.backend import Backend
+from gateway.context import Context, context
+from gateway.http.problems import Problem
+from gateway.streams.formats import ndjson_chunks, sse_chunks
+from gateway.streams.group_stream import GroupStream, announcement, follow, group_starts
+from gateway.streams.log_stream import LogStream
+from gateway.streams.positions import resume_positions, start_positions
+from gateway.streams.response import StreamResponse, encode_headers
 from storage.names import validate_topic_name
-
-log = logging.getLogger(__name__)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -121,47 +104,6 @@ def parse_partitions(raw: str | None, count: int, topic: str) -> list[int]:
     return sorted(partitions)
 
 
-async def start_positions(
-    backend: Backend, topic: str, partitions: list[int], start: str
-) -> dict[int, int]:
-    """Where each partition starts for `from=` (earliest, latest or a timestamp in ms)."""
-    positions: dict[int, int] = {}
-    if start in ("earliest", "latest"):
-        for p in partitions:
-            info = await backend.partition_info(topic, p)
-            positions[p] = info.log_start_offset if start == "earliest" else info.end_offset
-        return positions
-    if not start.isascii() or not start.isdigit() or len(start) > 15:
-        raise Problem(
-            "validation-error",
-            "from must be earliest, latest or a timestamp in ms since the epoch",
-            errors=[{"parameter": "from", "detail": "earliest, latest or an integer timestamp"}],
-        )
-    for p in partitions:
-        positions[p] = await backend.offset_for_timestamp(topic, p, int(start))
-    return positions
-
-
-async def resume_positions(
-    backend: Backend, topic: str, partitions: list[int], cursor: str
-) -> dict[int, int]:
-    """The cursor's positions for the partitions it names (validated against the log)."""
-    try:
-        positions = decode_cursor(cursor)
-    except CursorError as exc:
-        raise Problem("bad-cursor", f"the cursor is not valid: {exc}") from None
-    stray = positions.keys() - set(partitions)
-    if stray:
-        raise Problem(
-            "bad-cursor", f"the cursor names partitions this stream does not read: {sorted(stray)}"
-        )
-    for p, offset in positions.items():
-        info = await backend.partition_info(topic, p)
-        if offset > info.end_offset:  # from another incarnation of the topic
-            raise offset_out_of_range(offset, info.log_start_offset, info.end_offset)
-    return positions
-
-
 def stream_response(
     ctx: Context,
     stream: LogStream,
@@ -218,149 +160,11 @@ async def events(request: Request) -> Response:
 
 # -- consumer groups ------------------------------------------------------------------------
 
-AUTO_COMMIT_INTERVAL_S = 1.0
 MEMBER_HEADER = "Logway-Member-Id"
 
 
 def _parameter_error(name: str, detail: str) -> Problem:
     return Problem("validation-error", detail, errors=[{"parameter": name, "detail": detail}])
-
-
-class GroupStream(LogStream):
-    """A stream that is a member of a consumer group.
-
-    It sends only records of partitions the member owns at the moment they are handed to
-    the connection (`membership.owns`), heartbeats the membership after every write (so a
-    client that stops reading stops heartbeating once the connection's buffers are full,
-    and is removed after the session timeout), and remembers, per partition, the next
-    offset after the last record written to the connection since the last assignment —
-    what commit=auto commits.
-    """
-
-    def __init__(self, backend: Backend, membership: Membership, heartbeat_s: float) -> None:
-        super().__init__(backend, membership.topic, {})
-        self.membership = membership
-        self.member_heartbeat_s = heartbeat_s
-        self.generation = 0  # of the last assignment sent to the client
-        self.written: dict[int, int] = {}
-        self.committed: dict[int, int] = {}
-        self.client_gone = False
-        self._problem: Problem | None = None
-
-    def next_positions(self) -> dict[int, int]:
-        """The positions the stream will read from next (an assignment not yet sent wins)."""
-        pending = self._pending
-        return dict(pending.positions) if pending is not None else self.positions
-
-    def end(self, problem: Problem) -> None:
-        """End the stream with `problem` (an `error` event) as soon as it can."""
-        self._problem = problem
-        self.close()
-
-    def disconnected(self) -> None:
-        self.client_gone = True
-        self.close()
-
-    async def events(self, heartbeat_s: float | None = None) -> AsyncGenerator[StreamEvent, None]:
-        interval = self.member_heartbeat_s
-        if heartbeat_s is not None:
-            interval = min(interval, heartbeat_s)
-        async with aclosing(super().events(interval)) as events:
-            async for event in events:
-                if isinstance(event, RecordBatch):
-                    if not self.membership.owns(event.partition):
-                        continue  # the partition moved in this very loop step
-                    yield event
-                    self.written[event.partition] = event.records[-1].offset + 1
-                elif isinstance(event, StreamAssignment):
-                    self.generation = int(event.announcement["generation"])
-                    # keep only what continues exactly where this connection left off
-                    self.written = {
-                        p: o for p, o in self.written.items() if event.positions.get(p) == o
-                    }
-                    self.committed = {p: o for p, o in self.committed.items() if p in self.written}
-                    yield event
-                elif isinstance(event, End):
-                    yield End(event.problem or self._problem)
-                    return
-                else:
-                    yield event
-                try:
-                    self.membership.heartbeat()
-                except UnknownMember as exc:
-                    self.end(from_group_error(exc))
-
-    async def auto_commit(self) -> None:
-        """Commit what was written to the connection (commit=auto); a fenced or no longer
-        owned partition's commit is dropped (its records go to the next owner again)."""
-        offsets = {
-            p: o
-            for p, o in self.written.items()
-            if o != self.committed.get(p) and self.membership.owns(p)
-        }
-        if not offsets:
-            return
-        try:
-            await self.membership.commit(self.generation, offsets)
-        except (FencedGeneration, NotPartitionOwner, UnknownMember):
-            return
-        except (GroupError, errors.StorageError):
-            log.warning("auto-commit of group %r failed", self.membership.group, exc_info=True)
-            return
-        self.committed.update(offsets)
-
-
-async def _group_starts(
-    backend: Backend, topic: str, starting_offsets: Mapping[int, int | None], start: str
-) -> dict[int, int]:
-    """Where each (re)started partition begins: the group's committed offset, moved into
-    the log when retention or a recreated topic left it outside; `from=` with none."""
-    positions: dict[int, int] = {}
-    unset = [p for p, offset in starting_offsets.items() if offset is None]
-    positions.update(await start_positions(backend, topic, unset, start))
-    for p, offset in starting_offsets.items():
-        if offset is not None:
-            info = await backend.partition_info(topic, p)
-            positions[p] = min(max(offset, info.log_start_offset), info.end_offset)
-    return positions
-
-
-def _announcement(membership: Membership, assignment: GroupAssignment) -> dict[str, Any]:
-    return {
-        "member_id": membership.member_id,
-        "generation": assignment.generation,
-        "partitions": list(assignment.partitions),
-    }
-
-
-async def _follow(stream: GroupStream, start: str, auto_commit: bool) -> None:
-    """Turn each new generation into `stream.reassign`, and commit=auto every interval."""
-    membership = stream.membership
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(AUTO_COMMIT_INTERVAL_S if auto_commit else None):
-                    assignment = await membership.changed()
-            except TimeoutError:
-                await stream.auto_commit()
-                continue
-            starts = await _group_starts(
-                stream.backend, stream.topic, assignment.starting_offsets, start
-            )
-            current = stream.next_positions()  # read with no await before reassign
-            positions = {
-                p: starts[p] if p in starts else current[p]
-                for p in assignment.partitions
-                if p in starts or p in current
-            }
-            stream.reassign(positions, _announcement(membership, assignment))
-    except UnknownMember as exc:  # expired, or the gateway is closing
-        stream.end(from_group_error(exc))
-    except errors.StorageError as exc:
-        stream.end(from_storage_error(exc))
-    except Exception:  # a stream that no longer follows its group must not go on reading
-        log.exception("group stream of %r stopped following its group", membership.group)
-        stream.end(Problem("internal-error", "the stream lost track of its group; reconnect"))
 
 
 async def group_events(request: Request, ctx: Context, topic: str, format: str) -> Response:
@@ -377,20 +181,19 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
     await start_positions(ctx.backend, topic, [], start)  # validates from= before joining
     if request.method == "HEAD":  # headers only: no membership for a response with no body
         return Response(media_type=format, headers=STREAM_HEADERS)
-    groups = consumer_groups(ctx)
-    membership = await groups.join(group, topic)
+    membership = await ctx.groups.join(group, topic)
     session_s = ctx.settings.group_session_timeout_s
     stream = GroupStream(ctx.backend, membership, heartbeat_s=session_s / 3)
     try:
         assignment = membership.assignment
-        starts = await _group_starts(ctx.backend, topic, assignment.starting_offsets, start)
+        starts = await group_starts(ctx.backend, topic, assignment.starting_offsets, start)
     except BaseException:
         await membership.leave()
         raise
-    stream.reassign(starts, _announcement(membership, assignment))
+    stream.reassign(starts, announcement(membership, assignment))
 
     async def session(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-        follower = asyncio.get_running_loop().create_task(_follow(stream, start, commit == "auto"))
+        follower = asyncio.get_running_loop().create_task(follow(stream, start, commit == "auto"))
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:

@@ -9,9 +9,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.problems import Problem, validation_error
-from gateway.routes import context, resource
-from gateway.wire import as_int, read_body, require_json
+from gateway.context import context
+from gateway.http.body import as_int, read_body, require_json
+from gateway.http.problems import Problem, validation_error
+from gateway.http.routing import resource
 from storage.backend import Backend
 from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo

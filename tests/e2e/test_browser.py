@@ -27,7 +27,7 @@ from tests.e2e.js_harness import (
     run_node,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(180)]
 
 
 @pytest.fixture

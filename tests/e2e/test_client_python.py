@@ -47,7 +47,7 @@ from logway_client import (
 from logway_client.client import raise_for_problem
 from logway_client.errors import error_from_problem
 
-from gateway.problems import CATALOG
+from gateway.http.problems import CATALOG
 from tests.e2e.conftest import Gateway, GatewayFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

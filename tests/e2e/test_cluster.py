@@ -26,7 +26,7 @@ from gateway.backends import parse_backend
 from tests.e2e.conftest import Gateway, GatewayFactory, create_topic, free_port, sse_events
 from tests.jetstream.cluster import NatsCluster
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.timeout(120)]
 
 _namespaces = itertools.count(1)
 
@@ -105,7 +105,7 @@ def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_append_too_large_is_a_413_problem() -> None:
-    from gateway.problems import from_storage_error
+    from gateway.http.problems import from_storage_error
     from storage.errors import AppendTooLarge
 
     problem = from_storage_error(AppendTooLarge(1001, 1000))

@@ -31,7 +31,7 @@ from tests.e2e.js_harness import (
 )
 from tests.e2e.test_nginx import Nginx, proxied  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(120)]
 
 SCRIPT = Path(__file__).resolve().parent / "console_browser.mjs"
 NODE_TIMEOUT_S = 90.0  # a guard against hanging; nothing asserts a duration

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import GatewayFactory
-from tests.gateway.test_api_groups import describe, join_sse, settled, until
+from tests.gateway.routes.test_groups import describe, join_sse, settled, until
+
+pytestmark = pytest.mark.e2e
 
 
 async def _true(value: bool) -> bool:

@@ -6,7 +6,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.problems import CATALOG
+from gateway.http.problems import CATALOG
 from gateway.routes.ops import openapi_document
 from tests.gateway.conftest import check_response
 

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from gateway.group_errors import FencedGeneration, UnknownMember
-from gateway.groups import ConsumerGroups, Membership
+from gateway.backends import membership_store
+from gateway.groups.errors import FencedGeneration, UnknownMember
+from gateway.groups.membership import Membership
+from gateway.groups.service import ConsumerGroups
 from storage.jetstream import JetStreamBackend
 from storage.types import TopicConfig, TopicPartition
 from tests.jetstream.cluster import NatsCluster
@@ -35,7 +37,9 @@ class Gateways:
         backend = await JetStreamBackend.open(
             self.cluster.urls, replicas=3, namespace=self.namespace
         )
-        groups = ConsumerGroups(backend, session_timeout_s=SESSION_TIMEOUT_S)
+        groups = ConsumerGroups(
+            backend, membership_store(backend), session_timeout_s=SESSION_TIMEOUT_S
+        )
         self.backends.append(backend)
         self.groups.append(groups)
         return groups

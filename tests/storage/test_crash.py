@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from storage.log import LogEngine
 from storage.types import DurabilityPolicy, Record
 from tests.storage.crash_writer import CONFIG, digest_of, value_is_whole
@@ -61,6 +63,7 @@ async def _read_back(data_dir: Path) -> list[Record]:
         await engine.close()
 
 
+@pytest.mark.slow
 def test_acknowledged_records_survive_sigkill(tmp_path: Path) -> None:
     rng = random.Random(1234)
     acknowledged: list[tuple[int, int, str]] = []

@@ -1,0 +1,438 @@
+"""Consumer groups for the gateway: the asyncio service around the pure coordinators.
+
+One GroupCoordinator per group (gateway/groups/coordinator.py) decides membership and
+assignment; this module feeds it events with the event loop's clock through the group's
+MembershipStore (which owns session timers, and decides where the authoritative state
+lives), keeps each group's committed offsets in memory as written through it, and
+persists through the storage Backend only: committed offsets, and the generation as group
+metadata so it keeps growing across restarts.
+
+A stream (or a pull consumer) gets a Membership from `join`:
+
+    membership = await groups.join(group, topic)        # or member_id=... to rejoin
+    send_assignment(membership.assignment)              # starting_offsets: where to begin
+    while True:
+        assignment = await membership.changed()          # a new generation for this member
+        stop(assignment.lost); start(assignment.starting_offsets)
+
+Positions. `starting_offsets` maps each partition to (re)start to the group's committed
+offset, or None when the group has none ("use the stream's from="). A committed offset
+can be below the log start after retention; the stream should then start at the log start.
+
+Ownership. `membership.owns(p)` is live: it turns False in the same event-loop step the
+coordinator moves p away, before the stream sees `changed()`, so a stream that checks it
+before sending each record never sends a record of a partition it no longer owns.
+
+Commits are serialised per group and validated against the coordinator both before and
+after the end-offset check. A commit validated just before a rebalance may land after the
+new owner read its starting offset: that can only cause redelivery, never loss.
+
+commit=auto (what a stream should do): remember, per owned partition, the next offset
+after the last record written to the connection, and commit those with
+`membership.assignment.generation` every second or so (Kafka's auto.commit.interval.ms),
+never ahead of what was sent, with no final commit when the connection drops or the member
+expires (a vanished client may never have processed its last records; they are redelivered
+to the next owner). On FencedGeneration or NotPartitionOwner, drop that commit; the next one
+uses the generation from `changed()`. That is at least once for everything not yet written
+to a connection, with duplicates bounded by one interval after a rebalance; a client that
+receives records and crashes before processing them loses those, so applications that need
+at-least-once processing commit manually after processing (POST .../offsets).
+
+Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
+has members, opens a new generation in which every partition of the topic restarts from
+them (older-generation commits are fenced, so none can undo the seek).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
+from gateway.groups.coordinator import (
+    Commit,
+    GroupCoordinator,
+    GroupState,
+    Join,
+    Leave,
+    MemberInfo,
+    Rebalance,
+    Rejected,
+    RejectReason,
+    Seek,
+)
+from gateway.groups.errors import (
+    FencedGeneration,
+    GroupError,
+    GroupNotEmpty,
+    InvalidGroupName,
+    InvalidMemberId,
+    InvalidOffsets,
+    NotPartitionOwner,
+    UnknownGroup,
+    UnknownMember,
+)
+from gateway.groups.membership import Membership
+from gateway.groups.store import LocalGroup, MembershipStore, now_ms
+from storage.backend import Backend
+from storage.errors import GroupNotFound, PartitionNotFound, StorageError, TopicNotFound
+from storage.names import is_valid_group_name
+from storage.types import TopicPartition
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION_TIMEOUT_S = 30.0
+
+SeekTarget = Literal["earliest", "latest"] | int  # an int is a timestamp in ms
+"""Where `seek` moves a group: the log start, the end, or the first record at or after a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed_offset: int | None
+    end_offset: int
+    lag: int | None  # end_offset - committed_offset; None when nothing is committed
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """GET /v1/groups/{group}."""
+
+    group: str
+    state: GroupState
+    generation: int
+    protocol: str
+    members: tuple[MemberInfo, ...]
+    partitions: tuple[PartitionLag, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """One entry of GET /v1/groups."""
+
+    group: str
+    state: GroupState
+    generation: int
+    members: int
+
+
+class ConsumerGroups:
+    """Every consumer group of one gateway process, over one storage Backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: MembershipStore,
+        *,
+        session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
+        assignor: str = DEFAULT_ASSIGNOR.name,
+    ) -> None:
+        """`store` decides membership: in this process, or shared through JetStream
+        (gateway/backends.py `membership_store` picks the one that fits the backend)."""
+        if session_timeout_s <= 0:
+            raise ValueError("session_timeout_s must be positive")
+        if assignor not in ASSIGNORS:
+            raise ValueError(f"unknown assignor {assignor!r}: one of {sorted(ASSIGNORS)}")
+        self._backend = backend
+        self._session_timeout_ms = max(1, round(session_timeout_s * 1000))
+        self._assignor = ASSIGNORS[assignor]
+        self._groups: dict[str, LocalGroup] = {}
+        self._open_lock = asyncio.Lock()
+        self._store = store
+        self._store.bind(self._announce)
+
+    # -- members --------------------------------------------------------------------------
+
+    async def join(self, group: str, topic: str, member_id: str | None = None) -> Membership:
+        """Join `group` as a consumer of `topic`; the returned assignment is already current.
+
+        A new member id is generated unless `member_id` is given. Joining again with the id
+        of a live member on the same topic returns its existing Membership (as a heartbeat);
+        on another topic, the old membership leaves first. Raises TopicNotFound.
+        """
+        _check_group_name(group)
+        if member_id is not None and not is_valid_group_name(member_id):
+            raise InvalidMemberId(member_id)
+        topic_info = await self._backend.get_topic(topic)
+        g = await self._open(group, create=True)
+        member_id = member_id or str(uuid.uuid4())
+        join = Join(member_id, topic, topic_info.partitions, now_ms())
+        existing = g.members.get(member_id)
+        if existing is not None and existing.topic == topic:
+            decision = await self._store.change(g, join)
+            if isinstance(decision, Rebalance):  # the topic's partition count changed
+                await self._announce(g, decision)
+            return existing
+        if existing is not None:
+            await self._leave(g, member_id)
+        membership = Membership(self, group, member_id, topic)
+        g.members[member_id] = membership
+        try:
+            decision = await self._store.change(g, join)
+        except BaseException:
+            g.members.pop(member_id, None)
+            raise
+        assert isinstance(decision, Rebalance)
+        await self._announce(g, decision)
+        membership._deliver()
+        return membership
+
+    def member(self, group: str, member_id: str) -> Membership:
+        """The live member `member_id` (for pull consumers). Raises UnknownMember."""
+        g = self._groups.get(group)
+        membership = g.members.get(member_id) if g is not None else None
+        if membership is None:
+            raise UnknownMember(group, member_id)
+        return membership
+
+    async def leave(self, group: str, member_id: str) -> None:
+        """Remove a member now; a no-op for one that is already gone."""
+        g = self._groups.get(group)
+        if g is not None:
+            await self._leave(g, member_id)
+
+    async def commit(
+        self,
+        group: str,
+        member_id: str,
+        generation: int,
+        offsets: Mapping[TopicPartition, int],
+    ) -> None:
+        """Commit offsets (the next offset to read) for a member of the current generation.
+
+        Raises UnknownMember, FencedGeneration, NotPartitionOwner, or InvalidOffsets for an
+        empty commit, a negative offset or one beyond the partition's end offset. An
+        accepted commit also counts as a heartbeat.
+        """
+        g = self._groups.get(group)
+        if g is None:
+            raise UnknownMember(group, member_id)
+        if not offsets:
+            raise InvalidOffsets("a commit needs at least one offset")
+        negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
+        if negative:
+            raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
+        async with g.lock:
+            await self._check_commit(g, member_id, generation, offsets)
+            for tp, offset in sorted(offsets.items()):
+                end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
+                if offset > end_offset:
+                    raise InvalidOffsets(
+                        f"offset {offset} of {tp.topic}/{tp.partition} is beyond its end"
+                        f" offset {end_offset}"
+                    )
+            # the awaits allowed a rebalance
+            await self._check_commit(g, member_id, generation, offsets)
+            await self._backend.commit_offsets(group, dict(offsets))
+            g.committed.update(offsets)
+            self._store.heartbeat(g, member_id, now_ms())
+
+    # -- groups ---------------------------------------------------------------------------
+
+    async def list_groups(self) -> list[GroupSummary]:
+        """Every group with members, committed offsets or saved metadata, by name."""
+        names = set(await self._backend.list_groups()) | set(self._groups)
+        names |= await self._store.group_names()
+        summaries = []
+        for name in sorted(names):
+            g = await self._open(name, create=True)
+            snapshot = g.coordinator.snapshot()
+            summaries.append(
+                GroupSummary(name, snapshot.state, snapshot.generation, len(snapshot.members))
+            )
+        return summaries
+
+    async def describe(self, group: str) -> GroupDescription:
+        """State, generation, members, and committed offset, end offset and lag per partition.
+
+        Partitions listed: every partition of the topics the members read, and every one the
+        group has committed (of topics that still exist). Raises UnknownGroup.
+        """
+        g = await self._open(group, create=False)
+        if self._store.shared:  # other gateways commit too
+            g.committed = await self._backend.committed_offsets(group)
+        snapshot = g.coordinator.snapshot()
+        wanted = set(g.committed)
+        for member in snapshot.members:
+            wanted.update(TopicPartition(member.topic, p) for p in member.partitions)
+        partitions = []
+        for tp in sorted(wanted):
+            try:
+                info = await self._backend.partition_info(tp.topic, tp.partition)
+            except (TopicNotFound, PartitionNotFound):
+                continue
+            committed = g.committed.get(tp)
+            lag = None if committed is None else max(0, info.end_offset - committed)
+            partitions.append(PartitionLag(tp.topic, tp.partition, committed, info.end_offset, lag))
+        return GroupDescription(
+            group,
+            snapshot.state,
+            snapshot.generation,
+            snapshot.protocol,
+            snapshot.members,
+            tuple(partitions),
+        )
+
+    async def seek(self, group: str, topic: str, to: SeekTarget) -> dict[int, int]:
+        """Move the group's committed offsets of every partition of `topic`; return them.
+
+        `to` is "earliest" (log start), "latest" (end offset) or a timestamp in ms (the
+        first record at or after it). Members of the topic restart from the new offsets in
+        a new generation. Raises TopicNotFound, InvalidOffsets for a negative timestamp.
+        """
+        _check_group_name(group)
+        if isinstance(to, int) and to < 0:
+            raise InvalidOffsets("a seek timestamp must not be negative")
+        if not isinstance(to, int) and to not in ("earliest", "latest"):
+            raise InvalidOffsets(f"seek to 'earliest', 'latest' or a timestamp, not {to!r}")
+        topic_info = await self._backend.get_topic(topic)
+        offsets: dict[int, int] = {}
+        for partition in range(topic_info.partitions):
+            if isinstance(to, int):
+                offsets[partition] = await self._backend.offset_for_timestamp(topic, partition, to)
+            else:
+                info = await self._backend.partition_info(topic, partition)
+                offsets[partition] = info.log_start_offset if to == "earliest" else info.end_offset
+        g = await self._open(group, create=True)
+        committed = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
+        async with g.lock:
+            await self._backend.commit_offsets(group, committed)
+            g.committed.update(committed)
+            decision = await self._store.change(g, Seek(topic))
+            if isinstance(decision, Rebalance):
+                await self._announce(g, decision)
+        return offsets
+
+    async def delete(self, group: str) -> None:
+        """Forget an empty group's offsets and metadata. Raises GroupNotEmpty, UnknownGroup."""
+        async with self._open_lock:
+            g = self._groups.get(group)
+            if g is not None:
+                if g.members:
+                    raise GroupNotEmpty(group, len(g.members))
+                async with g.lock:
+                    del self._groups[group]
+                    await self._store.forget(g, deleted=True)
+            try:
+                await self._backend.delete_group(group)
+            except GroupNotFound:
+                if g is None:
+                    raise UnknownGroup(group) from None
+
+    async def close(self) -> None:
+        """Stop timers, end every membership (their `changed()` raise) and flush metadata."""
+        groups, self._groups = list(self._groups.values()), {}
+        for g in groups:
+            for membership in g.members.values():
+                membership._close("lost its membership when the gateway closed")
+            g.members.clear()
+        await self._store.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _open(self, group: str, *, create: bool) -> LocalGroup:
+        """The group's state, loaded from storage on first use. Raises UnknownGroup when
+        `create` is false and the group has nothing stored."""
+        g = self._groups.get(group)
+        if g is not None:
+            return g
+        async with self._open_lock:
+            g = self._groups.get(group)
+            if g is not None:
+                return g
+            metadata = await self._backend.load_group_metadata(group)
+            committed = await self._backend.committed_offsets(group)
+            coordinator = GroupCoordinator.from_metadata(
+                group,
+                metadata,
+                session_timeout_ms=self._session_timeout_ms,
+                assignor=self._assignor,
+            )
+            g = LocalGroup(group, coordinator, committed, coordinator.generation)
+            stored = await self._store.open(g)
+            if not create and not stored and metadata is None and not committed:
+                await self._store.forget(g, deleted=False)
+                raise UnknownGroup(group)
+            g.announced_generation = g.coordinator.generation
+            self._groups[group] = g
+            return g
+
+    def heartbeat(self, group: str, member_id: str) -> None:
+        """A member is alive (Membership.heartbeat). Raises UnknownMember."""
+        g = self._groups.get(group)
+        if g is None or not self._store.heartbeat(g, member_id, now_ms()):
+            raise UnknownMember(group, member_id)
+
+    async def _leave(self, g: LocalGroup, member_id: str) -> None:
+        decision = await self._store.change(g, Leave(member_id))
+        if isinstance(decision, Rebalance):
+            await self._announce(g, decision)
+
+    async def _check_commit(
+        self, g: LocalGroup, member_id: str, generation: int, offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        decision = await self._store.check_commit(g, Commit(member_id, generation, offsets))
+        if not isinstance(decision, Rejected):
+            return
+        error: GroupError
+        match decision.reason:
+            case RejectReason.UNKNOWN_MEMBER:
+                error = UnknownMember(g.name, member_id)
+            case RejectReason.FENCED_GENERATION:
+                error = FencedGeneration(g.name, generation, decision.generation)
+            case RejectReason.NOT_OWNER:
+                error = NotPartitionOwner(g.name, member_id, decision.partitions)
+        raise error
+
+    async def _announce(self, g: LocalGroup, decision: Rebalance) -> None:
+        """Tell the local members about a generation (from this gateway or the store)."""
+        if self._store.shared and decision.generation > g.announced_generation:
+            try:
+                g.committed = await self._backend.committed_offsets(g.name)
+            except StorageError:  # announce anyway: a start from older commits only redelivers
+                log.warning("group %r: starting from cached commits", g.name, exc_info=True)
+        self._apply(g, decision)
+
+    def _apply(self, g: LocalGroup, decision: Rebalance) -> None:
+        """Announce a new generation to the local members; older ones than the last
+        announced are dropped (with several gateways they can arrive out of order).
+
+        Gained and lost partitions are taken relative to what each handle owns, so a
+        member that missed a generation (learned from another gateway) still starts
+        every partition it now owns and stops every one it lost.
+        """
+        if decision.generation <= g.announced_generation:
+            return
+        log.debug("group %r: generation %d", g.name, decision.generation)
+        g.announced_generation = decision.generation
+        for member_id in decision.left:
+            if (gone := g.members.pop(member_id, None)) is not None:
+                gone._close("left")
+        for member_id in decision.expired:
+            if (gone := g.members.pop(member_id, None)) is not None:
+                gone._close("expired after its session timeout")
+        assigned = {a.member_id for a in decision.assignments}
+        # (a handle still joining has generation 0: its own decision is on its way)
+        for member_id in [m for m, h in g.members.items() if m not in assigned and h.generation]:
+            g.members.pop(member_id)._close("is no longer a member (expired on another gateway)")
+        for a in decision.assignments:
+            handle = g.members.get(a.member_id)
+            if handle is None:
+                continue  # a member of another gateway
+            owned = set(handle.partitions)
+            gained = set(a.gained) | (set(a.partitions) - owned)
+            lost = tuple(sorted(owned - set(a.partitions)))
+            starts = {p: g.committed.get(TopicPartition(a.topic, p)) for p in sorted(gained)}
+            handle._update(decision.generation, a.partitions, lost, starts)
+        self._store.announced(g, decision)
+
+
+def _check_group_name(group: str) -> None:
+    if not is_valid_group_name(group):
+        raise InvalidGroupName(group)

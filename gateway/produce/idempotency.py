@@ -1,0 +1,92 @@
+"""Idempotency-Key: a retried produce gets the first answer back and writes nothing twice.
+
+The first successful answer is stored with a SHA-256 of (topic, media type, body) as the
+request's fingerprint; a retry with the same key and body gets it back, and the same key
+with another request is a 422. Requests with the same key run one at a time (a lock per
+key), so concurrent retries cannot both write. Failed requests wrote nothing and are not
+stored: retrying them runs them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+import orjson
+
+from gateway.http.problems import Problem, validation_error
+from storage.backend import Backend
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """The header's value if it is a valid key (None if absent); a 400 otherwise."""
+    if key is not None and not (
+        0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and key.isascii() and key.isprintable()
+    ):
+        raise validation_error("", "Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def request_digest(topic: str, media_type: str) -> hashlib._Hash:
+    """The running fingerprint of a request; the caller feeds it the body as it arrives."""
+    return hashlib.sha256(f"{topic}\n{media_type}\n".encode())
+
+
+class Answer(NamedTuple):
+    body: bytes
+    status: int
+    replayed: bool
+
+
+class KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+async def once(
+    backend: Backend,
+    locks: KeyedLocks,
+    key: str,
+    fingerprint: str,
+    ttl_ms: int,
+    write: Callable[[], Awaitable[bytes]],
+) -> Answer:
+    """The stored answer for `key`, or `write()`'s, stored for `ttl_ms` (200 only)."""
+    async with locks.hold(key):
+        stored = await backend.load_idempotent_result(key)
+        if stored is not None:
+            first = orjson.loads(stored)
+            if first["request"] != fingerprint:
+                raise Problem(
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was used for a different request",
+                )
+            return Answer(first["body"].encode(), first["status"], replayed=True)
+        body = await write()
+        result = {"request": fingerprint, "status": 200, "body": body.decode()}
+        await backend.save_idempotent_result(key, orjson.dumps(result), ttl_ms)
+    return Answer(body, 200, replayed=False)
