@@ -43,7 +43,8 @@ def readme_run_command() -> str:
     assert blocks, "README.md has no ```sh block"
     lines = [line for line in blocks[0].strip().splitlines() if not line.startswith("#")]
     assert len(lines) == 1, f"the run command is one line, not {lines}"
-    return lines[0]
+    command: str = lines[0]
+    return command
 
 
 def copy_checkout(target: Path) -> None:
