@@ -1,7 +1,8 @@
-// Produces and pulls records through openapi-fetch typed by openapi-typescript's output for
-// openapi/openapi.yaml (schema.d.ts, generated beside this file at test time). Compiled with
-// `tsc --strict` (a spec change that breaks these calls' types fails there), then run by node
-// against the gateway in LOGWAY_URL; exits non-zero on any mismatch.
+// Produces and pulls records, and gets bad input back as typed problems, through
+// openapi-fetch typed by openapi-typescript's output for openapi/openapi.yaml (schema.d.ts,
+// generated beside this file at test time). Compiled with `tsc --strict` (a spec change
+// that breaks these calls' types fails there), then run by node against the gateway in
+// LOGWAY_URL; exits non-zero on any mismatch.
 import createClient from 'openapi-fetch';
 import type { components, paths } from './schema.js';
 
@@ -56,6 +57,29 @@ const missing = await client.GET('/v1/topics/{topic}', { params: { path: { topic
 const problem: Problem | undefined = missing.error;
 check(missing.response.status === 404, 'a missing topic is a 404');
 check(problem?.type === 'https://logway.dev/problems/unknown-topic', `problem type: ${JSON.stringify(problem)}`);
+
+// Bad input: the error is the typed problem body (every 4xx/5xx response is a Problem)
+const invalid = await client.POST('/v1/topics/{topic}/records', {
+  params: { path: { topic } },
+  body: { records: [{ value: 1 }, { value_base64: 'no base64!' }] },
+});
+const invalidProblem: Problem | undefined = invalid.error;
+check(invalid.response.status === 422 && invalidProblem, 'a bad record is a 422');
+check(invalidProblem.type === 'https://logway.dev/problems/validation-error', `422 type: ${invalidProblem.type}`);
+check(invalidProblem.errors?.[0]?.pointer === '/records/1/value_base64', 'the problem names the member');
+
+const beyond = await client.GET('/v1/topics/{topic}/partitions/{partition}/records', {
+  params: { path: { topic, partition: 0 }, query: { offset: 99 } },
+});
+const beyondProblem: Problem | undefined = beyond.error;
+check(beyond.response.status === 416 && beyondProblem, 'an offset beyond the end is a 416');
+check(beyondProblem.type === 'https://logway.dev/problems/offset-out-of-range', `416 type: ${beyondProblem.type}`);
+check(beyondProblem.log_start_offset === 0 && beyondProblem.end_offset === 2, 'the problem names the log range');
+
+// The stream formats are types too: a record event as an EventSource sees it, a record as an NDJSON line
+const recordEvent: components['schemas']['SseEvent'] = { event: 'record', id: '1.AAEC', data: JSON.stringify(first) };
+const ndjsonLine: components['schemas']['NdjsonLine'] = first;
+check(recordEvent.event === 'record' && ndjsonLine === first, 'stream types');
 
 const deleted = await client.DELETE('/v1/topics/{topic}', { params: { path: { topic } } });
 check(deleted.response.status === 204, 'deleted');
