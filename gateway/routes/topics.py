@@ -18,6 +18,7 @@ from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo
 
 MAX_TOPIC_BODY_BYTES = 64 * 1024
+MAX_CONFIG_VALUE = 2**63 - 1  # Kafka's settings are 64-bit signed, and so is the catalog
 _CONFIG_FIELDS = {
     "retention.ms": "retention_ms",
     "retention.bytes": "retention_bytes",
@@ -49,8 +50,10 @@ def config_from_json(doc: Any) -> TopicConfig:
                 f"/config/{name}", f"unknown setting; known: {', '.join(_CONFIG_FIELDS)}"
             )
         number = as_int(value)
-        if number is None:
-            raise validation_error(f"/config/{name}", "must be an integer")
+        if number is None or number > MAX_CONFIG_VALUE:
+            raise validation_error(
+                f"/config/{name}", f"must be an integer up to {MAX_CONFIG_VALUE}"
+            )
         values[field] = None if number == -1 and name in _UNLIMITED else number
     try:
         return TopicConfig(**values)  # type: ignore[arg-type]

@@ -133,6 +133,16 @@ async def test_dot_names_reaching_the_app_unnormalised_are_refused(
         (b'{"config": {"retention.ms": -2}}', "application/json", "validation-error"),
         (b'{"config": {"segment.bytes": 10}}', "application/json", "validation-error"),
         (b'{"config": {"segment.ms": -1}}', "application/json", "validation-error"),
+        (
+            b'{"config": {"retention.bytes": 9223372036854775808}}',
+            "application/json",
+            "validation-error",
+        ),
+        (
+            b'{"config": {"segment.ms": 18446744073709551616}}',
+            "application/json",
+            "validation-error",
+        ),
         (b'{"config": []}', "application/json", "validation-error"),
         (b'{"partitions": 2}', "text/plain", "unsupported-media-type"),
         (b"x" * 70_000, "application/json", "body-too-large"),
