@@ -78,7 +78,7 @@ class Permission:
 
     def allows(self, action: str, kind: str, name: str) -> bool:
         return (
-            (self.action == action or self.action == "admin")
+            (self.action in action.split("|") or self.action == "admin")  # "a|b": a or b
             and self.kind == kind
             and fnmatch.fnmatchcase(name, self.pattern)
         )
@@ -106,6 +106,11 @@ _RULES: list[tuple[str, re.Pattern[str], str, str]] = [
     ("POST", re.compile(_TOPIC + "/records$"), "produce", "topic"),
     ("GET", re.compile(_TOPIC + "/partitions/[^/]+/records$"), "consume", "topic"),
     ("GET", re.compile(_TOPIC + "/events$"), "consume", "topic"),
+    # a topic's schemas: producers and consumers read them, admins change them
+    ("GET", re.compile(_TOPIC + "/schemas(/[^/]+)?$"), "consume|produce", "topic"),
+    ("POST", re.compile(_TOPIC + "/schemas$"), "admin", "topic"),
+    ("PUT", re.compile(_TOPIC + "/schemas/compatibility$"), "admin", "topic"),
+    ("DELETE", re.compile(_TOPIC + "/schemas/[^/]+$"), "admin", "topic"),
     ("GET", re.compile(_GROUP + "$"), "consume", "group"),
     ("DELETE", re.compile(_GROUP + "$"), "admin", "group"),
     ("POST", re.compile(_GROUP + "/offsets$"), "consume", "group"),
@@ -293,8 +298,8 @@ class AuthMiddleware:
             if not principal.allows(action, kind, name):
                 raise Problem(
                     "forbidden",
-                    f"{principal.name!r} may not {action} {kind} {name!r}",
-                    action=action,
+                    f"{principal.name!r} may not {action.replace('|', ' or ')} {kind} {name!r}",
+                    action=action.split("|")[0],
                     kind=kind,
                     name=name,
                 )

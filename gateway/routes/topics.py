@@ -13,6 +13,7 @@ from gateway.context import context
 from gateway.http.body import as_int, read_body, require_json
 from gateway.http.problems import Problem, validation_error
 from gateway.http.routing import resource
+from gateway.schemas.registry import compatibility
 from storage.backend import Backend
 from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo
@@ -65,6 +66,7 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
     partitions = await asyncio.gather(
         *(backend.partition_info(info.name, p) for p in range(info.partitions))
     )
+    latest = await backend.latest_schema(info.name)
     return {
         "name": info.name,
         "partitions": [
@@ -77,6 +79,9 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
             for p in partitions
         ],
         "config": config_to_json(info.config),
+        # the schema version produce checks against (GET .../schemas for the versions)
+        "schema_version": None if latest is None else latest.version,
+        "compatibility": (await compatibility(backend, info.name)).value,
     }
 
 
