@@ -613,12 +613,13 @@ class _Diff:
         report_at = report_at or at
         reader_how, reader_branches = _branches(reader)
         writer_how, writer_branches = _branches(writer)
-        if reader_how is not None and len(reader_branches) == 1:
-            self.compare(reader_branches[0], writer, at, depth + 1)
-            return
-        if writer_how is not None and len(writer_branches) == 1:
-            self.compare(reader, writer_branches[0], at, depth + 1)
-            return
+        if (reader_how is None) != (writer_how is None):  # one side combines: singletons unwrap
+            if reader_how is not None and len(reader_branches) == 1:
+                self.compare(reader_branches[0], writer, at, depth + 1)
+                return
+            if writer_how is not None and len(writer_branches) == 1:
+                self.compare(reader, writer_branches[0], at, depth + 1)
+                return
         if writer_how is None:  # the reader combines, the writer does not
             if reader_how in ("anyOf", "oneOf") and any(
                 not self.sub(branch, writer, at, depth + 1) for branch in reader_branches

@@ -150,7 +150,7 @@ def schema_errors(schema: Schema, at: str) -> list[dict[str, str]]:
     try:
         compile_schema(schema)
     except jsonschema_rs.ValidationError as exc:
-        return [{"pointer": at, "detail": str(exc).splitlines()[0]}]
+        return [{"pointer": at + pointer(exc.instance_path), "detail": str(exc).splitlines()[0]}]
     return []
 
 

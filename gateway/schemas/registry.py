@@ -16,8 +16,6 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-import orjson
-
 from gateway.http.problems import Problem, validation_error
 from gateway.schemas.compatibility import (
     DEFAULT_COMPATIBILITY,
@@ -26,7 +24,7 @@ from gateway.schemas.compatibility import (
     breaches,
 )
 from gateway.schemas.document import FIELDS, Contract
-from gateway.schemas.validation import ValueSchema, Violation
+from gateway.schemas.validation import ValueSchema, Violation, parse
 from storage.backend import Backend
 from storage.errors import SchemaVersionConflict
 from storage.types import NewRecord, SchemaVersion, ValueFormat
@@ -122,7 +120,7 @@ def _violations(
             found.append((f"{at}/value_base64", _base64_violation()))
         elif not compiled.value.valid_json(record.value):
             found += [
-                (f"{at}/value", v) for v in compiled.value.violations(orjson.loads(record.value))
+                (f"{at}/value", v) for v in compiled.value.violations(parse(record.value))
             ]
         if compiled.key is not None:
             key = None if record.key is None else record.key.decode("utf-8", "replace")
