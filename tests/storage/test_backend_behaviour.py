@@ -18,7 +18,7 @@ from storage.errors import (
     TopicNotFound,
 )
 from storage.types import NewRecord, TopicConfig, TopicPartition, ValueFormat
-from tests.jetstream.conftest import AnyBackend
+from tests.storage.conftest import AnyBackend
 
 CONFIG = TopicConfig()
 MiB = 1024 * 1024

@@ -12,7 +12,7 @@ import pytest
 from storage.errors import StorageError, StorageUnavailable
 from storage.jetstream import JetStreamBackend
 from storage.types import NewRecord, TopicConfig
-from tests.jetstream.cluster import NatsCluster, free_port
+from tests.nats_cluster import NatsCluster, free_port
 
 RECOVERY_DEADLINE_S = 30.0
 
