@@ -423,6 +423,15 @@ class JetStreamBackend:
         timestamp_ms = await self._message_time(stream, last_sequence)
         return AppendResult(last_sequence - len(records), len(records), timestamp_ms)
 
+    def start_append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> asyncio.Future[AppendResult]:
+        """`append` as a task of its own: a caller that stops awaiting the future (a
+        cancelled request) does not stop the append."""
+        append = asyncio.ensure_future(self.append(topic, partition, records))
+        self._keep_until_done(append)
+        return asyncio.shield(append)
+
     async def _publish(
         self, stream: str, subject: str, records: Sequence[NewRecord]
     ) -> dict[str, Any]:
