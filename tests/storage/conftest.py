@@ -21,7 +21,8 @@ from storage.jetstream import JetStreamBackend
 from storage.types import DurabilityPolicy
 from tests.nats_cluster import NatsCluster, fresh_namespace
 
-BACKENDS = ("embedded", "jetstream")
+# The jetstream half needs nats-server: `-m "not nats"` runs the embedded half alone.
+BACKENDS = ("embedded", pytest.param("jetstream", marks=pytest.mark.nats))
 AnyBackend = EmbeddedBackend | JetStreamBackend
 
 

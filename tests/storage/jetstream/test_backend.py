@@ -21,6 +21,8 @@ from storage.jetstream.api import MAX_ATOMIC_BATCH
 from storage.types import NewRecord, TopicConfig, TopicPartition
 from tests.nats_cluster import NatsCluster, fresh_namespace
 
+pytestmark = pytest.mark.nats
+
 MiB = 1024 * 1024
 
 

@@ -16,6 +16,8 @@ from storage.jetstream import JetStreamBackend
 from storage.types import NewRecord, Record, TopicConfig
 from tests.nats_cluster import NatsCluster, fresh_namespace
 
+pytestmark = pytest.mark.nats
+
 MiB = 1024 * 1024
 PARTITIONS = 2
 PRODUCERS_PER_PARTITION = 3

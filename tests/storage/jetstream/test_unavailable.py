@@ -23,6 +23,7 @@ async def test_open_without_a_server_fails_fast() -> None:
     assert exc_info.value.retriable
 
 
+@pytest.mark.nats
 @pytest.mark.slow
 async def test_a_lost_server_is_unavailable_then_serves_again(
     nats_single_node: NatsCluster,
