@@ -16,8 +16,7 @@ from gateway.groups.membership import Membership
 from gateway.groups.service import ConsumerGroups
 from storage.jetstream import JetStreamBackend
 from storage.types import TopicConfig, TopicPartition
-from tests.jetstream.cluster import NatsCluster
-from tests.jetstream.conftest import fresh_namespace
+from tests.nats_cluster import NatsCluster, fresh_namespace
 
 pytestmark = pytest.mark.timeout(60)
 
