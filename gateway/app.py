@@ -61,7 +61,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
 
 def _context(settings: Settings, backend: Backend) -> Context:
-    limit = getattr(backend, "max_append_records", None)  # MERGE: protocol member
+    limit = backend.max_append_records
     if limit is not None and settings.max_records_per_request > limit:
         # A request is written whole or not at all, so it may not outgrow one atomic append.
         settings = replace(settings, max_records_per_request=limit)

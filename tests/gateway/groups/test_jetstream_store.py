@@ -18,7 +18,7 @@ from storage.jetstream import JetStreamBackend
 from storage.types import TopicConfig, TopicPartition
 from tests.nats_cluster import NatsCluster, fresh_namespace
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(60)]
 
 SESSION_TIMEOUT_S = 2.0
 WAIT_S = 20.0  # a guard against hanging only; nothing asserts a duration
