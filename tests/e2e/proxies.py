@@ -10,6 +10,8 @@ stopped by PID (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -20,12 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.conftest import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy"
 PROXIES = ("nginx", "haproxy", "caddy")
 PREFIX = "/logway"
 START_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
 
 
 def executable(kind: str) -> str | None:
@@ -37,10 +42,19 @@ def executable(kind: str) -> str | None:
     return found
 
 
+@dataclass(frozen=True)
+class Listen:
+    """Where the proxy listens: HTTPS always; cleartext HTTP/1.1 too when `plain` is set."""
+
+    tls: int
+    plain: int | None = None
+
+
 @dataclass
 class Proxy:
     kind: str
     url: str  # https://127.0.0.1:PORT/logway
+    plain_url: str | None  # http://127.0.0.1:PORT/logway, when started with cleartext=True
     process: subprocess.Popen[bytes]
     directory: Path
     log_path: Path
@@ -67,7 +81,7 @@ def substitute(template: str, replacements: Sequence[tuple[str, str]], source: s
     return config
 
 
-def nginx_config(directory: Path, port: int, upstream_ports: Sequence[int],
+def nginx_config(directory: Path, listen: Listen, upstream_ports: Sequence[int],
                  cert: tuple[Path, Path], extra: Mapping[str, str]) -> str:  # fmt: skip
     temp_paths = "".join(
         f"    {kind}_temp_path {directory / kind};\n"
@@ -86,7 +100,8 @@ def nginx_config(directory: Path, port: int, upstream_ports: Sequence[int],
             ("access_log /var/log/nginx/logway-access.log;",
              f"access_log {directory}/access.log;\n{temp_paths}"),
             ("server 127.0.0.1:8080 max_fails=1 fail_timeout=2s;", servers),
-            ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+            ("listen 443 ssl http2;", f"listen 127.0.0.1:{listen.tls} ssl http2;"
+             + (f"\n        listen 127.0.0.1:{listen.plain};" if listen.plain else "")),
             ("ssl_certificate /etc/ssl/logway/cert.pem;", f"ssl_certificate {cert[0]};"),
             ("ssl_certificate_key /etc/ssl/logway/key.pem;", f"ssl_certificate_key {cert[1]};"),
             *extra.items(),
@@ -98,7 +113,7 @@ def nginx_config(directory: Path, port: int, upstream_ports: Sequence[int],
     return config
 
 
-def haproxy_config(directory: Path, port: int, upstream_ports: Sequence[int],
+def haproxy_config(directory: Path, listen: Listen, upstream_ports: Sequence[int],
                    cert: tuple[Path, Path], extra: Mapping[str, str]) -> str:  # fmt: skip
     pem = directory / "logway.pem"  # HAProxy wants the certificate and its key in one file
     pem.write_text(cert[0].read_text() + cert[1].read_text())
@@ -117,7 +132,9 @@ def haproxy_config(directory: Path, port: int, upstream_ports: Sequence[int],
             ("    user haproxy\n", ""),
             ("    group haproxy\n", ""),
             ("maxconn 100000", "maxconn 1000"),  # within the test machine's file limit
-            ("bind :443 ssl crt /etc/ssl/logway/logway.pem", f"bind 127.0.0.1:{port} ssl crt {pem}"),
+            ("bind :443 ssl crt /etc/ssl/logway/logway.pem alpn h2,http/1.1\n",
+             f"bind 127.0.0.1:{listen.tls} ssl crt {pem} alpn h2,http/1.1\n"
+             + (f"    bind 127.0.0.1:{listen.plain}\n" if listen.plain else "")),
             ("    server gateway1 127.0.0.1:8080\n", servers),
             ("    server gateway1 127.0.0.1:8080 track logway/gateway1\n", tracked),
             ("/etc/haproxy/errors/logway-event-stream-retry.http",
@@ -128,7 +145,7 @@ def haproxy_config(directory: Path, port: int, upstream_ports: Sequence[int],
     )  # fmt: skip
 
 
-def caddy_config(directory: Path, port: int, upstream_ports: Sequence[int],
+def caddy_config(directory: Path, listen: Listen, upstream_ports: Sequence[int],
                  cert: tuple[Path, Path], extra: Mapping[str, str]) -> str:  # fmt: skip
     upstreams = " ".join(f"127.0.0.1:{p}" for p in upstream_ports)
     return substitute(
@@ -138,7 +155,9 @@ def caddy_config(directory: Path, port: int, upstream_ports: Sequence[int],
             # no HTTP/3 (UDP) listener: only the one TCP port the test chose
             ("\tadmin localhost:2019\n",
              "\tadmin off\n\tauto_https disable_redirects\n\tservers {\n\t\tprotocols h1 h2\n\t}\n"),
-            ("logway.example.com {", f"https://127.0.0.1:{port} {{"),
+            ("logway.example.com {",
+             (f"http://127.0.0.1:{listen.plain} {{\n\timport logway\n}}\n\n" if listen.plain else "")
+             + f"https://127.0.0.1:{listen.tls} {{"),
             ("tls /etc/ssl/logway/cert.pem /etc/ssl/logway/key.pem", f"tls {cert[0]} {cert[1]}"),
             ("to 127.0.0.1:8080", f"to {upstreams}"),
             *extra.items(),
@@ -161,14 +180,16 @@ def _command(kind: str, binary: str, directory: Path, config: Path, log: Path) -
 
 
 def start_proxy(kind: str, directory: Path, upstream_ports: Sequence[int],
-                cert: tuple[Path, Path], extra: Mapping[str, str] | None = None) -> Proxy:  # fmt: skip
-    """The proxy `kind` from its docs/deploy file, in front of the gateways on `upstream_ports`."""
+                cert: tuple[Path, Path], extra: Mapping[str, str] | None = None,
+                cleartext: bool = False) -> Proxy:  # fmt: skip
+    """The proxy `kind` from its docs/deploy file, in front of the gateways on `upstream_ports`;
+    with `cleartext`, also on a cleartext HTTP/1.1 port (as behind a TLS-terminating balancer)."""
     binary = executable(kind)
     assert binary is not None, f"{kind} is not installed"
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    listen = Listen(free_port(), free_port() if cleartext else None)
     config_path = directory / _FILES[kind]
-    config_path.write_text(_CONFIGS[kind](directory, port, upstream_ports, cert, extra or {}))
+    config_path.write_text(_CONFIGS[kind](directory, listen, upstream_ports, cert, extra or {}))
     log_path = directory / "proxy.log"
     # Caddy keeps its state under the XDG directories: the test's own, not the user's.
     env = {**os.environ, "XDG_DATA_HOME": str(directory), "XDG_CONFIG_HOME": str(directory)}
@@ -180,9 +201,14 @@ def start_proxy(kind: str, directory: Path, upstream_ports: Sequence[int],
             stdin=subprocess.DEVNULL,
             env=env,
         )
-    proxy = Proxy(kind, f"https://127.0.0.1:{port}{PREFIX}", process, directory, log_path)
+    plain_url = f"http://127.0.0.1:{listen.plain}{PREFIX}" if listen.plain else None
+    proxy = Proxy(
+        kind, f"https://127.0.0.1:{listen.tls}{PREFIX}", plain_url, process, directory, log_path
+    )
     try:
-        _wait_listening(proxy, port)
+        for port in (listen.tls, listen.plain):
+            if port is not None:
+                _wait_listening(proxy, port)
     except BaseException:
         proxy.stop()
         raise
@@ -202,3 +228,29 @@ def _wait_listening(proxy: Proxy, port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{proxy.kind} is not listening after {START_TIMEOUT_S} s:\n{proxy.log()}")
+
+
+async def assert_idle_stream_outlives(client: httpx.AsyncClient, quiet_s: float) -> None:
+    """An SSE stream of a new topic, read for `quiet_s` with nothing but heartbeats, then
+    still open: a record produced now arrives on it (the proxy's timeouts cut nothing)."""
+    created = await client.put("/v1/topics/quiet", json={"partitions": 1})
+    assert created.status_code == 201, created.text
+    headers = {"Accept": "text/event-stream"}
+    async with client.stream("GET", "/v1/topics/quiet/events", headers=headers) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        pings = 0
+        loop = asyncio.get_running_loop()
+        until = loop.time() + quiet_s
+        while loop.time() < until:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                pings += (await anext(lines)).startswith(": ping")
+        assert pings >= 2
+        produced = await client.post("/v1/topics/quiet/records", json={"records": [{"value": 8}]})
+        assert produced.status_code == 200, produced.text
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            async for line in lines:
+                if line.startswith("data: "):
+                    assert json.loads(line[6:])["value"] == 8
+                    return
+    raise AssertionError("the stream ended before the record arrived")

@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.conftest import Gateway, GatewayFactory, SseEvent, sse_events
 from tests.e2e.js_harness import gateway_port
-from tests.e2e.proxies import PREFIX, Proxy, executable, start_proxy
+from tests.e2e.proxies import PREFIX, Proxy, assert_idle_stream_outlives, executable, start_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -148,25 +148,8 @@ async def test_idle_stream_outlives_proxy_read_timeout(
 ) -> None:
     nginx, _ = proxied
     async with _client(nginx, tls_cert) as client:
-        assert (await client.put("/v1/topics/quiet", json={"partitions": 1})).status_code == 201
-        async with client.stream("GET", "/v1/topics/quiet/events", headers=SSE) as stream:
-            lines = stream.aiter_lines()
-            pings = 0
-            # Read for two proxy_read_timeouts with no record: only heartbeats arrive.
-            loop = asyncio.get_running_loop()
-            until = loop.time() + 2 * PROXY_READ_TIMEOUT_S + 0.5
-            while loop.time() < until:
-                async with asyncio.timeout(READ_TIMEOUT_S):
-                    line = await anext(lines)
-                pings += line.startswith(": ping")
-            assert pings >= 2
-            # The same stream, still open, delivers a record produced now.
-            await _produce(client, "quiet", [8])
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                async for line in lines:
-                    if line.startswith("data: "):
-                        assert json.loads(line[6:])["value"] == 8
-                        break
+        # two proxy_read_timeouts with no record: only heartbeats arrive
+        await assert_idle_stream_outlives(client, 2 * PROXY_READ_TIMEOUT_S + 0.5)
 
 
 async def test_forwarded_headers_and_prefix_only_from_the_trusted_proxy(

@@ -10,8 +10,9 @@ For each proxy:
   under test is the proxy, not NATS replication), while records are produced through the
   proxy (with Idempotency-Key, retried until acknowledged);
 - a single gateway on the embedded log down for 10 s, then back on the same port and data;
-- the produce->event latency of one record through the proxy, beside the same gateway
-  reached directly, interleaved in one run (printed; bench/RESULTS.md keeps the figures).
+- the produce->event latency of one record through the proxy (over HTTPS and over
+  cleartext), beside the same gateway reached directly, interleaved in one run (printed;
+  bench/RESULTS.md keeps the figures).
 
 Every acknowledged record reaches the EventSource once, in offset order per partition, and
 the EventSource never gives up. Nothing here asserts a duration.
@@ -45,7 +46,13 @@ from tests.e2e.js_harness import (
     node_modules_or_skip,
     node_or_skip,
 )
-from tests.e2e.proxies import PROXIES, Proxy, executable, start_proxy
+from tests.e2e.proxies import (
+    PROXIES,
+    Proxy,
+    assert_idle_stream_outlives,
+    executable,
+    start_proxy,
+)
 from tests.jetstream.cluster import NatsCluster
 
 pytestmark = [
@@ -57,7 +64,7 @@ pytestmark = [
 
 CLIENT = Path(__file__).resolve().parent / "eventsource_client.mjs"
 OUTAGE_S = 10.0
-LATENCY_RECORDS = 600  # 300 through the proxy, 300 direct, interleaved
+LATENCY_RECORDS = 900  # 300 each through the proxy (HTTPS, HTTP) and direct, interleaved
 READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
 SSE = {"Accept": "text/event-stream"}
 _namespaces = itertools.count(1)
@@ -420,11 +427,16 @@ async def test_latency_through_proxy(
     tls_cert: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    """Produce one record, time it until its event reaches an EventSource: through the
-    proxy (HTTPS) and straight to the gateway (cleartext), interleaved. Printed, not
-    asserted (bench/RESULTS.md keeps the figures)."""
+    """Produce one record and time it until its event reaches an EventSource: through the
+    proxy over HTTPS (the documented frontend), through it over cleartext HTTP/1.1 (as behind
+    a TLS-terminating balancer: where HAProxy without http-no-delay held each event ~200
+    ms), and straight to the gateway, interleaved in one run. Printed, not asserted
+    (bench/RESULTS.md keeps the figures)."""
     gateway = start_gateway("--fsync", "never")  # the proxy's part, not the disk's
-    proxy = start_proxy(proxy_kind, tmp_path / "proxy", [gateway_port(gateway)], tls_cert)
+    proxy = start_proxy(
+        proxy_kind, tmp_path / "proxy", [gateway_port(gateway)], tls_cert, cleartext=True
+    )
+    routes = {"https": proxy.url, "http": proxy.plain_url, "direct": gateway.url}
     try:
         async with _https(proxy, tls_cert[0]) as client:
             created = await client.put("/v1/topics/latency", json={"partitions": 1})
@@ -433,15 +445,44 @@ async def test_latency_through_proxy(
         result = await asyncio.to_thread(
             subprocess.run,
             [node_or_skip(), str(CLIENT), "latency", str(LATENCY_RECORDS), "latency",
-             f"{proxy_kind}={proxy.url}", f"direct={gateway.url}"],
+             *(f"{name}={url}" for name, url in routes.items())],
             env=env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
     finally:
         proxy.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     samples: dict[str, list[float]] = json.loads(result.stdout.splitlines()[-1])["latency_ms"]
-    line = []
-    for name in (proxy_kind, "direct"):
-        p50, p99 = _percentiles(samples[name])
-        line.append(f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms (n={len(samples[name])})")
-    print("produce->event, one record: " + "; ".join(line))
+    figures = {name: _percentiles(samples[name]) for name in routes}
+    direct_p50, direct_p99 = figures["direct"]
+    for name, (p50, p99) in figures.items():
+        print(
+            f"produce->event, one record, {proxy_kind} {name}: p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms (n={len(samples[name])}; "
+            f"x{p50 / direct_p50:.2f} / x{p99 / direct_p99:.2f} of direct)"
+        )
+
+
+# -- HAProxy's timeouts ----------------------------------------------------------------------------
+
+HAPROXY_TIMEOUT_S = 2
+HEARTBEAT_S = 0.5
+
+
+async def test_idle_stream_outlives_haproxy_timeouts(
+    start_gateway: GatewayFactory, tls_cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """HAProxy cuts a connection quiet for `timeout client`/`timeout server`; heartbeats
+    keep an idle stream under both (here 2 s timeouts, 0.5 s heartbeats, read for 4.5 s)."""
+    if executable("haproxy") is None:
+        missing_tool("haproxy is not installed (Debian package `haproxy`; .ci/run installs it)")
+    gateway = start_gateway("--heartbeat-s", str(HEARTBEAT_S))
+    short = {
+        "timeout client 75s": f"timeout client {HAPROXY_TIMEOUT_S}s",
+        "timeout server 75s": f"timeout server {HAPROXY_TIMEOUT_S}s",
+    }
+    proxy = start_proxy("haproxy", tmp_path / "proxy", [gateway_port(gateway)], tls_cert, short)
+    try:
+        async with _https(proxy, tls_cert[0]) as client:
+            await assert_idle_stream_outlives(client, 2 * HAPROXY_TIMEOUT_S + 0.5)
+    finally:
+        proxy.stop()
