@@ -284,6 +284,7 @@ async def _until_in_rotation(client: httpx.AsyncClient, gateway: Gateway, topic:
 # -- rolling restart ---------------------------------------------------------------------------
 
 
+@pytest.mark.nats
 async def test_rolling_restart_of_two_gateways(
     proxy_kind: str,
     nats_node: NatsCluster,
