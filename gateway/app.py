@@ -75,7 +75,8 @@ def _context(settings: Settings, backend: Backend) -> Context:
 
 
 def begin_shutdown(app: Starlette) -> None:
-    """End every open stream and long poll now, cleanly; new ones are refused with a 503.
+    """End every open stream and long poll now, cleanly; new ones are refused with a 503
+    (an SSE client gets an empty stream with `retry:`, which EventSource retries).
 
     Synchronous and idempotent, so a signal handler can call it directly on the loop.
     """
