@@ -53,7 +53,7 @@ from tests.e2e.proxies import (
     executable,
     start_proxy,
 )
-from tests.jetstream.cluster import NatsCluster
+from tests.nats_cluster import NatsCluster
 
 pytestmark = [
     pytest.mark.e2e,
