@@ -6,6 +6,7 @@ the ones in `storage.errors`. Offsets are dense per partition and start at 0.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -22,6 +23,11 @@ from storage.types import (
 
 
 class Backend(Protocol):
+    @property
+    def max_append_records(self) -> int | None:
+        """The most records one `append` takes (an atomic batch limit of the store); None
+        when appends have no such limit. Larger appends raise AppendTooLarge."""
+
     async def close(self) -> None:
         """Flush and fsync what is pending, wake every waiter, release files and connections."""
 
@@ -53,6 +59,17 @@ class Backend(Protocol):
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> AppendResult:
         """Append atomically (all records or none) and return once durable per the policy."""
+
+    def start_append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> asyncio.Future[AppendResult]:
+        """Start an `append` now and return its future, so a caller can start several
+        before awaiting any (produce to many partitions).
+
+        The append goes ahead whatever happens to the caller: cancelling the future (a
+        cancelled request) only stops waiting for it. May raise at once what `append`
+        would raise before writing anything.
+        """
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

@@ -60,6 +60,8 @@ MIN_FREE_BYTES = 16 * 1024 * 1024
 class EmbeddedBackend:
     """storage.backend.Backend on local files. Create with `await EmbeddedBackend.open(...)`."""
 
+    max_append_records: int | None = None  # an append of any size is one batch of the log
+
     def __init__(self, data_dir: Path, catalog: Catalog, engine: LogEngine) -> None:
         self.data_dir = data_dir
         self._catalog = catalog

@@ -1,12 +1,12 @@
 """The consumer-group coordinator: a pure state machine, one instance per group.
 
 Events in, decisions out, as in h11: no I/O, no asyncio, no clock (time arrives as `now_ms`
-inside the events). gateway/groups.py wraps it with timers and storage; a JetStream-backed
-adapter can wrap the same class with another membership store.
+inside the events). gateway/groups/service.py feeds it through a membership store, which
+owns the timers (memory_store.py) or shares the state across gateways (jetstream_store.py).
 
 A member subscribes to one topic; a group may have members on several topics, and each
 topic's partitions are shared among that topic's members by the assignor (sticky by
-default, see gateway/assignors.py). The generation is group-wide: it grows by one on every
+default, see gateway/groups/assignors.py). The generation is group-wide: it grows by one on every
 change of membership (and on a seek of a topic that has members), which fences every
 commit made against an earlier one.
 

@@ -134,7 +134,8 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
-    """Factory of running gateways; call it again with the same data_dir to restart."""
+    """Factory of running gateways; call it again with the same data_dir (and port, for
+    a proxy that knows the old one) to restart."""
     pytest.importorskip("gateway.app", reason="the app (gateway/app.py) has not landed yet")
     started = _Started()
 
@@ -142,8 +143,9 @@ def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
         *extra_args: str,
         data_dir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        port: int | None = None,
     ) -> Gateway:
-        port = free_port()
+        port = port or free_port()
         data_dir = data_dir or tmp_path / "data"
         args = [
             "serve",

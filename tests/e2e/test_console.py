@@ -29,7 +29,8 @@ from tests.e2e.js_harness import (
     node_or_skip,
     run_node,
 )
-from tests.e2e.test_nginx import Nginx, proxied  # noqa: F401 (a fixture)
+from tests.e2e.proxies import Proxy
+from tests.e2e.test_nginx import proxied  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -153,7 +154,7 @@ def test_console_shows_topics_groups_and_a_live_tail_and_produces(
 
 
 def test_console_works_under_a_path_prefix_behind_nginx(
-    proxied: tuple[Nginx, Gateway],  # noqa: F811 (the fixture imported above)
+    proxied: tuple[Proxy, Gateway],  # noqa: F811 (the fixture imported above)
     browser: dict[str, str],
 ) -> None:
     """nginx forwards only /logway/ (over HTTP/2 and TLS): a URL that forgot the prefix fails."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from storage.errors import (
+    AppendTooLarge,
     GroupNotFound,
     InvalidTopicName,
     OffsetOutOfRange,
@@ -18,10 +19,11 @@ from storage.errors import (
     TopicNotFound,
 )
 from storage.types import NewRecord, TopicConfig, TopicPartition, ValueFormat
-from tests.jetstream.conftest import AnyBackend
+from tests.storage.conftest import AnyBackend
 
 CONFIG = TopicConfig()
 MiB = 1024 * 1024
+WAIT_S = 30.0  # a guard against hanging only; nothing asserts a duration
 
 # Keys and headers NATS headers cannot carry as text: they must round-trip byte for byte.
 HOSTILE_RECORDS = [
@@ -145,6 +147,51 @@ async def test_cancelled_appends_leave_the_log_dense(backend: AnyBackend) -> Non
     records = await backend.read("t", 0, 0, 1000, MiB)
     assert [r.offset for r in records] == list(range(len(records)))
     assert records[result.base_offset].value == b"last"
+
+
+async def test_started_appends_finish_when_their_caller_is_cancelled(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+
+    async def produce() -> None:
+        started = [backend.start_append("t", p, [NewRecord(b"a"), NewRecord(b"b")]) for p in (0, 1)]
+        for future in started:
+            await future
+
+    caller = asyncio.ensure_future(produce())
+    await asyncio.sleep(0)  # the caller started both appends and awaits the first
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for p in (0, 1):
+        assert await backend.wait_for_records("t", {p: 1}, WAIT_S)
+        assert [r.value for r in await backend.read("t", p, 0, 10, MiB)] == [b"a", b"b"]
+
+
+async def test_started_appends_resolve_like_appends(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+    started = [backend.start_append("t", p, [NewRecord(b"x")] * (p + 1)) for p in (0, 1, 0)]
+    results = [await future for future in started]
+    assert [(r.base_offset, r.count) for r in results] == [(0, 1), (0, 2), (1, 1)]
+    with pytest.raises(TopicNotFound):
+        await backend.start_append("missing", 0, [NewRecord(b"x")])
+    with pytest.raises(PartitionNotFound):
+        await backend.start_append("t", 2, [NewRecord(b"x")])
+
+
+async def test_max_append_records_is_the_largest_whole_append(backend: AnyBackend) -> None:
+    """None: no limit of the backend's own (the embedded log takes 1,500 records, more
+    than one JetStream atomic batch, as one append); else that many and no more."""
+    await backend.create_topic("t", 1, CONFIG)
+    limit = backend.max_append_records
+    size = 1500 if limit is None else limit
+    result = await backend.append("t", 0, [NewRecord(b"%d" % i) for i in range(size)])
+    assert (result.base_offset, result.count) == (0, size)
+    if limit is not None:
+        with pytest.raises(AppendTooLarge):
+            await backend.append("t", 0, [NewRecord(b"x")] * (limit + 1))
+    assert (await backend.partition_info("t", 0)).end_offset == size
 
 
 async def test_records_round_trip_exactly(backend: AnyBackend) -> None:
