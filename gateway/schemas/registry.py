@@ -119,9 +119,7 @@ def _violations(
         if record.value_format is ValueFormat.BYTES:
             found.append((f"{at}/value_base64", _base64_violation()))
         elif not compiled.value.valid_json(record.value):
-            found += [
-                (f"{at}/value", v) for v in compiled.value.violations(parse(record.value))
-            ]
+            found += [(f"{at}/value", v) for v in compiled.value.violations(parse(record.value))]
         if compiled.key is not None:
             key = None if record.key is None else record.key.decode("utf-8", "replace")
             found += [(f"{at}/key", v) for v in compiled.key.violations(key)]
