@@ -176,6 +176,9 @@ export interface TopicInfo {
   name: string;
   partitions: PartitionInfo[];
   config: Readonly<TopicConfig>;
+  /** The schema version produce checks records against (null: none). */
+  schemaVersion: number | null;
+  compatibility: Compatibility | null;
 }
 
 export interface TopicSummary {

@@ -311,6 +311,8 @@ function decodeTopic(doc) {
       bytes: p.bytes,
     })),
     config: Object.freeze({ ...(doc.config ?? {}) }),
+    schemaVersion: doc.schema_version ?? null,
+    compatibility: doc.compatibility ?? null,
   };
 }
 
