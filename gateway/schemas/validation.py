@@ -253,6 +253,7 @@ def _object(schema: dict[str, Any], depth: int) -> Any | None:
         kw_only=True,
         rename=rename,
         forbid_unknown_fields=rest is False,
+        gc=False,  # decoded only to be checked and dropped: no cycle to collect
     )
 
 
