@@ -54,7 +54,7 @@ permissions = ["produce:topic:orders*", "consume:topic:orders*", "consume:group:
 
 [keys.ops]
 sha256 = "{digest(ADMIN_KEY)}"
-permissions = ["admin:topic:*", "admin:group:*"]
+permissions = ["admin:topic:*", "admin:group:*", "admin:metrics"]
 """
     )
     return path
@@ -114,6 +114,8 @@ async def test_api_keys_by_topic_pattern_and_nothing_written_when_refused(
         assert len(pulled.json()["records"]) == 1
         _problem(await writer.get("/v1/topics/payments/partitions/0/records"), 403, "forbidden")
         _problem(await writer.post("/v1/groups/other/seek", json={}), 403, "forbidden")
+        body = _problem(await writer.get("/metrics"), 403, "forbidden")
+        assert (body["action"], body["kind"]) == ("admin", "metrics")
     assert (await backend.partition_info("payments", 0)).end_offset == 0
     assert [t.name for t in await backend.list_topics()] == ["orders", "payments"]
 
