@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tests.e2e.conftest import Gateway, GatewayFactory, start_gateway  # noqa: F401 (a fixture)
+from tests.security.tokens import HS256_SECRET
 
-HS256_SECRET = "security-suite-hs256-secret-of-48-bytes-long-ok!"
 ALLOWED_ORIGIN = "https://app.example"
 PRINCIPALS: Mapping[str, tuple[str, ...]] = {
     "payments": ("produce:topic:secret", "consume:topic:secret", "consume:group:payments"),

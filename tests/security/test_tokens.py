@@ -8,9 +8,6 @@ gateway and want nothing but a 401 (or a 200 for a token that really is valid).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -25,21 +22,10 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import LOGWAY, free_port
 from tests.gateway.conftest import check_response, problem_type
-from tests.security.conftest import HS256_SECRET, SecureGateway
+from tests.security.conftest import SecureGateway
+from tests.security.tokens import CLAIMS, CREDENTIALS, HEADERS, hs256_raw
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hs256_raw(header: Any, payload: str, secret: str = HS256_SECRET) -> str:
-    """A token with any header and payload text, correctly signed with the HS256 secret:
-    PyJWT's encoder would refuse to make most of these."""
-    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(payload.encode())
-    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return signing_input + "." + _b64(signature)
 
 
 def _assert_401(secured: SecureGateway, token: str, why: str) -> None:
@@ -84,32 +70,6 @@ def test_a_token_signed_for_another_kind_of_key_is_a_401(secure_gateway: SecureG
     assert "Traceback" not in secure_gateway.gateway.log()
 
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-CLAIMS = st.fixed_dictionaries(
-    {},
-    optional={
-        "sub": JSON_VALUES,
-        "exp": JSON_VALUES | st.integers(min_value=int(time.time()), max_value=10**500),
-        "nbf": JSON_VALUES,
-        "iat": JSON_VALUES,
-        "aud": JSON_VALUES,
-        "iss": JSON_VALUES,
-        "permissions": JSON_VALUES | st.lists(st.sampled_from(["admin:topic:*", "x", ""])),
-        "scope": JSON_VALUES,
-    },
-)
-HEADERS = st.fixed_dictionaries(
-    {"alg": st.sampled_from(["HS256", "RS256", "ES256", "none", "HS512", ""]) | JSON_VALUES},
-    optional={"kid": st.sampled_from(["rsa-1", "ec-1", "nope"]) | JSON_VALUES,
-              "crit": JSON_VALUES, "b64": JSON_VALUES, "typ": JSON_VALUES},
-)  # fmt: skip
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -130,25 +90,8 @@ def test_fuzzed_tokens_signed_with_the_real_secret_are_a_200_or_a_401(
         assert problem_type(response) == "unauthorized"
 
 
-TOKEN_TEXT = st.text(
-    # visible ASCII and obs-text (what HTTP allows in a field value), no cookie separators
-    st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters=';,\\"\x7f'),
-    min_size=1,
-    max_size=300,
-)
-
-
 @FUZZ
-@given(
-    token=TOKEN_TEXT
-    | st.builds(lambda a, b, c: f"{a}.{b}.{c}", TOKEN_TEXT, TOKEN_TEXT, TOKEN_TEXT)
-    | st.builds(
-        lambda h, p: f"{_b64(h)}.{_b64(p)}.",
-        st.binary(max_size=200),
-        st.binary(max_size=200),
-    ),
-    where=st.sampled_from(["bearer", "api-key", "cookie"]),
-)
+@given(token=CREDENTIALS, where=st.sampled_from(["bearer", "api-key", "cookie"]))
 def test_fuzzed_credentials_are_a_401(
     secure_gateway: SecureGateway, token: str, where: str
 ) -> None:
