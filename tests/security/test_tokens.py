@@ -71,7 +71,7 @@ def test_a_token_signed_for_another_kind_of_key_is_a_401(secure_gateway: SecureG
 
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=75,  # tests/gateway/http/test_auth.py fuzzes the same boundary in process
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
