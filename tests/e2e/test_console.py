@@ -140,6 +140,9 @@ def test_console_shows_topics_groups_and_a_live_tail_and_produces(
         page = client.get("/console")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # no other site may frame it; the browser run shows the policy lets the console work
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
         script = client.get("/console/logway.js")  # the JS client, from clients/js
         assert script.status_code == 200
         assert script.headers["content-type"].split(";")[0] in {
