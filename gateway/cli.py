@@ -200,7 +200,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = config.load(given_flags(args), args.config)
-    except (config.ConfigError, TypeError, ValueError) as exc:
+    except config.ConfigError as exc:  # a bad value, not a bad command line: no usage text
+        print(f"logway serve: {exc}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     # Checked on the merged settings, so a certificate from --config or LOGWAY_* counts too.
     if (settings.certfile is None) != (settings.keyfile is None):

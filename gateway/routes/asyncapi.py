@@ -1,7 +1,8 @@
 """GET /asyncapi.json: the AsyncAPI 3.0 document of the live topics (gateway/schemas/asyncapi.py).
 
 Generated on each request, so it always shows the topics and schema versions of now. With
-auth on, any authenticated principal may read it, as it may list the topics.
+auth on, any authenticated principal may read it, and it shows the topics the principal
+may see (as the topic list does).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.context import context
+from gateway.http.auth import may_see
 from gateway.routes.ops import openapi_document
 from gateway.schemas.asyncapi import document
 from gateway.schemas.registry import compatibility
@@ -22,7 +24,7 @@ from gateway.schemas.registry import compatibility
 async def asyncapi_json(request: Request) -> Response:
     ctx = context(request)
     backend = ctx.backend
-    topics = await backend.list_topics()
+    topics = [t for t in await backend.list_topics() if may_see(request.scope, "topic", t.name)]
     latest = await asyncio.gather(*(backend.latest_schema(t.name) for t in topics))
     rules = await asyncio.gather(*(compatibility(backend, t.name) for t in topics))
     root_path = (request.scope.get("root_path") or ctx.settings.root_path).rstrip("/")

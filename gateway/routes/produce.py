@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import Context, app_context
+from gateway.http.auth import principal_identity
 from gateway.http.body import limited_stream, media_type, read_body
 from gateway.http.problems import Problem
 from gateway.produce import idempotency
@@ -128,7 +129,7 @@ async def produce(scope: Scope, receive: Receive, send: Send) -> None:
     answer = await idempotency.once(
         ctx.backend,
         ctx.idempotency_locks,
-        key,
+        idempotency.scoped_key(principal_identity(scope), topic, key),
         digest.hexdigest(),
         ctx.settings.idempotency_ttl_ms,
         write,

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import Context, context
+from gateway.http.auth import principal_identity
 from gateway.http.problems import Problem, from_storage_error
 from gateway.streams.formats import ndjson_chunks, sse_chunks
 from gateway.streams.group_stream import GroupStream, announcement, follow, group_starts
@@ -182,7 +183,7 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
     await start_positions(ctx.backend, topic, [], start)  # validates from= before joining
     if request.method == "HEAD":  # headers only: no membership for a response with no body
         return Response(media_type=format, headers=STREAM_HEADERS)
-    membership = await ctx.groups.join(group, topic)
+    membership = await ctx.groups.join(group, topic, principal=principal_identity(request.scope))
     session_s = ctx.settings.group_session_timeout_s
     stream = GroupStream(ctx.backend, membership, heartbeat_s=session_s / 3)
     try:

@@ -1,4 +1,8 @@
-"""Topics: list, create (idempotent), describe, delete."""
+"""Topics: list, create (idempotent), describe, delete.
+
+With auth on, the list names only the topics the principal has a right on (any action), so
+it cannot learn the names of the others; the other routes are guarded by the middleware.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import context
+from gateway.http.auth import may_see
 from gateway.http.body import as_int, read_body, require_json
 from gateway.http.problems import Problem, validation_error
 from gateway.http.routing import resource
@@ -96,6 +101,7 @@ async def list_topics(request: Request) -> Response:
             "topics": [
                 {"name": t.name, "partitions": t.partitions}
                 for t in sorted(topics, key=lambda t: t.name)
+                if may_see(request.scope, "topic", t.name)
             ]
         }
     )

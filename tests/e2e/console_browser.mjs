@@ -13,11 +13,14 @@
 // Checks: the page loads over the gateway (no request fails), the topic and group are
 // shown, a record produced through the form appears in the live tail (filtered by its key
 // and a header), the topic's end offset and the group's lag go up by one, the topic's
-// Contract tab shows its schema versions, rule and an example record, and the screenshot is
-// saved. Exits non-zero with the reason and the browser's console output otherwise.
+// Contract tab shows its schema versions, rule and an example record, nothing the page does
+// breaks its Content-Security-Policy, and the screenshot is saved. Exits non-zero with the
+// reason and the browser's console output otherwise.
 
 import { createRequire } from 'node:module';
 import path from 'node:path';
+
+import { launchChromium } from './chromium.mjs';
 
 const env = (name, fallback) => {
   const value = process.env[name] ?? fallback;
@@ -35,19 +38,7 @@ const token = process.env.CONSOLE_TOKEN || null;
 const screenshotPath = env('SCREENSHOT_PATH');
 const GUARD_MS = 15_000; // the longest any one step may take (a guard, not an assertion)
 
-const context = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
+const context = await launchChromium(chromium, env('USER_DATA_DIR'), {
   ignoreHTTPSErrors: true, // the test's nginx has a self-signed certificate
   viewport: { width: 1440, height: 960 },
   deviceScaleFactor: 1,
@@ -61,7 +52,11 @@ try {
   }
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(GUARD_MS);
-  page.on('console', (message) => browserLog.push(`[${message.type()}] ${message.text()}`));
+  page.on('console', (message) => {
+    browserLog.push(`[${message.type()}] ${message.text()}`);
+    // the page's Content-Security-Policy must allow everything the console does
+    if (message.text().includes('Content Security Policy')) failures.push(`CSP: ${message.text()}`);
+  });
   page.on('pageerror', (error) => failures.push(`page error: ${error.message}`));
   page.on('response', (response) => {
     if (response.status() >= 400) failures.push(`${response.status()} ${response.request().method()} ${response.url()}`);

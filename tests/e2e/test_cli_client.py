@@ -315,7 +315,7 @@ def test_client_commands_without_the_client_installed(
     assert "pip install" in capsys.readouterr().err
 
 
-ORDER_SCHEMA = {
+ORDER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"order_id": {"type": "string"}, "amount": {"type": "number", "minimum": 0}},
     "required": ["order_id", "amount"],

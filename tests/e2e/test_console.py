@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,7 @@ NODE_TIMEOUT_S = 90.0  # a guard against hanging; nothing asserts a duration
 TOPIC, LAGGING_GROUP = "orders", "notifications"
 API_KEY = "console-test-key"
 # the topic's contract, shown in its Contract tab (two versions: v2 adds an optional coupon)
-ORDER_CREATED = {
+ORDER_CREATED: dict[str, Any] = {
     "type": "object",
     "properties": {
         "type": {"const": "OrderCreated"},
@@ -157,6 +158,9 @@ def test_console_shows_topics_groups_and_a_live_tail_and_produces(
         page = client.get("/console")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # no other site may frame it; the browser run shows the policy lets the console work
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
         script = client.get("/console/logway.js")  # the JS client, from clients/js
         assert script.status_code == 200
         assert script.headers["content-type"].split(";")[0] in {
