@@ -442,3 +442,6 @@ async def test_reading_needs_consume_or_produce_and_changing_needs_admin(
             == "forbidden"
         )
         assert [v.version for v in await backend.schema_versions("orders")] == [1]
+        for name, shown in (("consumer", ["orders"]), ("outsider", [])):
+            described = await client.get("/asyncapi.json", headers=as_(name))
+            assert (described.status_code, list(described.json()["channels"])) == (200, shown)
