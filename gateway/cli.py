@@ -257,6 +257,7 @@ CLIENT_COMMANDS = {
     "consume": "print records as NDJSON (logway_client)",
     "topics": "list, describe, create, delete topics (logway_client)",
     "groups": "list, describe (with lag), seek, delete consumer groups (logway_client)",
+    "schemas": "register, get, list, delete a topic's schemas (logway_client)",
 }
 
 

@@ -102,7 +102,7 @@ class Permission:
 
     def allows(self, action: str, kind: str, name: str) -> bool:
         return (
-            (self.action == action or self.action == "admin")
+            (self.action in action.split("|") or self.action == "admin")  # "a|b": a or b
             and self.kind == kind
             and fnmatch.fnmatchcase(name, self.pattern)
         )
@@ -142,6 +142,7 @@ _RULES: list[tuple[str, re.Pattern[str], str | None, str]] = [
     # join, seek and commit check each topic they name.
     ("GET", re.compile(r"/v1/topics$"), None, "topic"),
     ("GET", re.compile(r"/v1/groups$"), None, "group"),
+    ("GET", re.compile(r"/asyncapi\.json$"), None, "topic"),  # shows the topics one may see
     ("GET", re.compile(r"/metrics$"), "admin", "metrics"),
     ("PUT", re.compile(_TOPIC + "$"), "admin", "topic"),
     ("DELETE", re.compile(_TOPIC + "$"), "admin", "topic"),
@@ -149,6 +150,11 @@ _RULES: list[tuple[str, re.Pattern[str], str | None, str]] = [
     ("POST", re.compile(_TOPIC + "/records$"), "produce", "topic"),
     ("GET", re.compile(_TOPIC + "/partitions/[^/]+/records$"), "consume", "topic"),
     ("GET", re.compile(_TOPIC + "/events$"), "consume", "topic"),
+    # a topic's schemas: producers and consumers read them, admins change them
+    ("GET", re.compile(_TOPIC + "/schemas(/[^/]+)?$"), "consume|produce", "topic"),
+    ("POST", re.compile(_TOPIC + "/schemas$"), "admin", "topic"),
+    ("PUT", re.compile(_TOPIC + "/schemas/compatibility$"), "admin", "topic"),
+    ("DELETE", re.compile(_TOPIC + "/schemas/[^/]+$"), "admin", "topic"),
     ("GET", re.compile(_GROUP + "$"), "consume", "group"),
     ("DELETE", re.compile(_GROUP + "$"), "admin", "group"),
     ("POST", re.compile(_GROUP + "/offsets$"), "consume", "group"),
@@ -179,10 +185,11 @@ def required_permissions(
 
 
 def forbidden(principal: Principal, action: str, kind: str, name: str) -> Problem:
+    """`action` "a|b" (either will do) reads "a or b"; the `action` member names the first."""
     return Problem(
         "forbidden",
-        f"{principal.name!r} may not {action} {kind} {name!r}",
-        action=action,
+        f"{principal.name!r} may not {action.replace('|', ' or ')} {kind} {name!r}",
+        action=action.split("|")[0],
         kind=kind,
         name=name,
     )

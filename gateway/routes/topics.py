@@ -18,6 +18,7 @@ from gateway.http.auth import may_see
 from gateway.http.body import as_int, read_body, require_json
 from gateway.http.problems import Problem, validation_error
 from gateway.http.routing import resource
+from gateway.schemas.registry import compatibility
 from storage.backend import Backend
 from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo
@@ -70,6 +71,7 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
     partitions = await asyncio.gather(
         *(backend.partition_info(info.name, p) for p in range(info.partitions))
     )
+    latest = await backend.latest_schema(info.name)
     return {
         "name": info.name,
         "partitions": [
@@ -82,6 +84,9 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
             for p in partitions
         ],
         "config": config_to_json(info.config),
+        # the schema version produce checks against (GET .../schemas for the versions)
+        "schema_version": None if latest is None else latest.version,
+        "compatibility": (await compatibility(backend, info.name)).value,
     }
 
 

@@ -11,6 +11,12 @@ KV protocol over the raw API so every write can carry a revision check or a TTL)
     <ns>_idempotency  sha256(key) = 8-byte expiry (ms) + result, with a Nats-TTL
     <ns>_members      consumer-group membership, written by the gateway through
                       `key_value("members")`
+    <ns>_schemas      key = the topic's stream stem; JSON {topic, compatibility,
+                      last_version, versions: [{version, registered_at_ms, schema}]}, all
+                      of a topic's schema history in one value, changed by compare-and-set
+                      (so a registration checked against version n lands only on n). Each
+                      gateway keeps the newest version per topic in memory for produce and
+                      forgets it when a watch on the bucket sees the key change.
 
 Guarantees:
 
@@ -44,8 +50,8 @@ import contextlib
 import json
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
@@ -55,6 +61,8 @@ from storage.errors import (
     GroupNotFound,
     OffsetOutOfRange,
     PartitionNotFound,
+    SchemaVersionConflict,
+    SchemaVersionNotFound,
     StorageError,
     StorageUnavailable,
     TopicExists,
@@ -98,12 +106,14 @@ from storage.types import (
     NewRecord,
     PartitionInfo,
     Record,
+    SchemaVersion,
     TopicConfig,
     TopicInfo,
     TopicPartition,
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # ADR-50: at most 50 batches in flight per stream (all clients); leave room for others.
 BATCHES_IN_FLIGHT_PER_PARTITION = 8
@@ -114,6 +124,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 5.0
 MAX_CAS_ATTEMPTS = 32
 CREATE_CONCURRENCY = 16
 MEMBERS_BUCKET = "members"
+SCHEMAS_BUCKET = "schemas"
 
 STATE_READY = "ready"
 STATE_CREATING = "creating"
@@ -131,6 +142,11 @@ class JetStreamBackend:
         self._topic_kv = KvBucket(js, f"{namespace}_topics")
         self._group_kv = KvBucket(js, f"{namespace}_groups")
         self._idempotency_kv = KvBucket(js, f"{namespace}_idempotency")
+        self._schema_kv = KvBucket(js, f"{namespace}_{SCHEMAS_BUCKET}")
+        # topic -> its newest schema version (None: none), dropped when the key changes;
+        # `_schema_changes` counts changes, so a read that raced one is not cached
+        self._latest_schemas: dict[str, SchemaVersion | None] = {}
+        self._schema_changes = 0
         self._topics: dict[str, TopicInfo] = {}
         self._batch_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Future[Any]] = set()
@@ -183,8 +199,17 @@ class JetStreamBackend:
         # <ns>_members is the gateway's group membership (KeyValue): made here, at startup,
         # because a new R3 stream may not answer within a request timeout while it elects.
         members = KvBucket(self._js, f"{self.namespace}_{MEMBERS_BUCKET}")
-        for bucket in (self._topic_kv, self._group_kv, self._idempotency_kv, members):
+        for bucket in (
+            self._topic_kv,
+            self._group_kv,
+            self._idempotency_kv,
+            self._schema_kv,
+            members,
+        ):
             await bucket.create_if_missing(self.replicas)
+        await self._js.subscribe_new(
+            f"$KV.{self._schema_kv.name}.>", f"KV_{self._schema_kv.name}", self._on_schema_change
+        )
 
     async def close(self) -> None:
         """Wake every waiter and close the connection. Appends are never buffered here."""
@@ -246,6 +271,7 @@ class JetStreamBackend:
                 raise public_error(exc) from exc
             if state == STATE_DELETING and existing is not None:
                 await self._delete_streams(name, existing.partitions)
+            await self._schema_kv.purge(self._topic_key(name))  # a half-done delete's schemas
             await self._create_streams(info)
             try:
                 await self._topic_kv.put(
@@ -310,6 +336,7 @@ class JetStreamBackend:
         self._forget_topic(name)
         await self._delete_streams(name, info.partitions)
         await self._forget_committed_offsets(name)
+        await self._schema_kv.purge(self._topic_key(name))
         with contextlib.suppress(ApiError):  # a creator may already have taken the name over
             await self._topic_kv.delete(self._topic_key(name), last=revision)
 
@@ -554,6 +581,7 @@ class JetStreamBackend:
         stale: wake all waiters and let the next ones start fresh notifiers."""
         log.warning("reconnected to NATS; waking all waiters")
         self._notifiers.reset()
+        self._forget_schemas()
 
     def _keep_until_done(self, future: asyncio.Future[Any]) -> None:
         """Hold a reference to work nobody awaits any more, and collect its outcome."""
@@ -687,6 +715,106 @@ class JetStreamBackend:
         except ApiError as exc:
             raise public_error(exc) from exc
 
+    # -- topic schemas ------------------------------------------------------------------
+
+    async def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        await self.get_topic(topic)
+        history, _ = await self._schema_history(topic)
+        return _schema_versions(history)
+
+    async def latest_schema(self, topic: str) -> SchemaVersion | None:
+        if topic in self._latest_schemas:
+            return self._latest_schemas[topic]
+        changes = self._schema_changes
+        history, _ = await self._schema_history(topic)
+        versions = _schema_versions(history)
+        latest = versions[-1] if versions else None
+        if changes == self._schema_changes:
+            self._latest_schemas[topic] = latest
+        return latest
+
+    async def add_schema_version(self, topic: str, schema: bytes, latest: int) -> SchemaVersion:
+        registered_at_ms = now_ms()
+
+        def change(history: dict[str, Any]) -> SchemaVersion:
+            versions = history["versions"]
+            newest = versions[-1]["version"] if versions else 0
+            if newest != latest:
+                raise SchemaVersionConflict(topic, latest, newest)
+            added = SchemaVersion(
+                max(newest, history["last_version"]) + 1, schema, registered_at_ms
+            )
+            versions.append(
+                {
+                    "version": added.version,
+                    "registered_at_ms": registered_at_ms,
+                    "schema": schema.decode(),
+                }
+            )
+            history["last_version"] = added.version
+            return added
+
+        return await self._change_schemas(topic, change)
+
+    async def delete_schema_version(self, topic: str, version: int) -> None:
+        def change(history: dict[str, Any]) -> None:
+            kept = [v["version"] for v in history["versions"]]
+            if version not in kept:
+                raise SchemaVersionNotFound(topic, version)
+            if version != kept[-1]:
+                raise SchemaVersionConflict(topic, version, kept[-1])
+            history["versions"].pop()
+
+        await self._change_schemas(topic, change)
+
+    async def schema_compatibility(self, topic: str) -> str | None:
+        await self.get_topic(topic)
+        history, _ = await self._schema_history(topic)
+        compatibility: str | None = history["compatibility"]
+        return compatibility
+
+    async def set_schema_compatibility(self, topic: str, compatibility: str | None) -> None:
+        def change(history: dict[str, Any]) -> None:
+            history["compatibility"] = compatibility
+
+        await self._change_schemas(topic, change)
+
+    async def _schema_history(self, topic: str) -> tuple[dict[str, Any], KvEntry | None]:
+        self._js.check_open()
+        entry = await self._schema_kv.get(self._topic_key(topic))
+        if entry is None:
+            return {"topic": topic, "compatibility": None, "last_version": 0, "versions": []}, None
+        history: dict[str, Any] = json.loads(entry.value)
+        return history, entry
+
+    async def _change_schemas(self, topic: str, change: Callable[[dict[str, Any]], _T]) -> _T:
+        """Apply `change` to the topic's schema history by compare-and-set, retried when
+        another gateway wrote it first."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            await self.get_topic(topic)
+            history, entry = await self._schema_history(topic)
+            result = change(history)
+            try:
+                await self._schema_kv.put(
+                    self._topic_key(topic),
+                    json.dumps(history, separators=(",", ":")).encode(),
+                    last=entry.revision if entry else 0,
+                )
+            except ApiError as exc:
+                if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
+                    continue
+                raise public_error(exc) from exc
+            self._forget_schemas()
+            return result
+        raise StorageUnavailable(f"the schemas of topic {topic!r} kept changing")
+
+    async def _on_schema_change(self, msg: Msg) -> None:
+        self._forget_schemas()
+
+    def _forget_schemas(self) -> None:
+        self._schema_changes += 1
+        self._latest_schemas.clear()
+
     async def key_value(self, name: str) -> KeyValue:
         """A KV bucket `<namespace>_<name>` of the caller's own (created if missing)."""
         self._js.check_open()
@@ -696,6 +824,13 @@ class JetStreamBackend:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _schema_versions(history: Mapping[str, Any]) -> list[SchemaVersion]:
+    return [
+        SchemaVersion(v["version"], v["schema"].encode(), v["registered_at_ms"])
+        for v in history["versions"]
+    ]
 
 
 def _unexpired_result(entry: KvEntry | None) -> bytes | None:

@@ -12,8 +12,10 @@
 //
 // Checks: the page loads over the gateway (no request fails), the topic and group are
 // shown, a record produced through the form appears in the live tail (filtered by its key
-// and a header), the topic's end offset and the group's lag go up by one, nothing the page
-// does breaks its Content-Security-Policy, and the screenshot is saved. Exits non-zero with the reason and the browser's console output otherwise.
+// and a header), the topic's end offset and the group's lag go up by one, the topic's
+// Contract tab shows its schema versions, rule and an example record, nothing the page does
+// breaks its Content-Security-Policy, and the screenshot is saved. Exits non-zero with the
+// reason and the browser's console output otherwise.
 
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -138,6 +140,17 @@ try {
   const detail = await page.locator('#tail-rows tr.record-detail pre').textContent();
   if (!detail.includes('"order_id": "o-09001"')) throw new Error(`the record's detail row shows ${detail}`);
   step('a click on the row shows the whole record');
+
+  // the topic's Contract tab: its schema versions, the rule, an example record
+  await page.click(`[data-testid="tab-contract-${topic}"]`);
+  const versions = page.locator(`[data-testid="versions-${topic}"] tbody tr`);
+  await versions.nth(1).waitFor();
+  const rule = await page.locator(`[data-testid="compatibility-${topic}"]`).textContent();
+  const example = JSON.parse(await page.locator(`[data-testid="contract-example-${topic}"]`).textContent());
+  if ((await versions.count()) !== 2 || rule !== 'BACKWARD' || example.value.type !== 'OrderCreated') {
+    throw new Error(`the Contract tab shows ${await versions.count()} versions, rule ${rule}, example ${JSON.stringify(example)}`);
+  }
+  step(`the Contract tab shows 2 versions, ${rule}, and an example ${JSON.stringify(example.value)}`);
 
   if (failures.length) throw new Error(`requests failed:\n${failures.join('\n')}`);
   await page.evaluate(() => document.activeElement?.blur());

@@ -15,6 +15,8 @@ from storage.errors import (
     InvalidTopicName,
     OffsetOutOfRange,
     PartitionNotFound,
+    SchemaVersionConflict,
+    SchemaVersionNotFound,
     TopicExists,
     TopicNotFound,
 )
@@ -374,3 +376,73 @@ async def test_idempotent_results(backend: AnyBackend) -> None:
 
 async def test_check_writable(backend: AnyBackend) -> None:
     await backend.check_writable()
+
+
+# -- topic schemas ----------------------------------------------------------------------------
+
+
+async def test_schema_versions_are_numbered_kept_and_survive_reopen(
+    backend: AnyBackend, reopen_backend: Callable[[], Awaitable[AnyBackend]]
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    assert await backend.schema_versions("orders") == []
+    assert await backend.latest_schema("orders") is None
+    first = await backend.add_schema_version("orders", b'{"schema":true}', 0)
+    second = await backend.add_schema_version("orders", b'{"schema":{}}', 1)
+    assert (first.version, second.version) == (1, 2)
+    with pytest.raises(SchemaVersionConflict):  # a check made against version 1 is stale
+        await backend.add_schema_version("orders", b'{"schema":false}', 1)
+    await backend.set_schema_compatibility("orders", "FULL")
+    reopened = await reopen_backend()
+    assert await reopened.schema_versions("orders") == [first, second]
+    assert await reopened.latest_schema("orders") == second
+    assert await reopened.schema_compatibility("orders") == "FULL"
+
+
+async def test_only_the_newest_schema_version_is_deleted_and_its_number_stays_used(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    for latest in (0, 1):
+        await backend.add_schema_version("orders", b"{}", latest)
+    with pytest.raises(SchemaVersionConflict):
+        await backend.delete_schema_version("orders", 1)
+    with pytest.raises(SchemaVersionNotFound):
+        await backend.delete_schema_version("orders", 7)
+    await backend.delete_schema_version("orders", 2)
+    assert [v.version for v in await backend.schema_versions("orders")] == [1]
+    assert (await backend.latest_schema("orders")).version == 1  # type: ignore[union-attr]
+    assert (await backend.add_schema_version("orders", b"{}", 1)).version == 3
+
+
+async def test_schemas_belong_to_an_existing_topic_and_go_with_it(backend: AnyBackend) -> None:
+    with pytest.raises(TopicNotFound):
+        await backend.add_schema_version("nope", b"{}", 0)
+    with pytest.raises(TopicNotFound):
+        await backend.schema_versions("nope")
+    with pytest.raises(TopicNotFound):
+        await backend.set_schema_compatibility("nope", "NONE")
+    assert await backend.latest_schema("nope") is None
+    await backend.create_topic("orders", 1, CONFIG)
+    await backend.add_schema_version("orders", b"{}", 0)
+    await backend.set_schema_compatibility("orders", "NONE")
+    await backend.delete_topic("orders")
+    await backend.create_topic("orders", 1, CONFIG)
+    assert await backend.schema_versions("orders") == []
+    assert await backend.latest_schema("orders") is None
+    assert await backend.schema_compatibility("orders") is None
+    assert (await backend.add_schema_version("orders", b"{}", 0)).version == 1
+
+
+async def test_concurrent_registrations_against_one_version_let_one_win(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    outcomes = await asyncio.gather(
+        *(backend.add_schema_version("orders", f'{{"n":{i}}}'.encode(), 0) for i in range(5)),
+        return_exceptions=True,
+    )
+    won = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(o, SchemaVersionConflict) for o in outcomes if o not in won)
+    assert await backend.schema_versions("orders") == won

@@ -344,7 +344,7 @@ def test_every_route_has_an_authorization_rule(app: Starlette) -> None:
         assert isinstance(route, Route)
         if route.path in public:
             continue
-        path = route.path.format(topic="t", group="g", partition="0", member_id="m")
+        path = route.path.format(topic="t", group="g", partition="0", member_id="m", version="1")
         for method in route.methods or ():
             assert required_permissions(method, path, {}) is not None, (method, route.path)
     assert required_permissions("GET", "/v1/no-such-route", {}) is None
