@@ -1,0 +1,213 @@
+"""The Kafka listener: asyncio streams around the pure codec, on the gateway's own loop.
+
+Each connection reads a frame (`size(4)` then the request), runs its handler and writes
+the answer before reading the next frame, so answers leave in request order, as a Kafka
+broker's do. What cannot be answered in the protocol's terms still gets a reason:
+
+    a request the definitions cannot decode      answered INVALID_REQUEST when its
+                                                 header is readable
+    a version this broker does not serve         UNSUPPORTED_VERSION (ApiVersions: its
+                                                 v0 answer listing what is served)
+    a request before SASL when auth is on        the API's answer with
+                                                 SASL_AUTHENTICATION_FAILED
+    a handler that failed unexpectedly           UNKNOWN_SERVER_ERROR, logged
+    an API key nobody defines, a frame size      logged with the peer, then the
+    beyond MAX_REQUEST_BYTES, an expired session connection is closed (there is no
+                                                 answer a client could decode)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+
+from gateway.context import Context
+from gateway.http.auth import Authenticator, auth_enabled
+from gateway.kafka.apis import APIS
+from gateway.kafka.apis.api_versions import supported
+from gateway.kafka.dispatch import ApiKey, Body, Broker, Registered, Request, Session, registry
+from gateway.kafka.errors import ErrorCode
+from gateway.kafka.protocol import UnknownApi, decode_request, encode_response, peek_head
+from gateway.kafka.schema import MalformedMessage
+
+logger = logging.getLogger("logway.kafka")
+
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
+NODE_ID = 0
+_SIZE_BYTES = 4
+
+
+class _Close(Exception):
+    """End the connection (after logging why)."""
+
+
+class KafkaListener:
+    """Serves the Kafka protocol for one gateway Context until `close`."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, host, port, reuse_address=True, backlog=1024
+        )
+        if port == 0:
+            self.broker.port = self._server.sockets[0].getsockname()[1]
+        logger.info("Kafka protocol listening on %s port %d", host, self.broker.port)
+
+    async def close(self) -> None:
+        """Stop accepting, let each connection finish the request it is running (bounded
+        by the caller), and close every connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(_SIZE_BYTES), "big", signed=True)
+                if not 0 < size <= MAX_REQUEST_BYTES:
+                    raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
+                frame = await reader.readexactly(size)
+                answer = await self.answer(session, frame)
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+        except _Close as reason:
+            logger.warning("closing Kafka connection from %s: %s", session.peer, reason)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def answer(self, session: Session, frame: bytes) -> bytes | None:
+        """The answer frame to one request frame, or None (a produce with acks=0)."""
+        apis = self.broker.apis
+        try:
+            api_key, version, correlation_id = peek_head(frame)
+        except MalformedMessage as exc:
+            raise _Close(str(exc)) from None
+        registered = apis.get(api_key)
+        if registered is None:
+            raise _Close(f"API key {api_key} is not one this broker knows")
+        api = registered.api
+        if not api.min_version <= version <= api.max_version:
+            return self._unsupported(registered, version, correlation_id)
+        try:
+            request = decode_request(frame, apis)
+        except (MalformedMessage, UnknownApi) as exc:
+            logger.info("malformed %s v%d from %s: %s", api.name, version, session.peer, exc)
+            empty = Request(api_key, version, correlation_id, None, {})
+            return self._encode(
+                registered, empty, api.refuse(empty, ErrorCode.INVALID_REQUEST, str(exc))
+            )
+        principal = session.principal
+        if self.broker.authenticator is not None and not api.before_auth:
+            if principal is None:
+                if not session.warned_unauthenticated:
+                    session.warned_unauthenticated = True
+                    logger.info(
+                        "%s sent %s before authenticating: auth is on, the client needs SASL/PLAIN",
+                        session.peer,
+                        api.name,
+                    )
+                body = api.refuse(
+                    request, ErrorCode.SASL_AUTHENTICATION_FAILED, "authenticate with SASL/PLAIN"
+                )
+                return self._encode(registered, request, body)
+            if principal.expires_at is not None and principal.expires_at < time.time():
+                raise _Close(f"the session of {principal.name!r} expired")
+        try:
+            answered = await api.handle(self.broker, session, request)
+        except Exception as exc:
+            logger.exception("%s v%d from %s failed", api.name, version, session.peer)
+            answered = api.refuse(request, ErrorCode.UNKNOWN_SERVER_ERROR, str(exc))
+        if answered is None:
+            return None
+        return self._encode(registered, request, answered)
+
+    def _encode(self, registered: Registered, request: Request, body: Body) -> bytes:
+        return encode_response(registered, request.version, request.correlation_id, body)
+
+    def _unsupported(self, registered: Registered, version: int, correlation_id: int) -> bytes:
+        """UNSUPPORTED_VERSION in a form the client can read. ApiVersions answers at v0 with
+        the versions served (KIP-511), so a newer client can retry with one of them."""
+        api = registered.api
+        if api.key == ApiKey.API_VERSIONS:
+            body = api.refuse(
+                Request(api.key, 0, correlation_id, None, {}), ErrorCode.UNSUPPORTED_VERSION, None
+            )
+            body["api_keys"] = supported(self.broker)
+            return encode_response(registered, 0, correlation_id, body)
+        if version not in registered.response.valid:
+            raise _Close(f"{api.name} v{version} is beyond every definition this broker has")
+        empty = Request(api.key, version, correlation_id, None, {})
+        message = f"{api.name} v{version}: this broker serves v{api.min_version}-v{api.max_version}"
+        logger.info(message)
+        return self._encode(
+            registered, empty, api.refuse(empty, ErrorCode.UNSUPPORTED_VERSION, message)
+        )
+
+
+def _cluster_id(backend: str) -> str:
+    """A stable id in Kafka's form (22 characters of base64url) derived from the backend."""
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, f"logway:{backend}").bytes
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def advertised_host(ctx: Context) -> str:
+    settings = ctx.settings
+    if settings.kafka_advertised_host:
+        return settings.kafka_advertised_host
+    if settings.host in ("0.0.0.0", "::", ""):
+        return socket.getfqdn()
+    return settings.host
+
+
+async def start_listener(
+    ctx: Context, apis: Mapping[int, Registered] | None = None
+) -> KafkaListener:
+    """Open the Kafka listener the settings ask for (`kafka_port`) on this Context."""
+    settings = ctx.settings
+    assert settings.kafka_port is not None
+    broker = Broker(
+        ctx=ctx,
+        apis=registry(APIS) if apis is None else apis,
+        node_id=NODE_ID,
+        host=advertised_host(ctx),
+        port=settings.kafka_port,
+        cluster_id=_cluster_id(settings.backend),
+        authenticator=Authenticator(settings) if auth_enabled(settings) else None,
+    )
+    listener = KafkaListener(broker)
+    await listener.start(settings.host, settings.kafka_port)
+    return listener
