@@ -27,6 +27,7 @@ lists, and dicts for structs.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -474,6 +475,7 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
+@functools.cache  # immutable once built; every listener and test shares the same codecs
 def load_schema(name: str) -> MessageSchema:
     """Read `messages/<name>.json` and build its codec for every valid version."""
     text = resources.files(__package__).joinpath("messages", f"{name}.json").read_text()

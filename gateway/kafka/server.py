@@ -121,7 +121,7 @@ class KafkaListener:
             raise _Close(f"API key {api_key} is not one this broker knows")
         api = registered.api
         if not api.min_version <= version <= api.max_version:
-            return self._unsupported(registered, version, correlation_id)
+            return self._unsupported(registered, frame, version, correlation_id)
         try:
             request = decode_request(frame, apis)
         except (MalformedMessage, UnknownApi) as exc:
@@ -158,7 +158,9 @@ class KafkaListener:
     def _encode(self, registered: Registered, request: Request, body: Body) -> bytes:
         return encode_response(registered, request.version, request.correlation_id, body)
 
-    def _unsupported(self, registered: Registered, version: int, correlation_id: int) -> bytes:
+    def _unsupported(
+        self, registered: Registered, frame: bytes, version: int, correlation_id: int
+    ) -> bytes:
         """UNSUPPORTED_VERSION in a form the client can read. ApiVersions answers at v0 with
         the versions served (KIP-511), so a newer client can retry with one of them."""
         api = registered.api
@@ -170,11 +172,14 @@ class KafkaListener:
             return encode_response(registered, 0, correlation_id, body)
         if version not in registered.response.valid:
             raise _Close(f"{api.name} v{version} is beyond every definition this broker has")
-        empty = Request(api.key, version, correlation_id, None, {})
+        try:
+            request = decode_request(frame, self.broker.apis)
+        except (MalformedMessage, UnknownApi):
+            request = Request(api.key, version, correlation_id, None, {})
         message = f"{api.name} v{version}: this broker serves v{api.min_version}-v{api.max_version}"
         logger.info(message)
         return self._encode(
-            registered, empty, api.refuse(empty, ErrorCode.UNSUPPORTED_VERSION, message)
+            registered, request, api.refuse(request, ErrorCode.UNSUPPORTED_VERSION, message)
         )
 
 

@@ -1,0 +1,82 @@
+"""SASL/PLAIN onto the gateway's API keys and their permissions, with aiokafka."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from starlette.applications import Starlette
+
+from gateway.context import Context
+from gateway.kafka.server import start_listener
+from gateway.settings import Settings
+from storage.types import TopicConfig
+
+WRITER_KEY = "lw_writer_0123456789"
+READER_KEY = "lw_reader_0123456789"
+
+
+def _keys_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.toml"
+    path.write_text(
+        f"""
+[keys.writer]
+sha256 = "{hashlib.sha256(WRITER_KEY.encode()).hexdigest()}"
+permissions = ["admin:topic:orders*"]
+
+[keys.reader]
+sha256 = "{hashlib.sha256(READER_KEY.encode()).hexdigest()}"
+permissions = ["consume:topic:orders*"]
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    return replace(settings, auth_api_keys_file=_keys_file(tmp_path))
+
+
+@pytest.fixture
+async def secured(app: Starlette) -> AsyncIterator[str]:
+    listener = await start_listener(app.state.logway)
+    try:
+        yield f"127.0.0.1:{listener.port}"
+    finally:
+        await listener.close()
+
+
+def _sasl(password: str) -> dict[str, str]:
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "someone", "sasl_plain_password": password}  # fmt: skip
+
+
+async def test_sasl_plain_maps_onto_api_keys_and_their_permissions(
+    secured: str, app: Starlette
+) -> None:
+    ctx: Context = app.state.logway
+    await ctx.backend.create_topic("orders", 1, TopicConfig())
+    writer = AIOKafkaProducer(bootstrap_servers=secured, **_sasl(WRITER_KEY))
+    await writer.start()
+    try:
+        await writer.send_and_wait("orders", b"1")
+    finally:
+        await writer.stop()
+    reader = AIOKafkaProducer(bootstrap_servers=secured, **_sasl(READER_KEY))
+    await reader.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await reader.send_and_wait("orders", b"2")
+    finally:
+        await reader.stop()
+    stranger = AIOKafkaProducer(bootstrap_servers=secured, request_timeout_ms=3000,
+                                **_sasl("not-a-key"))  # fmt: skip
+    with pytest.raises(KafkaError):
+        await stranger.start()
+    await stranger.stop()
+    assert [r.value for r in await ctx.backend.read("orders", 0, 0, 10, 1 << 20)] == [b"1"]
