@@ -69,6 +69,7 @@ class Session:
     peer: str
     principal: Principal | None = None
     mechanism: str | None = None  # chosen by SaslHandshake, consumed by SaslAuthenticate
+    raw_sasl: bool = False  # after SaslHandshake v0: the next frame is a bare token
     warned_unauthenticated: bool = False
 
 

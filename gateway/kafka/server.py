@@ -31,6 +31,7 @@ from gateway.context import Context
 from gateway.http.auth import Authenticator, auth_enabled
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
+from gateway.kafka.apis.sasl_authenticate import authenticate_plain
 from gateway.kafka.dispatch import ApiKey, Body, Broker, Registered, Request, Session, registry
 from gateway.kafka.errors import ErrorCode
 from gateway.kafka.protocol import UnknownApi, decode_request, encode_response, peek_head
@@ -95,7 +96,10 @@ class KafkaListener:
                 if not 0 < size <= MAX_REQUEST_BYTES:
                     raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
                 frame = await reader.readexactly(size)
-                answer = await self.answer(session, frame)
+                if session.raw_sasl:
+                    answer = self._raw_sasl(session, frame)
+                else:
+                    answer = await self.answer(session, frame)
                 if answer is not None:
                     writer.write(answer)
                     await writer.drain()
@@ -154,6 +158,15 @@ class KafkaListener:
         if answered is None:
             return None
         return self._encode(registered, request, answered)
+
+    def _raw_sasl(self, session: Session, token: bytes) -> bytes:
+        """A bare SASL token after SaslHandshake v0: an empty frame when it is accepted;
+        a refusal has no answer in this framing, so the connection is closed."""
+        session.raw_sasl = False
+        failure = authenticate_plain(self.broker, session, token)
+        if failure is not None:
+            raise _Close(f"SASL/PLAIN refused: {failure}")
+        return b"\x00\x00\x00\x00"
 
     def _encode(self, registered: Registered, request: Request, body: Body) -> bytes:
         return encode_response(registered, request.version, request.correlation_id, body)

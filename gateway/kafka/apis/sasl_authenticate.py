@@ -26,22 +26,33 @@ def _plain(token: bytes) -> tuple[str, str]:
     return parts[1].decode("utf-8"), parts[2].decode("utf-8")
 
 
-async def handle(broker: Broker, session: Session, request: Request) -> Body:
+def authenticate_plain(broker: Broker, session: Session, token: bytes) -> str | None:
+    """Authenticate the session with a PLAIN message; the reason when that fails."""
     if session.mechanism is None or broker.authenticator is None:
-        return refuse(request, ErrorCode.ILLEGAL_SASL_STATE, "SaslHandshake must come first")
+        return "SaslHandshake must come first"
     try:
-        user, password = _plain(request.body["auth_bytes"])
+        user, password = _plain(token)
         principal = broker.authenticator.authenticate(password)
     except (ValueError, Problem) as exc:
         detail = exc.detail if isinstance(exc, Problem) else str(exc)
         logger.info("SASL/PLAIN from %s refused: %s", session.peer, detail)
-        return refuse(request, ErrorCode.SASL_AUTHENTICATION_FAILED, detail)
+        return detail
     session.principal = principal
     session.mechanism = None
-    lifetime_ms = 0
-    if principal.expires_at is not None:
-        lifetime_ms = max(1, int((principal.expires_at - time.time()) * 1000))
     logger.debug("%s authenticated as %r (user %r)", session.peer, principal.name, user)
+    return None
+
+
+async def handle(broker: Broker, session: Session, request: Request) -> Body:
+    if session.mechanism is None:
+        return refuse(request, ErrorCode.ILLEGAL_SASL_STATE, "SaslHandshake must come first")
+    failure = authenticate_plain(broker, session, request.body["auth_bytes"])
+    if failure is not None:
+        return refuse(request, ErrorCode.SASL_AUTHENTICATION_FAILED, failure)
+    lifetime_ms = 0
+    expires_at = session.principal.expires_at if session.principal is not None else None
+    if expires_at is not None:
+        lifetime_ms = max(1, int((expires_at - time.time()) * 1000))
     return {"error_code": ErrorCode.NONE, "auth_bytes": b"", "session_lifetime_ms": lifetime_ms}
 
 

@@ -243,3 +243,8 @@ async def test_metadata_auto_creates_only_when_the_server_does(
     assert answer["topics"][0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     assert (await client.get("/v1/topics/fresh")).status_code == 404
     assert answer["brokers"][0]["port"] == raw.writer.get_extra_info("peername")[1]
+
+
+async def test_sasl_is_refused_when_auth_is_off(raw: RawKafka) -> None:
+    answer = await raw.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
+    assert answer == {"error_code": ErrorCode.UNSUPPORTED_SASL_MECHANISM, "mechanisms": []}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +15,12 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from starlette.applications import Starlette
 
 from gateway.context import Context
+from gateway.kafka.dispatch import ApiKey
+from gateway.kafka.errors import ErrorCode
 from gateway.kafka.server import start_listener
 from gateway.settings import Settings
 from storage.types import TopicConfig
+from tests.gateway.kafka.conftest import RawKafka
 
 WRITER_KEY = "lw_writer_0123456789"
 READER_KEY = "lw_reader_0123456789"
@@ -80,3 +85,29 @@ async def test_sasl_plain_maps_onto_api_keys_and_their_permissions(
         await stranger.start()
     await stranger.stop()
     assert [r.value for r in await ctx.backend.read("orders", 0, 0, 10, 1 << 20)] == [b"1"]
+
+
+async def test_sasl_handshake_v0_takes_a_bare_token(secured: str) -> None:
+    """librdkafka needs v0 offered; a v0 client sends the PLAIN token as a bare frame."""
+    port = int(secured.rsplit(":", 1)[1])
+    raw = await RawKafka.connect(port)
+    try:
+        before = await raw.call(ApiKey.METADATA, 4, {"topics": [{"name": "orders"}]})
+        assert before["topics"][0]["error_code"] == ErrorCode.SASL_AUTHENTICATION_FAILED
+        handshake = await raw.call(ApiKey.SASL_HANDSHAKE, 0, {"mechanism": "PLAIN"})
+        assert handshake == {"error_code": 0, "mechanisms": ["PLAIN"]}
+        token = b"\x00someone\x00" + READER_KEY.encode()
+        await raw.send(struct.pack(">i", len(token)) + token)
+        assert await raw.read_frame() == b""
+        after = await raw.call(ApiKey.METADATA, 4, {"topics": [{"name": "orders"}]})
+        assert after["topics"][0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    finally:
+        await raw.close()
+    stranger = await RawKafka.connect(port)
+    try:
+        await stranger.call(ApiKey.SASL_HANDSHAKE, 0, {"mechanism": "PLAIN"})
+        token = b"\x00someone\x00wrong"
+        await stranger.send(struct.pack(">i", len(token)) + token)
+        assert await asyncio.wait_for(stranger.reader.read(), 10) == b""  # closed
+    finally:
+        await stranger.close()
