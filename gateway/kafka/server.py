@@ -96,6 +96,7 @@ class KafkaListener:
                 if not 0 < size <= MAX_REQUEST_BYTES:
                     raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
                 frame = await reader.readexactly(size)
+                answer: bytes | None
                 if session.raw_sasl:
                     answer = self._raw_sasl(session, frame)
                 else:
