@@ -11,7 +11,9 @@ A handler gets the `Broker` (what every connection of the listener shares), the
 connection's `Session` and the decoded `Request`, and returns the response body as a dict
 (keys in snake_case, see `gateway.kafka.schema`), or None for a produce with acks=0,
 which Kafka never answers. Handlers of one connection run one at a time, in order, as a
-Kafka broker runs them.
+Kafka broker runs them; a handler may return `Later(awaitable)` once its order-sensitive
+part is done (produce: its appends are queued), so the next request is read while the
+answer is completed. Answers always leave in request order.
 """
 
 from __future__ import annotations
@@ -73,7 +75,15 @@ class Session:
     warned_unauthenticated: bool = False
 
 
-Handler = Callable[["Broker", Session, Request], Awaitable[Body | None]]
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A handler's answer that is still being made (a produce waiting for its fsync): the
+    connection reads its next request meanwhile, and the answers still leave in order."""
+
+    answer: Awaitable[Body | None]
+
+
+Handler = Callable[["Broker", Session, Request], Awaitable[Body | Later | None]]
 Refuse = Callable[[Request, ErrorCode, str | None], Body]
 
 

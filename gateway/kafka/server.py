@@ -1,8 +1,9 @@
 """The Kafka listener: asyncio streams around the pure codec, on the gateway's own loop.
 
-Each connection reads a frame (`size(4)` then the request), runs its handler and writes
-the answer before reading the next frame, so answers leave in request order, as a Kafka
-broker's do. What cannot be answered in the protocol's terms still gets a reason:
+Each connection reads a frame (`size(4)` then the request) and runs its handler before
+reading the next; a handler that answers `Later` (produce, once its appends are queued)
+lets the next request in while its answer is made. A writer task sends the answers in
+request order, as a Kafka broker does. What cannot be answered in the protocol's terms still gets a reason:
 
     a request the definitions cannot decode      answered INVALID_REQUEST when its
                                                  header is readable
@@ -32,7 +33,16 @@ from gateway.http.auth import Authenticator, auth_enabled
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
 from gateway.kafka.apis.sasl_authenticate import authenticate_plain
-from gateway.kafka.dispatch import ApiKey, Body, Broker, Registered, Request, Session, registry
+from gateway.kafka.dispatch import (
+    ApiKey,
+    Body,
+    Broker,
+    Later,
+    Registered,
+    Request,
+    Session,
+    registry,
+)
 from gateway.kafka.errors import ErrorCode
 from gateway.kafka.protocol import UnknownApi, decode_request, encode_response, peek_head
 from gateway.kafka.schema import MalformedMessage
@@ -40,6 +50,8 @@ from gateway.kafka.schema import MalformedMessage
 logger = logging.getLogger("logway.kafka")
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
+MAX_IN_FLIGHT = 16  # answers being made per connection (librdkafka sends up to 5 produces)
+_FLUSH_S = 2.0  # a closing connection's answers in the making still go out within this
 NODE_ID = 0
 _SIZE_BYTES = 4
 
@@ -90,32 +102,45 @@ class KafkaListener:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        answers: asyncio.Queue[asyncio.Future[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
+        sending = asyncio.ensure_future(_send_in_order(answers, writer))
         try:
-            while True:
+            while not sending.done():
                 size = int.from_bytes(await reader.readexactly(_SIZE_BYTES), "big", signed=True)
                 if not 0 < size <= MAX_REQUEST_BYTES:
                     raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
                 frame = await reader.readexactly(size)
-                answer: bytes | None
                 if session.raw_sasl:
-                    answer = self._raw_sasl(session, frame)
+                    await answers.put(_done(self._raw_sasl(session, frame)))
                 else:
-                    answer = await self.answer(session, frame)
-                if answer is not None:
-                    writer.write(answer)
-                    await writer.drain()
+                    await answers.put(await self.answer(session, frame))
         except _Close as reason:
             logger.warning("closing Kafka connection from %s: %s", session.peer, reason)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
         finally:
             self._connections.discard(task)
+            # answers already being made (durable produces) still go out, briefly
+            flushed = asyncio.ensure_future(answers.join())
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait(
+                    {flushed, sending}, timeout=_FLUSH_S, return_when=asyncio.FIRST_COMPLETED
+                )
+            flushed.cancel()
+            sending.cancel()
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def answer(self, session: Session, frame: bytes) -> bytes | None:
-        """The answer frame to one request frame, or None (a produce with acks=0)."""
+    async def answer(self, session: Session, frame: bytes) -> asyncio.Future[bytes | None]:
+        """The answer frame to one request frame (None: a produce with acks=0), done or
+        still being made (`Later`)."""
+        answered = await self._answer(session, frame)
+        return answered if isinstance(answered, asyncio.Future) else _done(answered)
+
+    async def _answer(
+        self, session: Session, frame: bytes
+    ) -> bytes | asyncio.Future[bytes | None] | None:
         apis = self.broker.apis
         try:
             api_key, version, correlation_id = peek_head(frame)
@@ -156,9 +181,22 @@ class KafkaListener:
         except Exception as exc:
             logger.exception("%s v%d from %s failed", api.name, version, session.peer)
             answered = api.refuse(request, ErrorCode.UNKNOWN_SERVER_ERROR, str(exc))
+        if isinstance(answered, Later):
+            return asyncio.ensure_future(self._complete(registered, request, answered))
         if answered is None:
             return None
         return self._encode(registered, request, answered)
+
+    async def _complete(
+        self, registered: Registered, request: Request, later: Later
+    ) -> bytes | None:
+        api = registered.api
+        try:
+            body = await later.answer
+        except Exception as exc:
+            logger.exception("%s v%d failed", api.name, request.version)
+            body = api.refuse(request, ErrorCode.UNKNOWN_SERVER_ERROR, str(exc))
+        return None if body is None else self._encode(registered, request, body)
 
     def _raw_sasl(self, session: Session, token: bytes) -> bytes:
         """A bare SASL token after SaslHandshake v0: an empty frame when it is accepted;
@@ -195,6 +233,27 @@ class KafkaListener:
         return self._encode(
             registered, request, api.refuse(request, ErrorCode.UNSUPPORTED_VERSION, message)
         )
+
+
+def _done(answer: bytes | None) -> asyncio.Future[bytes | None]:
+    future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    future.set_result(answer)
+    return future
+
+
+async def _send_in_order(
+    answers: asyncio.Queue[asyncio.Future[bytes | None]], writer: asyncio.StreamWriter
+) -> None:
+    """Write each answer once it is made, in request order."""
+    while True:
+        pending = await answers.get()
+        try:
+            answer = await pending
+            if answer is not None:
+                writer.write(answer)
+                await writer.drain()
+        finally:
+            answers.task_done()
 
 
 def _cluster_id(backend: str) -> str:

@@ -1,7 +1,9 @@
 """Produce: each partition's record batch checked, decoded and appended as one stored batch.
 
 Every batch of the request is checked and its append started before any is awaited (as
-HTTP produce does), so partitions share the log's group commit. The answer comes once
+HTTP produce does), so partitions share the log's group commit; the answer is `Later`, so
+a client's next produce request (librdkafka keeps up to five in flight) is read and
+queued while this one's fsync runs, and they share it too. The answer comes once
 each append is durable under the server's fsync policy, whatever `acks` says (there are
 no followers to wait for); acks=0 gets no answer at all, as Kafka does. Idempotent
 producers' batches go through `gateway.kafka.producers` first: a retried batch is answered
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gateway.kafka.dispatch import Api, ApiKey, Body, Broker, Request, Session
+from gateway.kafka.dispatch import Api, ApiKey, Body, Broker, Later, Request, Session
 from gateway.kafka.errors import ErrorCode, error_code_of
 from gateway.kafka.records import InvalidBatch, ProducedBatch, decode_produced
 from storage import errors
@@ -120,7 +122,7 @@ async def _finish(broker: Broker, outcome: _Outcome) -> Body:
     return answer
 
 
-async def handle(broker: Broker, session: Session, request: Request) -> Body | None:
+async def handle(broker: Broker, session: Session, request: Request) -> Body | Later | None:
     body = request.body
     acks = body["acks"]
     refused: ErrorCode | None = None
@@ -149,6 +151,12 @@ async def handle(broker: Broker, session: Session, request: Request) -> Body | N
             outcomes.append((name, [_Outcome(name, p["index"], error) for p in parts]))
         else:
             outcomes.append((name, [_start(broker, info, p["index"], p["records"]) for p in parts]))
+    return Later(_answer(broker, outcomes, acks))
+
+
+async def _answer(
+    broker: Broker, outcomes: list[tuple[str, list[_Outcome]]], acks: int
+) -> Body | None:
     responses = [
         {"name": name, "partition_responses": [await _finish(broker, o) for o in partitions]}
         for name, partitions in outcomes
