@@ -122,7 +122,7 @@ def one_run(records: int, workdir: Path, index: int) -> Run:
 
 
 def _range(values: list[float]) -> str:
-    return f"{min(values):,.0f}–{max(values):,.0f}"
+    return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"http pull {run.http_pull:,.0f}/s (ratio {run.kafka_fetch_first / run.http_pull:.2f})",
                 flush=True,
             )
-    print(f"\n{args.records:,} records of 100 B, {args.repeats} runs (min–max, records/s):")
+    print(f"\n{args.records:,} records of 100 B, {args.repeats} runs (min-max, records/s):")
     rows = [
         ("kafka produce (confluent-kafka, idempotent)", [r.kafka_produce for r in runs]),
         ("http batch produce (1,000 per request)", [r.http_batch for r in runs]),
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ("kafka fetch first / http pull", [r.kafka_fetch_first / r.http_pull for r in runs]),
     ]
     for name, values in rows:
-        shown = f"{min(values):.2f}–{max(values):.2f}" if max(values) < 20 else _range(values)
+        shown = f"{min(values):.2f}-{max(values):.2f}" if max(values) < 20 else _range(values)
         print(f"  {name:<46} {shown}")
     return 0
 
