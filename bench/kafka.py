@@ -17,11 +17,21 @@ records are 100 bytes, keyless, on a 3-partition topic. Figures (records/s):
 
 The producer and the consumers run in this process (their librdkafka threads compete with
 the gateway for the 2 cores, as wrk does); the gateway is its own process.
+
+CPU cost per record, repeatable on a noisy machine, as instruction counts:
+
+    valgrind --tool=callgrind .venv/bin/python -m bench.kafka cpu kafka-produce 5   # minus 0
+    (kafka-produce, http-produce, kafka-fetch, http-fetch)
+
+runs LOOPS conversions of 1,000 x 100 B records: a Kafka batch decoded for the log against
+an HTTP JSON body parsed; a stored batch converted to a Kafka batch against the same
+records rendered as HTTP JSON. (total(LOOPS) - total(0)) / (LOOPS x 1000) is the cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +42,11 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from bench.http import BATCH_BODY, TOPIC, _free_port, gateway, wrk
+from gateway.kafka.records import decode_produced, encode_batch
+from gateway.produce.parse import Limits, parse_json_body
+from gateway.streams.render import render_records
+from storage import codec
+from tests.gateway.kafka.batches import produced_batch
 
 PARTITIONS = 3
 VALUE = b"x" * 100
@@ -125,7 +140,34 @@ def _range(values: list[float]) -> str:
     return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
+CPU_WORK = ("kafka-produce", "http-produce", "kafka-fetch", "http-fetch")
+
+
+def cpu(what: str, loops: int) -> None:
+    """`loops` conversions of 1,000 records, for callgrind (see the module docstring)."""
+    kafka = produced_batch([(None, VALUE, [])] * 1000, producer_id=1, producer_epoch=0,
+                           base_sequence=0)  # fmt: skip
+    stored = codec.encode_batch(0, 1, decode_produced(kafka, 1 << 24).records)
+    header = codec.read_header(stored, 0)
+    assert header is not None
+    limits = Limits(max_record_bytes=1 << 20, max_records=100_000)
+    for _ in range(loops):
+        if what == "kafka-produce":
+            decode_produced(kafka, 1 << 24)
+        elif what == "http-produce":
+            parse_json_body(BATCH_BODY, limits)
+        elif what == "kafka-fetch":
+            encode_batch(0, 1, codec.decode_batch(stored, header))
+        else:
+            render_records(TOPIC, 0, codec.decode_batch(stored, header))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["cpu"]:
+        cpu(argv[1], int(argv[2]))
+        return 0
     parser = argparse.ArgumentParser(prog="bench.kafka", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--records", type=int, default=200_000)

@@ -186,16 +186,18 @@ def _decode_records(buf: bytes, count: int) -> list[NewRecord]:
         byte = buf[position]
         if byte < 0x80:
             length, position = one[byte], position + 1
+        elif buf[position + 1] < 0x80:  # two bytes: records of 64 B to 8 KiB
+            raw = (byte & 0x7F) | buf[position + 1] << 7
+            length, position = (raw >> 1) ^ -(raw & 1), position + 2
         else:
             length, position = varint(buf, position)
         end = position + length
         if length <= 0 or end > len(buf):
             raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, "a record overruns its batch")
-        byte = buf[position + 1]  # after the attributes byte (unused in v2)
-        if byte < 0x80:
-            position += 2  # the timestamp delta, unused: logway stamps log-append time
-        else:
-            _timestamp_delta, position = varint(buf, position + 1)
+        position += 1  # the attributes byte (unused in v2); then skip the timestamp delta,
+        while buf[position] >= 0x80:  # unused: logway stamps log-append time
+            position += 1
+        position += 1
         byte = buf[position]
         if byte < 0x80:
             offset_delta, position = one[byte], position + 1
@@ -218,6 +220,9 @@ def _decode_records(buf: bytes, count: int) -> list[NewRecord]:
         byte = buf[position]
         if byte < 0x80:
             value_length, position = one[byte], position + 1
+        elif buf[position + 1] < 0x80:
+            raw = (byte & 0x7F) | buf[position + 1] << 7
+            value_length, position = (raw >> 1) ^ -(raw & 1), position + 2
         else:
             value_length, position = varint(buf, position)
         value = b""
