@@ -39,6 +39,7 @@ from gateway.kafka.compression import (
     decompress,
 )
 from gateway.kafka.errors import ErrorCode
+from gateway.kafka.schema import uvarint
 from storage.types import NewRecord, Record, ValueFormat
 
 _PREFIX = struct.Struct(">qiibI")  # base_offset batch_length leader_epoch magic crc
@@ -259,13 +260,7 @@ def _headers(buf: bytes, position: int) -> tuple[tuple[tuple[str, bytes], ...], 
 
 
 def _zigzag(number: int) -> bytes:
-    value = (number << 1) ^ (number >> 63)
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return uvarint((number << 1) ^ (number >> 63))
 
 
 _SMALL_COUNT = 1 << 14

@@ -62,15 +62,17 @@ def _start(broker: Broker, info: TopicInfo, partition: int, data: object) -> _Ou
         return outcome
     outcome.batch = batch
     producers = broker.producers
-    if batch.producer_id >= 0:
-        verdict = producers.check(
-            batch.producer_id,
-            info.name,
-            partition,
-            batch.producer_epoch,
-            batch.base_sequence,
-            batch.last_sequence,
-        )
+    idempotent = batch.producer_id >= 0
+    sequence = (
+        batch.producer_id,
+        info.name,
+        partition,
+        batch.producer_epoch,
+        batch.base_sequence,
+        batch.last_sequence,
+    )
+    if idempotent:
+        verdict = producers.check(*sequence)
         if verdict.error:
             outcome.error = verdict.error
             return outcome
@@ -82,16 +84,8 @@ def _start(broker: Broker, info: TopicInfo, partition: int, data: object) -> _Ou
     except errors.StorageError as exc:
         outcome.error, outcome.message = error_code_of(exc), str(exc)
         return outcome
-    if batch.producer_id >= 0:
-        producers.record(
-            batch.producer_id,
-            info.name,
-            partition,
-            batch.producer_epoch,
-            batch.base_sequence,
-            batch.last_sequence,
-            outcome.append,
-        )
+    if idempotent:
+        producers.record(*sequence, outcome.append)
     return outcome
 
 
