@@ -314,7 +314,7 @@ def decode(
     return Decoded(records, position, used_bytes, False)
 
 
-def encode_records(records: Sequence[Record]) -> bytes:
+def encode_records(records: Sequence[Record]) -> list[bytes]:
     """Records read back (offsets and timestamps already assigned) as stored batches: one
     per run of consecutive records sharing a timestamp, so a backend that keeps records
     one by one (JetStream) can answer `Backend.read_batches` in this format too."""
@@ -332,4 +332,16 @@ def encode_records(records: Sequence[Record]) -> bytes:
                 )
             )
             start = i
-    return b"".join(out)
+    return out
+
+
+def take_batches(batches: Sequence[bytes], max_bytes: int) -> bytes:
+    """The leading batches that fit in `max_bytes` (always the first, if any), joined."""
+    size = 0
+    count = 0
+    for batch in batches:
+        if count and size + len(batch) > max_bytes:
+            break
+        size += len(batch)
+        count += 1
+    return b"".join(batches[:count])

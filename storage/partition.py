@@ -430,7 +430,7 @@ class Partition:
             return b""
         if self._tail_bases and offset >= self._tail_bases[0]:
             first = bisect_right(self._tail_bases, offset) - 1
-            return _take_batches(self._tail_batches[first:], max_bytes)
+            return codec.take_batches(self._tail_batches[first:], max_bytes)
         return await self._on_segments(offset, _read_segment_batches, offset, max_bytes)
 
     async def _on_segments(self, offset: int, work: Callable[..., _T], *args: int) -> _T:
@@ -683,16 +683,6 @@ def _read_segments(
                     f"offsets {offset}..{next_base - 1} are missing from {segment.log_path}"
                 )
     return records
-
-
-def _take_batches(batches: Sequence[bytes], max_bytes: int) -> bytes:
-    """The leading batches that fit in `max_bytes` (at least the first), joined."""
-    size = len(batches[0])
-    count = 1
-    while count < len(batches) and size + len(batches[count]) <= max_bytes:
-        size += len(batches[count])
-        count += 1
-    return b"".join(batches[:count])
 
 
 def _read_segment_batches(

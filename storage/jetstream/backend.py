@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
-from storage.codec import encode_records
+from storage.codec import encode_records, take_batches
 from storage.errors import (
     AppendTooLarge,
     DiskFull,
@@ -525,7 +525,7 @@ class JetStreamBackend:
     async def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
         """JetStream keeps records one by one: read them and encode them as stored batches."""
         records = await self.read(topic, partition, offset, MAX_READ_BATCH, max_bytes)
-        return encode_records(records)
+        return take_batches(encode_records(records), max_bytes)
 
     async def _check_offset(self, topic: str, partition: int, stream: str, offset: int) -> int:
         """Raise OffsetOutOfRange unless log_start <= offset <= end; returns end_offset."""

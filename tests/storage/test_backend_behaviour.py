@@ -486,9 +486,9 @@ async def test_read_batches_returns_whole_batches_from_the_one_holding_the_offse
     assert len(found) == 1
     base, batch = found[0]
     assert base <= inside < base + len(batch)
-    two = _batches(await backend.read_batches("t", 0, appended[5].base_offset, 500))
-    assert sum(len(b) for _base, b in two) >= 1
-    assert sum(len(r.value) + 100 for _base, b in two for r in b) <= 500 or len(two) == 1
+    some = await backend.read_batches("t", 0, appended[5].base_offset, 500)
+    assert len(_batches(some)) == 1 or len(some) <= 500  # what fits, or one whole batch
+    assert _batches(some)[0][0] == appended[5].base_offset
     end = appended[-1].base_offset + appended[-1].count
     assert await backend.read_batches("t", 0, end, MiB) == b""
     with pytest.raises(OffsetOutOfRange):
