@@ -148,10 +148,11 @@ class Broker:
         return principal is not None and principal.allows(action, kind, name)
 
     def may_see(self, session: Session, topic: str) -> bool:
-        """Metadata shows a topic to whoever may produce to or consume from it."""
-        return self.allows(session, "consume", "topic", topic) or self.allows(
-            session, "produce", "topic", topic
-        )
+        """Metadata shows a topic to whoever has any right on it (as HTTP lists do)."""
+        if self.authenticator is None:
+            return True
+        principal = session.principal
+        return principal is not None and principal.sees("topic", topic)
 
     def node(self) -> Body:
         return {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": None}
