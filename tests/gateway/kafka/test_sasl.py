@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
@@ -42,9 +44,12 @@ permissions = ["consume:topic:orders*"]
     return path
 
 
+SECRET = "a-test-secret-of-at-least-32-bytes!!"
+
+
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
-    return replace(settings, auth_api_keys_file=_keys_file(tmp_path))
+    return replace(settings, auth_api_keys_file=_keys_file(tmp_path), jwt_hs256_secret=SECRET)
 
 
 @pytest.fixture
@@ -111,3 +116,24 @@ async def test_sasl_handshake_v0_takes_a_bare_token(secured: str) -> None:
         assert await asyncio.wait_for(stranger.reader.read(), 10) == b""  # closed
     finally:
         await stranger.close()
+
+
+async def test_a_jwt_password_sets_the_session_lifetime(secured: str) -> None:
+    """KIP-368: the client learns when to re-authenticate from the token's expiry."""
+    token = jwt.encode(
+        {"sub": "svc", "exp": int(time.time()) + 600, "permissions": ["consume:topic:orders*"]},
+        SECRET,
+        algorithm="HS256",
+    )
+    raw = await RawKafka.connect(int(secured.rsplit(":", 1)[1]))
+    try:
+        await raw.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
+        answer = await raw.call(
+            ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\x00svc\x00" + token.encode()}
+        )
+        assert answer["error_code"] == 0
+        assert 0 < answer["session_lifetime_ms"] <= 600_000
+        refused = await raw.call(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\x00svc\x00x"})
+        assert refused["error_code"] == ErrorCode.ILLEGAL_SASL_STATE  # no handshake before it
+    finally:
+        await raw.close()
