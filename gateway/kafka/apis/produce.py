@@ -47,8 +47,11 @@ def _start(broker: Broker, info: TopicInfo, partition: int, data: object) -> _Ou
     """Check one partition's batch and start its append (no await: the order of a
     producer's batches is the order their appends are queued in)."""
     outcome = _Outcome(info.name, partition)
-    if not 0 <= partition < info.partitions or data is None:
+    if not 0 <= partition < info.partitions:
         outcome.error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return outcome
+    if data is None:
+        outcome.error, outcome.message = ErrorCode.INVALID_RECORD, "no record batch"
         return outcome
     settings = broker.ctx.settings
     try:
