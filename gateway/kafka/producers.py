@@ -13,6 +13,10 @@ five batches (first and last sequence, and the append's outcome). A batch is the
     unknown producer on this partition        accepted, whatever its sequence (as Kafka
                                               since KIP-360: state may have expired)
 
+With auth on, a producer id belongs to the principal it was handed to (or, after a
+restart, the first that uses it): another principal's batches with that id are refused
+(INVALID_PRODUCER_ID_MAPPING), so nobody can fence or confuse someone else's producer.
+
 The state is this process's: after a gateway restart every producer is unknown again, so
 a batch in flight at the crash that was written but never acknowledged may be written a
 second time when the client retries it (at least once, never lost). Pure apart from the
@@ -64,17 +68,33 @@ class ProducerStates:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[_Key, _Producer] = OrderedDict()
+        self._owners: OrderedDict[int, str] = OrderedDict()
         self._last_id = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def new_producer_id(self) -> int:
+    def new_producer_id(self, owner: str | None = None) -> int:
         """A producer id unique across restarts and (very probably) across gateways: the
-        clock in ms above 20 random bits, and above the last id handed out."""
+        clock in ms above 20 random bits, and above the last id handed out. `owner` is the
+        principal's identity when auth is on."""
         candidate = (time.time_ns() // 1_000_000) << 20 | random.getrandbits(20)
         self._last_id = max(candidate, self._last_id + 1)
+        if owner is not None:
+            self.claim(self._last_id, owner)
         return self._last_id
+
+    def claim(self, producer_id: int, owner: str) -> bool:
+        """Whether `owner` may use `producer_id`: it is theirs, or nobody's yet (then it
+        becomes theirs)."""
+        known = self._owners.get(producer_id)
+        if known is None:
+            self._owners[producer_id] = owner
+            while len(self._owners) > self.max_entries:
+                self._owners.popitem(last=False)
+            return True
+        self._owners.move_to_end(producer_id)
+        return known == owner
 
     def check(
         self, producer_id: int, topic: str, partition: int, epoch: int, first: int, last: int

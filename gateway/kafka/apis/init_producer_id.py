@@ -1,7 +1,8 @@
 """InitProducerId: a producer id and epoch for an idempotent producer (KIP-98).
 
 A request that names its current id and epoch (v3+, KIP-360: after a fatal sequence error)
-gets the same id with the next epoch. A transactional id is refused: no transactions yet.
+gets the same id with the next epoch, if it is the session's (gateway.kafka.producers). A
+transactional id is refused: no transactions yet.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ async def handle(broker: Broker, session: Session, request: Request) -> Body:
         return refuse(request, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None)
     producer_id = body["producer_id"]
     epoch = body["producer_epoch"]
+    owner = session.principal.identity if session.principal is not None else None
     if producer_id >= 0 and 0 <= epoch < MAX_EPOCH:
+        if owner is not None and not broker.producers.claim(producer_id, owner):
+            return refuse(request, ErrorCode.INVALID_PRODUCER_ID_MAPPING, None)
         return {
             "error_code": ErrorCode.NONE,
             "producer_id": producer_id,
@@ -25,7 +29,7 @@ async def handle(broker: Broker, session: Session, request: Request) -> Body:
         }
     return {
         "error_code": ErrorCode.NONE,
-        "producer_id": broker.producers.new_producer_id(),
+        "producer_id": broker.producers.new_producer_id(owner),
         "producer_epoch": 0,
     }
 

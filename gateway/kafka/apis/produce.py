@@ -43,7 +43,9 @@ def _too_large(records: list[NewRecord], max_record_bytes: int) -> bool:
     )
 
 
-def _start(broker: Broker, info: TopicInfo, partition: int, data: object) -> _Outcome:
+def _start(
+    broker: Broker, session: Session, info: TopicInfo, partition: int, data: object
+) -> _Outcome:
     """Check one partition's batch and start its append (no await: the order of a
     producer's batches is the order their appends are queued in)."""
     outcome = _Outcome(info.name, partition)
@@ -74,6 +76,15 @@ def _start(broker: Broker, info: TopicInfo, partition: int, data: object) -> _Ou
         batch.base_sequence,
         batch.last_sequence,
     )
+    principal = session.principal
+    if (
+        idempotent
+        and principal is not None
+        and not producers.claim(batch.producer_id, principal.identity)
+    ):
+        outcome.error = ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        outcome.message = "this producer id belongs to another principal"
+        return outcome
     if idempotent:
         verdict = producers.check(*sequence)
         if verdict.error:
@@ -147,7 +158,9 @@ async def handle(broker: Broker, session: Session, request: Request) -> Body | L
         if info is None:
             outcomes.append((name, [_Outcome(name, p["index"], error) for p in parts]))
         else:
-            outcomes.append((name, [_start(broker, info, p["index"], p["records"]) for p in parts]))
+            outcomes.append(
+                (name, [_start(broker, session, info, p["index"], p["records"]) for p in parts])
+            )
     return Later(_answer(broker, outcomes, acks))
 
 

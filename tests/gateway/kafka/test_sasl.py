@@ -22,10 +22,12 @@ from gateway.kafka.errors import ErrorCode
 from gateway.kafka.server import start_listener
 from gateway.settings import Settings
 from storage.types import TopicConfig
+from tests.gateway.kafka.batches import produced_batch
 from tests.gateway.kafka.conftest import RawKafka
 
 WRITER_KEY = "lw_writer_0123456789"
 READER_KEY = "lw_reader_0123456789"
+ADMIN_KEY = "lw_admin_0123456789"
 
 
 def _keys_file(tmp_path: Path) -> Path:
@@ -35,6 +37,10 @@ def _keys_file(tmp_path: Path) -> Path:
 [keys.writer]
 sha256 = "{hashlib.sha256(WRITER_KEY.encode()).hexdigest()}"
 permissions = ["admin:topic:orders*"]
+
+[keys.admin]
+sha256 = "{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"
+permissions = ["admin:topic:*"]
 
 [keys.reader]
 sha256 = "{hashlib.sha256(READER_KEY.encode()).hexdigest()}"
@@ -137,3 +143,43 @@ async def test_a_jwt_password_sets_the_session_lifetime(secured: str) -> None:
         assert refused["error_code"] == ErrorCode.ILLEGAL_SASL_STATE  # no handshake before it
     finally:
         await raw.close()
+
+
+async def _login(port: int, key: str) -> RawKafka:
+    raw = await RawKafka.connect(port)
+    await raw.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
+    answer = await raw.call(
+        ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\x00u\x00" + key.encode()}
+    )
+    assert answer["error_code"] == 0
+    return raw
+
+
+async def test_a_producer_id_belongs_to_its_principal(secured: str, app: Starlette) -> None:
+    ctx: Context = app.state.logway
+    await ctx.backend.create_topic("orders", 1, TopicConfig())
+    port = int(secured.rsplit(":", 1)[1])
+    owner, other = await _login(port, WRITER_KEY), await _login(port, ADMIN_KEY)
+    try:
+        init = await owner.call(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None})
+        pid = init["producer_id"]
+        stolen = produced_batch([(None, b"x", [])], producer_id=pid, producer_epoch=5,
+                                base_sequence=0)  # fmt: skip
+        request = {"acks": -1, "timeout_ms": 1000, "topic_data": [
+            {"name": "orders", "partition_data": [{"index": 0, "records": stolen}]}]}  # fmt: skip
+        answer = await other.call(ApiKey.PRODUCE, 9, request)
+        refused = answer["responses"][0]["partition_responses"][0]
+        assert refused["error_code"] == ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        bump = await other.call(ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None,
+                                                             "producer_id": pid,
+                                                             "producer_epoch": 0})  # fmt: skip
+        assert bump["error_code"] == ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        mine = produced_batch([(None, b"y", [])], producer_id=pid, producer_epoch=0,
+                              base_sequence=0)  # fmt: skip
+        request["topic_data"][0]["partition_data"][0]["records"] = mine  # type: ignore[index]
+        answer = await owner.call(ApiKey.PRODUCE, 9, request)
+        assert answer["responses"][0]["partition_responses"][0]["error_code"] == 0
+    finally:
+        await owner.close()
+        await other.close()
+    assert [r.value for r in await ctx.backend.read("orders", 0, 0, 10, 1 << 20)] == [b"y"]
