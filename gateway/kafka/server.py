@@ -118,6 +118,10 @@ class KafkaListener:
             logger.warning("closing Kafka connection from %s: %s", session.peer, reason)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
+        except asyncio.CancelledError:
+            # `close` ends the connection: end normally, as asyncio's server callback (3.11)
+            # logs a connection task that ends cancelled as an error
+            pass
         finally:
             self._connections.discard(task)
             # answers already being made (durable produces) still go out, briefly

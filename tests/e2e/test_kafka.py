@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import select
 import subprocess
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -239,3 +240,26 @@ async def test_aiokafka_reads_what_http_wrote(kafka_gateway: KafkaGateway) -> No
     assert [(m.offset, m.timestamp, m.key, m.value, sorted(m.headers)) for m in got] == _expected(
         written
     )
+
+
+def test_sigterm_with_kafka_consumers_waiting_exits_cleanly(kafka_gateway: KafkaGateway) -> None:
+    """A consumer long-polling a Fetch does not hold the shutdown up or end it in error."""
+    kcat = require_kcat()
+    with httpx.Client(base_url=kafka_gateway.url, timeout=TIMEOUT_S) as client:
+        create_topic(client, "idle", 1)
+    consumer = subprocess.Popen(
+        [kcat, "-b", kafka_gateway.bootstrap, "-C", "-t", "idle", "-o", "beginning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert consumer.stderr is not None
+        ready, _, _ = select.select([consumer.stderr], [], [], TIMEOUT_S)
+        assert ready, "kcat never fetched"
+        assert b"Reached end of topic idle" in consumer.stderr.readline()  # now long-polling
+        assert kafka_gateway.gateway.terminate() == 0
+    finally:
+        consumer.kill()
+        consumer.communicate(timeout=TIMEOUT_S)
+    log = kafka_gateway.gateway.log()
+    assert "Traceback" not in log
+    assert " ERROR " not in log
