@@ -7,7 +7,10 @@ queued while this one's fsync runs, and they share it too. The answer comes once
 each append is durable under the server's fsync policy, whatever `acks` says (there are
 no followers to wait for); acks=0 gets no answer at all, as Kafka does. Idempotent
 producers' batches go through `gateway.kafka.producers` first: a retried batch is answered
-with its first write's offsets, a gap in sequence numbers is refused.
+with its first write's offsets, a gap in sequence numbers is refused. A topic with a schema
+(gateway.schemas) checks Kafka records as it checks HTTP ones and stamps them with the
+version; a batch with a record that does not match is INVALID_RECORD, its message the
+first violation (pointers are /records/<index in the batch>/value...), nothing written.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from gateway.http.problems import Problem
 from gateway.kafka.dispatch import Api, ApiKey, Body, Broker, Later, Request, Session
 from gateway.kafka.errors import ErrorCode, error_code_of
 from gateway.kafka.records import InvalidBatch, ProducedBatch, decode_produced
+from gateway.schemas.registry import Compiled, enforce
 from storage import errors
 from storage.types import AppendResult, NewRecord, TopicInfo
 
@@ -44,7 +49,12 @@ def _too_large(records: list[NewRecord], max_record_bytes: int) -> bool:
 
 
 def _start(
-    broker: Broker, session: Session, info: TopicInfo, partition: int, data: object
+    broker: Broker,
+    session: Session,
+    info: TopicInfo,
+    schema: Compiled | None,
+    partition: int,
+    data: object,
 ) -> _Outcome:
     """Check one partition's batch and start its append (no await: the order of a
     producer's batches is the order their appends are queued in)."""
@@ -65,6 +75,13 @@ def _start(
         outcome.error = ErrorCode.MESSAGE_TOO_LARGE
         outcome.message = f"a record is larger than {settings.max_record_bytes} bytes"
         return outcome
+    records = batch.records
+    if schema is not None:
+        try:
+            records = enforce(schema, info.name, records, "/records/")
+        except Problem as problem:
+            outcome.error, outcome.message = ErrorCode.INVALID_RECORD, problem.detail
+            return outcome
     outcome.batch = batch
     producers = broker.producers
     idempotent = batch.producer_id >= 0
@@ -94,7 +111,7 @@ def _start(
             outcome.append, outcome.duplicate = verdict.duplicate_of, True
             return outcome
     try:
-        outcome.append = broker.ctx.backend.start_append(info.name, partition, batch.records)
+        outcome.append = broker.ctx.backend.start_append(info.name, partition, records)
     except errors.StorageError as exc:
         outcome.error, outcome.message = error_code_of(exc), str(exc)
         return outcome
@@ -148,18 +165,26 @@ async def handle(broker: Broker, session: Session, request: Request) -> Body | L
         parts = topic["partition_data"]
         error = ErrorCode.NONE
         info: TopicInfo | None = None
+        schema: Compiled | None = None
         if not broker.allows(session, "produce", "topic", name):
             error = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         else:
             try:
                 info = await broker.ctx.backend.get_topic(name)
+                schema = await broker.ctx.schemas.active(broker.ctx.backend, name)
             except errors.StorageError as exc:
-                error = error_code_of(exc)
+                error, info = error_code_of(exc), None
         if info is None:
             outcomes.append((name, [_Outcome(name, p["index"], error) for p in parts]))
         else:
             outcomes.append(
-                (name, [_start(broker, session, info, p["index"], p["records"]) for p in parts])
+                (
+                    name,
+                    [
+                        _start(broker, session, info, schema, p["index"], p["records"])
+                        for p in parts
+                    ],
+                )
             )
     return Later(_answer(broker, outcomes, acks))
 

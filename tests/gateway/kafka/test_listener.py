@@ -248,3 +248,25 @@ async def test_metadata_auto_creates_only_when_the_server_does(
 async def test_sasl_is_refused_when_auth_is_off(raw: RawKafka) -> None:
     answer = await raw.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
     assert answer == {"error_code": ErrorCode.UNSUPPORTED_SASL_MECHANISM, "mechanisms": []}
+
+
+async def test_a_topic_schema_checks_kafka_records_too(
+    raw: RawKafka, client: httpx.AsyncClient
+) -> None:
+    await _topic(client, "t")
+    schema = {"type": "object", "required": ["amount"], "properties": {"amount": {"minimum": 0}}}
+    assert (await client.post("/v1/topics/t/schemas", json={"schema": schema})).is_success
+    bad = produced_batch([(None, b'{"amount": 1}', []), (None, b'{"amount": -5}', [])])
+    answer = _partition_answer(await raw.call(ApiKey.PRODUCE, 9, _produce("t", bad)))
+    assert answer["error_code"] == ErrorCode.INVALID_RECORD
+    assert answer["error_message"].startswith("/records/1/value/amount")
+    binary = produced_batch([(None, b"\x00avro", [])])
+    answer = _partition_answer(await raw.call(ApiKey.PRODUCE, 9, _produce("t", binary)))
+    assert answer["error_code"] == ErrorCode.INVALID_RECORD
+    assert await _records(client, "t") == []
+    good = produced_batch([(None, b'{"amount": 2}', [])])
+    answer = _partition_answer(await raw.call(ApiKey.PRODUCE, 9, _produce("t", good)))
+    assert answer["error_code"] == 0
+    [record] = await _records(client, "t")
+    assert record["value"] == {"amount": 2}
+    assert record["headers"] == {"logway-schema-version": "1"}
