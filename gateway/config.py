@@ -174,6 +174,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("max_streams_per_client: must not be negative (0 turns it off)")
     if settings.rate_limit_per_s < 0:
         raise ConfigError("rate_limit_per_s: must not be negative (0 turns it off)")
+    if settings.kafka_port is not None and not 1 <= settings.kafka_port <= 65535:
+        raise ConfigError("kafka_port: must be between 1 and 65535")
+    if settings.kafka_port == settings.port:
+        raise ConfigError("kafka_port: must differ from port (HTTP)")
 
 
 def is_secret(name: str) -> bool:

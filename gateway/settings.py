@@ -56,3 +56,7 @@ class Settings:
     jwt_audience: str | None = None  # checked when set
     auth_cookie: str = "logway_token"  # HttpOnly cookie carrying a token (EventSource)
     auth_query_token: bool = False  # accept ?access_token= (leaks into logs): opt in
+    # Kafka protocol listener (gateway/kafka/, the `kafka` extra): off unless a port is set.
+    # It binds `host`; Metadata advertises kafka_advertised_host (default: host).
+    kafka_port: int | None = None
+    kafka_advertised_host: str | None = None
