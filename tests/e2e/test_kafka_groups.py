@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -153,6 +154,56 @@ def test_three_librdkafka_members_share_a_topic_and_two_take_over_as_one_leaves(
         consumed = set().union(*seen.values())
         assert consumed == {(p, o) for p in range(6) for o in range(100)}  # every record
         assert committed(client, "payments") == ends(client, "orders")
+
+
+_MEMBER_SCRIPT = """
+import sys, confluent_kafka
+consumer = confluent_kafka.Consumer({
+    "bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "auto.offset.reset": "earliest",
+    "session.timeout.ms": 6000, "heartbeat.interval.ms": 250,
+})
+consumer.subscribe([sys.argv[3]])
+while True:
+    consumer.poll(0.1)
+    if consumer.assignment():
+        print("assigned", flush=True)
+"""
+
+
+def test_a_member_killed_without_leaving_is_expired_after_its_session_timeout(
+    kafka_gateway: KafkaGateway,
+) -> None:
+    with httpx.Client(base_url=kafka_gateway.url, timeout=TIMEOUT_S) as client:
+        create_topic(client, "jobs", 2)
+        survivor = _consumer(kafka_gateway.bootstrap, "workers")
+        survivor.subscribe(["jobs"])
+        doomed = subprocess.Popen(
+            [sys.executable, "-c", _MEMBER_SCRIPT, kafka_gateway.bootstrap, "workers", "jobs"],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert doomed.stdout is not None
+            seen: dict[str, set[tuple[int, int]]] = {}
+            deadline = time.monotonic() + TIMEOUT_S
+            while len(survivor.assignment()) != 1:  # until the group is split in two
+                assert time.monotonic() < deadline, "the two members never split the topic"
+                _poll([survivor], seen)
+            assert doomed.stdout.readline() == b"assigned\n"
+            doomed.kill()  # no LeaveGroup: only the session timeout can tell
+            doomed.wait(TIMEOUT_S)
+            produce(client, "jobs", 2, 10)
+            while len(set().union(set(), *seen.values())) < 10:
+                assert time.monotonic() < deadline, (
+                    "the dead member's partition was never handed on"
+                )
+                _poll([survivor], seen)
+            assert sorted(tp.partition for tp in survivor.assignment()) == [0, 1]
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+            doomed.communicate()
+            survivor.close()
+        assert committed(client, "workers") == {0: 5, 1: 5}
 
 
 async def test_aiokafka_and_kafka_python_resume_each_others_commits(
