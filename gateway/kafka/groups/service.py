@@ -55,6 +55,8 @@ from storage.types import TopicPartition
 
 log = logging.getLogger("logway.kafka")
 
+CLOSE_TIMEOUT_S = 2.0  # how long closing waits for generations still being saved
+
 
 @dataclass(frozen=True, slots=True)
 class GroupSettings:
@@ -240,7 +242,8 @@ class KafkaGroups:
         return await self._http.committed_offsets(group)
 
     async def close(self) -> None:
-        """Stop the timers and pass-ons, and let go of HTTP's groups."""
+        """Stop the timers, let the last generations be passed on (briefly), and let go of
+        HTTP's groups."""
         self._http.attach(None)
         for timer in self._timers.values():
             timer.cancel()
@@ -248,6 +251,8 @@ class KafkaGroups:
         for answer in self._waiting.values():
             answer.cancel()
         self._waiting.clear()
+        if self._background:
+            await asyncio.wait(self._background, timeout=CLOSE_TIMEOUT_S)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -127,13 +127,18 @@ async def produce(client: httpx.AsyncClient, count: int) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize(("join_version", "sync_version"), [(0, 0), (5, 3), (9, 5)])
+@pytest.mark.parametrize(
+    ("join_version", "sync_version", "commit_version", "fetch_version"),
+    [(0, 0, 2, 2), (5, 3, 7, 7), (9, 5, 9, 9)],
+)
 async def test_a_member_joins_syncs_commits_and_leaves_and_http_sees_all_of_it(
     raw: RawKafka,
     client: httpx.AsyncClient,
     topic: str,
     join_version: int,
     sync_version: int,
+    commit_version: int,
+    fetch_version: int,
 ) -> None:
     await produce(client, 6)
     joined = await join(raw, "g", join_version)
@@ -148,9 +153,9 @@ async def test_a_member_joins_syncs_commits_and_leaves_and_http_sees_all_of_it(
     assert (synced["error_code"], synced["assignment"]) == (ErrorCode.NONE, mine)
     beat = {"group_id": "g", "generation_id": generation, "member_id": member_id}
     assert (await raw.call(ApiKey.HEARTBEAT, 4, beat))["error_code"] == ErrorCode.NONE
-    errors = await commit(raw, "g", member_id, generation, {0: 2, 1: 1})
+    errors = await commit(raw, "g", member_id, generation, {0: 2, 1: 1}, commit_version)
     assert set(errors.values()) == {ErrorCode.NONE}
-    assert await fetch_offsets(raw, "g", 7) == await fetch_offsets(raw, "g", 8) == {0: 2, 1: 1}
+    assert await fetch_offsets(raw, "g", fetch_version) == {0: 2, 1: 1}
 
     described = check_response(await client.get("/v1/groups/g"), "/v1/groups/{group}")
     assert (described["state"], described["generation"], described["protocol"]) == (
