@@ -250,8 +250,7 @@ def _join_refused(consumer: Consumer) -> KafkaError:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         message = consumer.poll(0.2)
-        if message is not None and message.error() is not None:
-            error: KafkaError = message.error()
+        if message is not None and (error := message.error()) is not None:
             return error
         assert not consumer.assignment()
     raise AssertionError("the join was never refused")

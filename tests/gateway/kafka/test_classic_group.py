@@ -417,5 +417,5 @@ class ClassicGroupModel(RuleBasedStateMachine):
             assert self.group.next_deadline_ms() is not None
 
 
-TestClassicGroupModel = ClassicGroupModel.TestCase
+TestClassicGroupModel = pytest.mark.slow(ClassicGroupModel.TestCase)  # 3-4 s
 TestClassicGroupModel.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)

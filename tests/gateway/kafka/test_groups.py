@@ -425,7 +425,8 @@ async def test_aiokafka_members_share_a_topic_and_hand_over_as_one_stops(
     await produce(client, 30)
     consumers = [
         AIOKafkaConsumer("t", bootstrap_servers=bootstrap, group_id="team",
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         session_timeout_ms=6000, heartbeat_interval_ms=100)
         for _ in range(2)
     ]  # fmt: skip
     seen: set[tuple[int, int]] = set()
