@@ -364,6 +364,23 @@ class ClassicGroupModel(RuleBasedStateMachine):
         self.open[event.waiter] = "join"
         self._apply(self.group.join(event))
 
+    @rule(protocol=st.sampled_from(["range", "rr"]))
+    def everyone_rejoins(self, protocol: str) -> None:
+        for member in self.group.describe():
+            event = join(
+                member.member_id, now=self.now, protocols=((protocol, b"x"), ("range", b"y"))
+            )
+            self.open[event.waiter] = "join"
+            self._apply(self.group.join(event))
+
+    @rule()
+    def the_leader_assigns(self) -> None:
+        if self.group.leader is not None:
+            event = sync(self.group.leader, self.group.generation, now=self.now,
+                         assignments={m.member_id: b"a" for m in self.group.describe()})  # fmt: skip
+            self.open[event.waiter] = "sync"
+            self._apply(self.group.sync(event))
+
     @rule(which=st.integers(0, 5), stale=st.booleans(), lead=st.booleans())
     def sync(self, which: int, stale: bool, lead: bool) -> None:
         if not self.known:
@@ -383,13 +400,18 @@ class ClassicGroupModel(RuleBasedStateMachine):
             self.group.heartbeat(member_id, self.group.generation, None, self.now)
             self.group.validate_commit(member_id, self.group.generation, None, self.now)
 
+    @rule()
+    def everyone_heartbeats(self) -> None:
+        for member in self.group.describe():
+            self.group.heartbeat(member.member_id, self.group.generation, None, self.now)
+
     @rule(which=st.integers(0, 5))
     def leave(self, which: int) -> None:
         if self.known:
             _, replies = self.group.leave(self.known[which % len(self.known)], None, None, self.now)
             self._apply(replies)
 
-    @rule(step_ms=st.sampled_from([1, 1000, DELAY_MS, SESSION_MS, REBALANCE_MS]))
+    @rule(step_ms=st.sampled_from([1, 100, 1000, DELAY_MS, DELAY_MS, SESSION_MS, REBALANCE_MS]))
     def time_passes(self, step_ms: int) -> None:
         self.now += step_ms
         self._apply(self.group.tick(self.now))
@@ -418,4 +440,4 @@ class ClassicGroupModel(RuleBasedStateMachine):
 
 
 TestClassicGroupModel = pytest.mark.slow(ClassicGroupModel.TestCase)  # 3-4 s
-TestClassicGroupModel.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestClassicGroupModel.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)

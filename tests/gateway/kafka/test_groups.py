@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from aiokafka.coordinator.protocol import (
 )
 from starlette.applications import Starlette
 
+from gateway import config
 from gateway.context import Context
 from gateway.kafka.dispatch import ApiKey
 from gateway.kafka.errors import ErrorCode
@@ -460,3 +462,23 @@ async def test_aiokafka_members_share_a_topic_and_hand_over_as_one_stops(
         1: 10,
         2: 10,
     }
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("kafka_group_initial_rebalance_delay_ms = -1\n", "must not be negative"),
+        ("kafka_group_min_session_timeout_ms = 0\n", "at least 1"),
+        ("kafka_group_min_session_timeout_ms = 9\nkafka_group_max_session_timeout_ms = 8\n",
+         "at most"),
+    ],
+)  # fmt: skip
+def test_group_settings_that_cannot_work_are_refused(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = tmp_path / "logway.toml"
+    path.write_text(toml)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load({}, path, {})
+    path.write_text("kafka_group_initial_rebalance_delay_ms = 0\n")
+    assert config.load({}, path, {}).kafka_group_initial_rebalance_delay_ms == 0
