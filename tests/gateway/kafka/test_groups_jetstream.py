@@ -4,50 +4,34 @@ through the KV bucket), so HTTP's groups continue after them on any gateway."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 
-from gateway.app import create_app
-from gateway.context import Context
 from gateway.kafka.dispatch import ApiKey
 from gateway.kafka.errors import ErrorCode
-from gateway.kafka.server import KafkaListener, start_listener
+from gateway.kafka.server import KafkaListener
 from gateway.settings import Settings
 from storage.jetstream import JetStreamBackend
 from storage.types import NewRecord, TopicConfig
 from tests.gateway.kafka.conftest import RawKafka
 from tests.gateway.kafka.test_groups import commit, fetch_offsets, join, join_body, sync
-from tests.nats_cluster import NatsCluster, fresh_namespace
+from tests.gateway.kafka.test_jetstream import jetstream_kafka
 
 pytestmark = pytest.mark.nats
+__all__ = ["jetstream_kafka"]  # the fixture, shared with the listener's JetStream tests
 
 
 @pytest.fixture
-async def on_jetstream(
-    nats_cluster: NatsCluster, settings: Settings
-) -> AsyncIterator[tuple[Context, KafkaListener]]:
-    backend = await JetStreamBackend.open(
-        nats_cluster.urls, replicas=3, namespace=fresh_namespace()
-    )
-    app = create_app(
-        replace(settings, kafka_port=0, kafka_group_initial_rebalance_delay_ms=0), backend
-    )
-    ctx: Context = app.state.logway
-    listener = await start_listener(ctx)
-    try:
-        yield ctx, listener
-    finally:
-        await listener.close()
-        await ctx.groups.close()
-        await backend.close()
+def settings(settings: Settings) -> Settings:
+    return replace(settings, kafka_group_initial_rebalance_delay_ms=0)
 
 
 async def test_a_kafka_group_on_jetstream_shares_offsets_and_generations_with_http(
-    on_jetstream: tuple[Context, KafkaListener],
+    jetstream_kafka: tuple[JetStreamBackend, KafkaListener],
 ) -> None:
-    ctx, listener = on_jetstream
+    _, listener = jetstream_kafka
+    ctx = listener.broker.ctx
     await ctx.backend.create_topic("t", 3, TopicConfig())
     for partition in range(3):
         await ctx.backend.append("t", partition, [NewRecord(value=b"1"), NewRecord(value=b"2")])
