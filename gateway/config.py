@@ -178,6 +178,17 @@ def validate(settings: Settings) -> None:
         raise ConfigError("kafka_port: must be between 1 and 65535")
     if settings.kafka_port == settings.port:
         raise ConfigError("kafka_port: must differ from port (HTTP)")
+    if settings.kafka_group_initial_rebalance_delay_ms < 0:
+        raise ConfigError("kafka_group_initial_rebalance_delay_ms: must not be negative")
+    if (
+        not 1
+        <= settings.kafka_group_min_session_timeout_ms
+        <= settings.kafka_group_max_session_timeout_ms
+    ):
+        raise ConfigError(
+            "kafka_group_min_session_timeout_ms: must be at least 1 and at most"
+            " kafka_group_max_session_timeout_ms"
+        )
 
 
 def is_secret(name: str) -> bool:

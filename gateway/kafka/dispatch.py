@@ -27,6 +27,7 @@ from gateway.context import Context
 from gateway.http.auth import Authenticator, Principal
 from gateway.kafka.batches import BatchCache
 from gateway.kafka.errors import ErrorCode
+from gateway.kafka.groups.service import KafkaGroups
 from gateway.kafka.producers import ProducerStates
 from gateway.kafka.schema import MessageSchema, load_schema
 
@@ -137,6 +138,7 @@ class Broker:
     port: int
     cluster_id: str
     authenticator: Authenticator | None  # None when auth is off
+    groups: KafkaGroups  # the consumer groups this broker coordinates (every one)
     producers: ProducerStates = field(default_factory=ProducerStates)
     batches: BatchCache = field(default_factory=BatchCache)
 

@@ -44,6 +44,7 @@ from gateway.kafka.dispatch import (
     registry,
 )
 from gateway.kafka.errors import ErrorCode
+from gateway.kafka.groups.service import GroupSettings, KafkaGroups
 from gateway.kafka.protocol import UnknownApi, decode_request, encode_response, peek_head
 from gateway.kafka.schema import MalformedMessage
 
@@ -90,6 +91,7 @@ class KafkaListener:
         for task in list(self._connections):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.broker.groups.close()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -289,6 +291,14 @@ async def start_listener(
         port=settings.kafka_port,
         cluster_id=_cluster_id(settings.backend),
         authenticator=Authenticator(settings) if auth_enabled(settings) else None,
+        groups=KafkaGroups(
+            ctx.groups,
+            GroupSettings(
+                settings.kafka_group_initial_rebalance_delay_ms,
+                settings.kafka_group_min_session_timeout_ms,
+                settings.kafka_group_max_session_timeout_ms,
+            ),
+        ),
     )
     listener = KafkaListener(broker)
     await listener.start(settings.host, settings.kafka_port)
