@@ -23,6 +23,11 @@ little-endian; lengths are unsigned unless marked signed.
 
 The fixed part of a record is unpacked with one struct call, so decoding a batch of small
 records costs a few C calls per record and no per-byte Python loop.
+
+A segment file may end in zeros after its last batch (segments are zero-filled ahead of the
+writer, storage.segment). A batch never starts with a zero length, so four zero bytes where a
+batch would start mark the end of the data when every byte after them is zero too; any
+other byte there is damage, cut like a torn batch.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ _HEADER_VALUE_LENGTH = struct.Struct("<I")
 _LENGTH_AND_CRC = struct.Struct("<II")
 _AFTER_CRC = struct.Struct("<qIq")
 _LENGTH = struct.Struct("<I")
-_LENGTH_AND_CRC = struct.Struct("<II")
+_ZEROS = bytes(1024 * 1024)
 
 # A batch may not be larger than this (a sanity bound that stops a corrupt length field
 # from making recovery read gigabytes).
@@ -151,7 +156,8 @@ class ScanResult:
     batches: list[BatchHeader]  # empty when the caller visited them instead
     last: BatchHeader | None  # the last valid batch
     valid_end: int  # position just after the last valid batch
-    error: str | None  # None when the buffer ends exactly at a batch boundary
+    # None when the buffer ends at a batch boundary, or only zeros follow valid_end
+    error: str | None
 
 
 def scan(
@@ -163,7 +169,8 @@ def scan(
     """Walk batches from `start`, checking length, checksum and offset continuity.
 
     Stops at the first torn, corrupt or out-of-sequence batch; that is the recovery cut
-    point. `expected_offset` is the base offset the first batch must have (the next ones
+    point. Zeros from a batch boundary to the end of `buf` are the unwritten rest of a
+    zero-filled file: the scan ends there without an error. `expected_offset` is the base offset the first batch must have (the next ones
     must follow densely). With `visit`, each valid batch goes to it instead of into
     `batches`, so a whole segment scans in constant memory.
     """
@@ -174,6 +181,10 @@ def scan(
     end = len(buf)
     error: str | None = None
     while position < end:
+        if end - position >= 4 and _LENGTH.unpack_from(buf, position)[0] == 0:
+            if not is_zero(buf, position, end):
+                error = f"non-zero bytes after the end of the data at position {position}"
+            break
         try:
             header = read_header(buf, position)
         except CorruptRecord as exc:
@@ -198,6 +209,16 @@ def scan(
         expected_offset = header.next_offset
         position = header.end_position
     return ScanResult(batches, last, position, error)
+
+
+def is_zero(buf: bytes | memoryview | mmap.mmap, start: int, end: int) -> bool:
+    """Whether buf[start:end] holds only zero bytes (compared a MiB at a time, in C)."""
+    view = memoryview(buf)
+    for position in range(start, end, len(_ZEROS)):
+        piece = bytes(view[position : min(end, position + len(_ZEROS))])
+        if piece != _ZEROS[: len(piece)]:
+            return False
+    return True
 
 
 def decode_batch(
