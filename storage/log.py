@@ -156,7 +156,10 @@ class LogEngine:
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> asyncio.Future[AppendResult]:
         """Enqueue an append now (see Partition.start_append); await the future for its result."""
-        return self.partition(topic, partition).start_append(records)
+        partitions = self._topics.get(topic)  # `partition()` inlined: this runs per append
+        if partitions is None or not 0 <= partition < len(partitions):
+            return self.partition(topic, partition).start_append(records)  # raises
+        return partitions[partition].start_append(records)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

@@ -5,11 +5,14 @@ zero-filling in its thread pool):
 
 - Offsets and timestamps are assigned on the loop when an append is enqueued, so they are
   dense and in queue order. Each append becomes one batch (all its records or none).
-- A single drain task empties the queue: every pending batch goes out in one write per
-  segment and, under `fsync=always`, one fsync, in the writer thread, and then every waiter
-  is resolved (group commit). The task holds `_io_lock` during each writer-thread job;
-  retention, sync and close take the same lock, so one job at a time touches the
-  partition's write side.
+- Group commit: every pending batch goes out in one write per segment and, under
+  `fsync=always`, one fsync, in the writer thread; the callback that brings the result back
+  to the loop publishes it, resolves every waiter and starts the next group. The first
+  append to an idle partition starts a group on the next loop iteration, so the appends
+  made in the same iteration (producers woken by the last group) share it.
+- One thing at a time holds the partition's write side (`_write_side_busy`): a group in
+  flight, or retention, an interval sync or close (`_write_side()`), each waiting its turn
+  in order; after a group, a waiting one goes before the next group.
 - Under `fsync=always` the active segment is zero-filled ahead of its data, and the next
   segment's file is prepared before a roll needs it, by one pool job at a time
   (`_prefilling`), so appends overwrite bytes the file already has (storage.segment says
@@ -32,16 +35,19 @@ zero-filling in its thread pool):
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import errno
 import itertools
 import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,6 +63,7 @@ from storage.segment import (
     INDEX_SUFFIX,
     PREPARED_SUFFIX,
     TIME_INDEX_SUFFIX,
+    Batch,
     PreparedFile,
     Segment,
     fsync_dir,
@@ -135,24 +142,6 @@ class PartitionIO:
     sync: Callable[[int], None]  # makes a segment file's data durable (timed for metrics)
 
 
-class _Pending:
-    __slots__ = ("base_offset", "count", "data", "future", "timestamp_ms")
-
-    def __init__(
-        self,
-        data: bytes,
-        base_offset: int,
-        count: int,
-        timestamp_ms: int,
-        future: asyncio.Future[AppendResult],
-    ) -> None:
-        self.data = data
-        self.base_offset = base_offset
-        self.count = count
-        self.timestamp_ms = timestamp_ms
-        self.future = future
-
-
 class Partition:
     """A partition's segments and the rules in the module docstring."""
 
@@ -182,9 +171,13 @@ class Partition:
         self._end_offset = self._active.next_offset
         self._next_offset = self._end_offset
         self._last_timestamp_ms = max(s.max_timestamp_ms for s in segments)
-        self._pending: list[_Pending] = []
-        self._drain_task: asyncio.Task[None] | None = None
-        self._io_lock = asyncio.Lock()
+        # queued batches and their waiters, side by side
+        self._pending: list[Batch] = []
+        self._waiting: list[asyncio.Future[AppendResult]] = []
+        self._pending_bytes = 0
+        self._write_side_busy = False
+        self._write_side_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._idle: asyncio.Future[None] | None = None  # close waits for the queue to drain
         self._failure: StorageWriteError | None = None
         self._closed = False
         self._dirty = False
@@ -234,10 +227,6 @@ class Partition:
 
     # -- appends ------------------------------------------------------------------------
 
-    async def append(self, records: Sequence[NewRecord]) -> AppendResult:
-        """Append `records` as one batch; returns once written (and fsynced per policy)."""
-        return await self.start_append(records)
-
     def start_append(self, records: Sequence[NewRecord]) -> asyncio.Future[AppendResult]:
         """Enqueue `records` as one batch now; the future resolves once written (and fsynced).
 
@@ -245,109 +234,154 @@ class Partition:
         yields: a caller cancelled later cannot stop it from being written. Cancelling the
         future only stops waiting for it.
         """
-        self._check_open()
+        if self._closed:
+            raise StorageClosed(f"partition {self.name} is closed")
         if self._failure is not None:
             raise self._failure
         if not records:
             raise ValueError("append needs at least one record")
-        timestamp_ms = max(now_ms(), self._last_timestamp_ms)
+        timestamp_ms = now_ms()
+        if timestamp_ms < self._last_timestamp_ms:
+            timestamp_ms = self._last_timestamp_ms
         base_offset = self._next_offset
+        count = len(records)
         data = codec.encode_batch(base_offset, timestamp_ms, records)
-        self._next_offset = base_offset + len(records)
+        self._next_offset = base_offset + count
         self._last_timestamp_ms = timestamp_ms
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(data, base_offset, len(records), timestamp_ms, future))
-        if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        self._pending.append(_new_tuple(Batch, (data, base_offset, count, timestamp_ms)))
+        self._waiting.append(future)
+        self._pending_bytes += len(data)
+        if not self._write_side_busy:
+            self._write_side_busy = True
+            loop.call_soon(self._write_next)
         return future
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                group = self._take_group()
-                async with self._io_lock:
-                    if self._failure is not None:  # a failed interval fsync
-                        self._fail_pending(self._failure, group)
-                        return
-                    try:
-                        touched = await self._writer.submit(partial(self._write_locked, group))
-                    except BaseException as exc:
-                        self._fail_locked(exc, group)
-                        if not isinstance(exc, Exception):
-                            raise
-                        return
-                    self._publish_locked(group, touched)
-                for pending in group:
-                    if not pending.future.done():
-                        pending.future.set_result(
-                            AppendResult(pending.base_offset, pending.count, pending.timestamp_ms)
-                        )
-                if self._prefill_bytes:
-                    self._maybe_prefill()
-        finally:
-            self._drain_task = None
+    def _write_next(self) -> None:
+        """Loop, write side held: hand the next group to the writer thread."""
+        if not self._pending:
+            self._release_write_side()
+            return
+        group, waiting, group_bytes = self._take_group()
+        if self._failure is not None:  # a failed interval fsync
+            self._fail_pending(self._failure, waiting)
+            self._release_write_side()
+            return
+        self._writer.call(
+            partial(self._write_locked, group), partial(self._written, group, waiting, group_bytes)
+        )
 
-    def _take_group(self) -> list[_Pending]:
-        """The next batches to write together: all pending, up to GROUP_COMMIT_BYTES.
+    def _written(
+        self,
+        group: list[Batch],
+        waiting: list[asyncio.Future[AppendResult]],
+        group_bytes: int,
+        touched: list[Segment] | None,
+        error: BaseException | None,
+    ) -> None:
+        """Loop: the writer thread is done with a group; publish it and answer its waiters."""
+        if error is not None or touched is None:
+            self._fail_locked(error or RuntimeError("the writer returned nothing"), waiting)
+        else:
+            self._publish_locked(group, group_bytes, touched)
+            for batch, future in zip(group, waiting, strict=True):
+                if not future.done():
+                    future.set_result(_new_tuple(AppendResult, batch[1:]))
+            if self._prefill_bytes:
+                self._maybe_prefill()
+        self._release_write_side()
+
+    def _release_write_side(self) -> None:
+        """Loop: pass the write side on: to the longest waiter, else to the next group."""
+        while self._write_side_waiters:
+            waiter = self._write_side_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        if self._pending:
+            self._write_next()
+            return
+        self._write_side_busy = False
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def _write_side(self) -> AsyncIterator[None]:
+        """Hold the write side (no group in flight) for retention, sync or close."""
+        if self._write_side_busy:
+            waiter = asyncio.get_running_loop().create_future()
+            self._write_side_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed over, then cancelled
+                    self._release_write_side()
+                raise
+        else:
+            self._write_side_busy = True
+        try:
+            yield
+        finally:
+            self._release_write_side()
+
+    def _take_group(self) -> tuple[list[Batch], list[asyncio.Future[AppendResult]], int]:
+        """The next batches to write together (with their waiters and size in bytes): all
+        pending, up to GROUP_COMMIT_BYTES.
 
         A bound keeps one huge group from making every producer wait for all of it, and
         lets acknowledged producers encode their next appends while this group is written.
         """
-        pending = self._pending
-        size = 0
-        for i, p in enumerate(pending):
-            size += len(p.data)
-            if size >= GROUP_COMMIT_BYTES:
-                group = pending[: i + 1]
-                del pending[: i + 1]
-                return group
-        self._pending = []
-        return pending
+        pending, waiting = self._pending, self._waiting
+        size = self._pending_bytes
+        if size <= GROUP_COMMIT_BYTES:
+            self._pending, self._waiting, self._pending_bytes = [], [], 0
+            return pending, waiting, size
+        size = end = 0
+        while size < GROUP_COMMIT_BYTES:
+            size += len(pending[end].data)
+            end += 1
+        group, group_waiting = pending[:end], waiting[:end]
+        del pending[:end], waiting[:end]
+        self._pending_bytes -= size
+        return group, group_waiting, size
 
-    def _should_roll(self, segment_bytes: int, first_timestamp_ms: int | None, p: _Pending) -> bool:
-        if segment_bytes == 0:
-            return False
-        if segment_bytes + len(p.data) > self.config.segment_bytes:
-            return True
-        return (
-            first_timestamp_ms is not None
-            and p.timestamp_ms - first_timestamp_ms >= self.config.segment_ms
-        )
+    def _write_locked(self, group: list[Batch]) -> list[Segment]:
+        """Writer thread: write `group`, rolling segments as needed. Returns touched segments.
 
-    def _write_locked(self, group: list[_Pending]) -> list[Segment]:
-        """Writer thread: write `group`, rolling segments as needed. Returns touched segments."""
+        A segment rolls before a batch that would take it past segment.bytes, or that is
+        segment.ms younger than its first batch; an empty segment takes any batch.
+        """
         sync = self._sync if self.durability.mode is Durability.ALWAYS else None
         seal_sync = self._sync if self.durability.mode is not Durability.NEVER else None
-        original = self._active
+        segment_bytes, segment_ms = self.config.segment_bytes, self.config.segment_ms
+        active = original = self._active
         saved = (original.size, original.next_offset, original.first_timestamp_ms)
         saved_max_timestamp = original.max_timestamp_ms
         touched = [original]
-        chunk: list[bytes] = []
-        batches: list[tuple[int, int, int, int]] = []
-        chunk_bytes = 0
+        position, first_timestamp = active.size, active.first_timestamp_ms
+        start = 0
         try:
-            for p in group:
-                active = self._active
-                first_timestamp = (
-                    active.first_timestamp_ms
-                    if active.first_timestamp_ms is not None
-                    else (batches[0][2] if batches else None)
-                )
-                if self._should_roll(active.size + chunk_bytes, first_timestamp, p):
-                    if chunk:
-                        active.write_locked(b"".join(chunk), batches, sync=None)
-                        chunk, batches, chunk_bytes = [], [], 0
-                    active.seal(seal_sync)
-                    self._active = Segment.create(
-                        self.directory, p.base_offset, self._take_prepared()
+            for i, batch in enumerate(group):
+                if position and (
+                    position + len(batch.data) > segment_bytes
+                    or (
+                        first_timestamp is not None
+                        and batch.timestamp_ms - first_timestamp >= segment_ms
                     )
-                    touched.append(self._active)
-                chunk.append(p.data)
-                batches.append((p.base_offset, p.count, p.timestamp_ms, len(p.data)))
-                chunk_bytes += len(p.data)
-            self._active.write_locked(
-                chunk[0] if len(chunk) == 1 else b"".join(chunk), batches, sync
-            )
+                ):
+                    if i > start:
+                        active.write_locked(_joined(group, start, i), group[start:i], None)
+                    active.seal(seal_sync)
+                    active = self._active = Segment.create(
+                        self.directory, batch.base_offset, self._take_prepared()
+                    )
+                    touched.append(active)
+                    start, position, first_timestamp = i, 0, None
+                if first_timestamp is None:
+                    first_timestamp = batch.timestamp_ms
+                position += len(batch.data)
+            active.write_locked(_joined(group, start, len(group)), group[start:], sync)
             if len(touched) > 1 and seal_sync is not None:
                 fsync_dir(self.directory)
         except BaseException:
@@ -424,7 +458,7 @@ class Partition:
             else:
                 self._prepared = prepared
 
-    def _fail_locked(self, exc: BaseException, group: list[_Pending]) -> None:
+    def _fail_locked(self, exc: BaseException, waiting: list[asyncio.Future[AppendResult]]) -> None:
         """Make the partition sticky-failed and fail every queued append."""
         error = write_error(exc, f"append to {self.name} failed")
         if not isinstance(exc, OSError):
@@ -432,19 +466,21 @@ class Partition:
         else:
             log.error("%s; the partition refuses writes until it is reopened", error)
         self._failure = error
-        self._fail_pending(error, group)
+        self._fail_pending(error, waiting)
 
-    def _fail_pending(self, error: StorageWriteError, group: list[_Pending]) -> None:
-        failed = group + self._pending
-        self._pending = []
+    def _fail_pending(
+        self, error: StorageWriteError, waiting: list[asyncio.Future[AppendResult]]
+    ) -> None:
+        failed = waiting + self._waiting
+        self._pending, self._waiting, self._pending_bytes = [], [], 0
         self._next_offset = self._end_offset
-        for pending in failed:
-            if not pending.future.done():
-                pending.future.set_exception(error)
+        for future in failed:
+            if not future.done():
+                future.set_exception(error)
                 # Callers that were cancelled must not trigger "exception never retrieved".
-                pending.future.exception()
+                future.exception()
 
-    def _publish_locked(self, group: list[_Pending], touched: list[Segment]) -> None:
+    def _publish_locked(self, group: list[Batch], group_bytes: int, touched: list[Segment]) -> None:
         """Loop: make a finished write visible to readers and wake waiters."""
         for segment in touched:
             segment.readable_size = segment.size
@@ -453,13 +489,12 @@ class Partition:
             self._segments.append(segment)
             self._bases.append(segment.base_offset)
         last = group[-1]
-        self._end_offset = last.base_offset + last.count
+        self._end_offset = last.base_offset + last.record_count
         if self.durability.mode is not Durability.ALWAYS:
             self._dirty = True
-        for pending in group:
-            self._tail_bases.append(pending.base_offset)
-            self._tail_batches.append(pending.data)
-            self._tail_bytes += len(pending.data)
+        self._tail_bases += map(_BASE_OFFSET, group)
+        self._tail_batches += map(_DATA, group)
+        self._tail_bytes += group_bytes
         cache_bytes = self._tail_budget.per_partition
         if self._tail_bytes > cache_bytes:
             drop = 0
@@ -473,7 +508,7 @@ class Partition:
         """fsync the active segment if appends happened since the last sync (fsync=interval)."""
         if not self._dirty or self._closed:
             return
-        async with self._io_lock:
+        async with self._write_side():
             if not self._dirty or self._failure is not None:
                 return
             self._dirty = False
@@ -617,7 +652,7 @@ class Partition:
         if retention_ms is None and retention_bytes is None:
             return 0
         loop = asyncio.get_running_loop()
-        async with self._io_lock:
+        async with self._write_side():
             if self._closed or self._failure is not None:
                 return 0
             active = self._active
@@ -681,11 +716,12 @@ class Partition:
         if self._closed:
             return
         self._closed = True
-        if self._drain_task is not None:
-            await asyncio.shield(self._drain_task)
+        if self._write_side_busy or self._pending:  # appends queued before close are written
+            self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
         if self._prefilling is not None:
             await asyncio.wait([self._prefilling])
-        async with self._io_lock:
+        async with self._write_side():
             if self._failure is None:
                 try:
                     await self._writer.submit(partial(sync_data, self._active.fd))
@@ -702,6 +738,16 @@ class Partition:
         self._tail_batches.clear()
         self._tail_budget.resize(-1)
         self._wake_all()
+
+
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+_DATA = itemgetter(0)
+_BASE_OFFSET = itemgetter(1)
+
+
+def _joined(group: list[Batch], start: int, end: int) -> bytes:
+    """The bytes of group[start:end], in one piece (not copied when there is one batch)."""
+    return group[start].data if end - start == 1 else b"".join(map(_DATA, group[start:end]))
 
 
 def _prefill(

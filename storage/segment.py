@@ -31,9 +31,10 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from storage import codec
 from storage.errors import CorruptRecord
@@ -106,6 +107,15 @@ def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
             raise OSError("pwrite wrote nothing")
         view = view[written:]
         position += written
+
+
+class Batch(NamedTuple):
+    """An encoded batch on its way to a segment: its bytes and what the index needs."""
+
+    data: bytes
+    base_offset: int
+    record_count: int
+    timestamp_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,19 +344,19 @@ class Segment:
                 self.file_size = self.size
 
     def write_locked(
-        self,
-        data: bytes,
-        batches: list[tuple[int, int, int, int]],
-        sync: Callable[[int], None] | None,
+        self, data: bytes, batches: Sequence[Batch], sync: Callable[[int], None] | None
     ) -> None:
-        """Append `data` (whole batches given as (base offset, count, timestamp, size)),
-        then `sync` the file when given."""
+        """Append `data` (the bytes of `batches`), then `sync` the file when given."""
         start = self.size
         position = start
+        index = self.index
+        due = index.next_entry_position
         try:
-            for base_offset, _count, timestamp_ms, size in batches:
-                self.index.maybe_add(base_offset, position, timestamp_ms)
-                position += size
+            for batch in batches:
+                if position >= due:
+                    index.add(batch.base_offset, position, batch.timestamp_ms)
+                    due = index.next_entry_position
+                position += len(batch.data)
             if position <= self.file_size:  # only this thread makes file_size smaller
                 write_all(self.fd, data, start)
             else:  # beyond the zeros: the file grows, and no zeros may be written meanwhile
@@ -356,14 +366,14 @@ class Segment:
             if sync is not None:
                 sync(self.fd)
         except BaseException:
-            self.index.truncate(start)
+            index.truncate(start)
             raise
         self.size = position
-        last_base, last_count, last_timestamp, _ = batches[-1]
-        self.next_offset = last_base + last_count
+        last = batches[-1]
+        self.next_offset = last.base_offset + last.record_count
         if self.first_timestamp_ms is None:
-            self.first_timestamp_ms = batches[0][2]
-        self.max_timestamp_ms = last_timestamp
+            self.first_timestamp_ms = batches[0].timestamp_ms
+        self.max_timestamp_ms = last.timestamp_ms
 
     def truncate_locked(self, size: int) -> None:
         """Cut the file back to `size` after a failed write."""

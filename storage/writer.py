@@ -3,9 +3,10 @@
 One dedicated thread rather than a slot in the shared I/O pool: a group commit starts as
 soon as the thread takes it from a SimpleQueue (no pool bookkeeping, no futures chained
 across threads, no worker woken by chance), and a slow read can never delay an append.
-Each finished job wakes the event loop once, with `call_soon_threadsafe`, to settle the
-asyncio future the caller awaits. Partitions serialise their own jobs (their I/O lock), so
-the thread never sees two jobs of one partition at once.
+Each finished job wakes the event loop once, with `call_soon_threadsafe`, to run its
+`done` callback there (`call`), or to settle the asyncio future its caller awaits
+(`submit`). Partitions serialise their own jobs, so the thread never sees two jobs of one
+partition at once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_Job = tuple[asyncio.AbstractEventLoop, Callable[[], Any], "asyncio.Future[Any]"]
+Done = Callable[[T | None, BaseException | None], None]
+"""Told (result, None) or (None, error) on the loop once a job has run."""
+_Job = tuple[
+    asyncio.AbstractEventLoop, Callable[[], Any], Callable[[Any, BaseException | None], None]
+]
 
 
 class WriterThread:
@@ -30,11 +36,14 @@ class WriterThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def call(self, work: Callable[[], T], done: Done[T]) -> None:
+        """Run `work` on the thread, then `done` with its outcome on the running loop."""
+        self._jobs.put((asyncio.get_running_loop(), work, done))
+
     def submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
         """Run `work` on the thread; the future (of the running loop) gets its outcome."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, work, future))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.call(work, partial(_settle, future))
         return future
 
     def stop(self) -> None:
@@ -44,7 +53,7 @@ class WriterThread:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, work, future = job
+            loop, work, done = job
             try:
                 result = work()
             except BaseException as exc:
@@ -53,7 +62,7 @@ class WriterThread:
                 outcome = (result, None)
             # RuntimeError: the loop closed meanwhile, and nobody is waiting any more
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, *outcome)
+                loop.call_soon_threadsafe(done, *outcome)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
