@@ -70,7 +70,9 @@ def _parse(text: str) -> Trace:
                 continue
             name, args = call.groups()
             finished = not args.endswith(" <unfinished ...>")
-            if not finished:
+            if finished:  # name(args) = result: the last ") = " ends the arguments
+                args = args.rpartition(") = ")[0]
+            else:
                 args = args.removesuffix(" <unfinished ...>")
                 pending[pid] = (name, args)
         if name == "write" and args.startswith("1<") and (resumed is None):
@@ -82,7 +84,7 @@ def _parse(text: str) -> Trace:
         elif name == "pwrite64" and finished:
             path_match = _FD_PATH.match(args)
             assert path_match is not None, raw
-            count, position = args.rsplit(")", 1)[0].rsplit(", ", 2)[-2:]
+            count, position = args.rsplit(", ", 2)[-2:]
             zeros = args.split('"', 2)[1].startswith("\\0\\0\\0\\0")
             trace.writes.append(
                 Write(number, path_match.group(1), int(position), int(count), zeros)
