@@ -196,6 +196,7 @@ class Partition:
             PrefillSizer(time.monotonic()) if durability.mode is Durability.ALWAYS else None
         )
         self._prefilling: asyncio.Future[PreparedFile | None] | None = None
+        self._prefill_paused_until_s = 0.0  # after a failed prefill (a full disk, say)
         self._prepared: PreparedFile | None = None
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
@@ -469,7 +470,10 @@ class Partition:
         prepare = self._prepared is None and segment_bytes - active.size < low_bytes
         if active.file_size >= segment_bytes and not prepare:
             return
-        chunk_bytes = sizer.next_chunk(time.monotonic())
+        now_s = time.monotonic()
+        if now_s < self._prefill_paused_until_s:
+            return
+        chunk_bytes = sizer.next_chunk(now_s)
         target = min(segment_bytes, active.size + chunk_bytes)
         size = min(segment_bytes, chunk_bytes) if prepare else 0
         self._prefilling = asyncio.get_running_loop().run_in_executor(
@@ -483,8 +487,9 @@ class Partition:
             return
         error = job.exception()
         if error is not None:
-            # Appends still work (they grow the file); the next write tries again.
+            # Appends still work (they grow the file); a write tries again in a while.
             log.warning("could not zero-fill ahead of %s: %s", self.name, error)
+            self._prefill_paused_until_s = time.monotonic() + PREFILL_AHEAD_S
             return
         prepared = job.result()
         if prepared is not None:

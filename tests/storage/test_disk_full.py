@@ -85,6 +85,8 @@ def test_disk_full_is_typed_sticky_and_harmless(tmp_path: Path) -> None:
     assert acked_count > 50
     assert report["readable"] == acked_count  # reads kept working, saw only acked records
     assert "append to t/0 failed" in result.stderr
+    # Zero-filling ahead hit the limit first; it said so once and then paused.
+    assert result.stderr.count("could not zero-fill ahead of t/0") == 1
 
     values, next_offset = asyncio.run(_read_all(tmp_path))
     # The failed batches were cut off: the log holds exactly the acknowledged records.
