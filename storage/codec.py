@@ -57,6 +57,9 @@ _ZEROS = bytes(1024 * 1024)
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 _VALUE_FORMATS = {int(f): f for f in ValueFormat}
+# `new_tuple(Record, (fields...))` builds a NamedTuple without its Python-level __new__:
+# 0.7 k instead of about 2 k instructions, for the Record of every record read.
+new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,9 @@ def decode_batch(
                 break
             if offset >= first_offset:
                 records.append(
-                    Record(offset, timestamp_ms, value, key, headers, formats[attributes])
+                    new_tuple(
+                        Record, (offset, timestamp_ms, value, key, headers, formats[attributes])
+                    )
                 )
                 if len(records) >= limit:
                     return records

@@ -283,7 +283,7 @@ class Partition:
         self._last_timestamp_ms = timestamp_ms
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
-        self._pending.append(_new_tuple(Batch, (data, base_offset, count, timestamp_ms)))
+        self._pending.append(codec.new_tuple(Batch, (data, base_offset, count, timestamp_ms)))
         self._waiting.append(future)
         self._pending_bytes += len(data)
         if not self._write_side_busy:
@@ -320,7 +320,7 @@ class Partition:
             self._publish_locked(group, group_bytes, touched)
             for batch, future in zip(group, waiting, strict=True):
                 if not future.done():
-                    future.set_result(_new_tuple(AppendResult, batch[1:]))
+                    future.set_result(codec.new_tuple(AppendResult, batch[1:]))
             if self._prefill is not None and group_bytes <= PREFILL_GROUP_BYTES:
                 self._maybe_prefill(self._prefill, group_bytes)
         self._release_write_side()
@@ -780,7 +780,6 @@ class Partition:
         self._wake_all()
 
 
-_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _DATA = itemgetter(0)
 _BASE_OFFSET = itemgetter(1)
 
