@@ -391,7 +391,8 @@ async def timeline_child(directory: Path, seconds: float) -> dict[str, Any]:
 
     records = _records(1)
     count = int(seconds * 1000)
-    # offset -> scheduled, called, done, the loop thread's run-queue wait since the last one
+    # offset -> scheduled, called, done, the loop thread's run-queue wait from the arrival
+    # before this one until this one was done
     appends: dict[int, tuple[float, float, float, float]] = {}
     done = loop.create_future()
     loop_waited = [run_queue_wait()]
@@ -406,7 +407,7 @@ async def timeline_child(directory: Path, seconds: float) -> dict[str, Any]:
                 scheduled,
                 called,
                 time.perf_counter(),
-                loop_waited[0] - before,
+                run_queue_wait() - before,
             )
             if len(appends) == count and not done.done():
                 done.set_result(None)
@@ -674,11 +675,16 @@ def run_timeline(args: argparse.Namespace, root: Path) -> None:
         f" {max((c[1] for c in collections), default=0) * 1000:.2f} ms;"
         f" CPU stolen by the hypervisor: {result['steal_s']:.2f} s of {result['seconds']:.0f} s"
     )
-    cpu_bound = sum(r["arrival rq"] + r["loop rq"] + r["writer rq"] >= r["total"] / 2 for r in slow)
-    sync_bound = sum(r["sync"] >= r["total"] / 2 for r in slow)
+    cpu_bound = sum(max(r[q] for q in RUN_QUEUE) >= r["total"] / 2 for r in slow)
+    disk_bound = sum(r["sync"] - r["writer rq"] >= r["total"] / 2 for r in slow)
+    queued = sum(
+        r["queue"] >= r["total"] / 2 and max(r[q] for q in RUN_QUEUE) < r["total"] / 2 for r in slow
+    )
     print(
         f"  of the {len(slow)} slow appends, {cpu_bound} spent at least half their latency with"
-        f" a thread of theirs waiting for a CPU (run queue), {sync_bound} in fdatasync"
+        f" a thread of theirs waiting for a CPU (run queue), {disk_bound} in fdatasync beyond"
+        f" the writer's run-queue wait (the disk), {queued} others queued behind an earlier"
+        " group"
     )
     slow_at = [r["at"] for r in slow]
     near_stall = sum(any(abs(at - s[0]) < 0.01 for s in stalls) for at in slow_at)
