@@ -358,6 +358,15 @@ def run_queue_wait() -> float:
         return 0.0
 
 
+def _cpu_pressure_s() -> float:
+    """Seconds during which some runnable task of the machine waited for a CPU (PSI)."""
+    try:
+        with open("/proc/pressure/cpu") as pressure:
+            return int(pressure.readline().rsplit("total=", 1)[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _steal_ticks() -> int:
     """CPU time (USER_HZ ticks) the hypervisor gave to others while this VM wanted it."""
     with open("/proc/stat") as stat:
@@ -419,10 +428,12 @@ async def timeline_child(directory: Path, seconds: float) -> dict[str, Any]:
         watcher = loop.create_task(watch_loop())
         gc.callbacks.append(on_gc)
         steal_before = _steal_ticks()
+        pressure_before = _cpu_pressure_s()
         arrivals = Arrivals(1000, count, arrive, trace=True)
         start = arrivals.start
         await done
         steal = _steal_ticks() - steal_before
+        pressure = _cpu_pressure_s() - pressure_before
         gc.callbacks.remove(on_gc)
         watcher.cancel()
     finally:
@@ -456,6 +467,7 @@ async def timeline_child(directory: Path, seconds: float) -> dict[str, Any]:
         "stalls": [(when - start, late) for when, late in stalls],
         "collections": [(when - start, pause, gen) for when, pause, gen in collections],
         "steal_s": steal / os.sysconf("SC_CLK_TCK"),
+        "pressure_s": pressure,
         "seconds": seconds,
     }
 
@@ -673,7 +685,8 @@ def run_timeline(args: argparse.Namespace, root: Path) -> None:
         f"  loop stalls over 2 ms: {len(stalls)} (max {max((s[1] for s in stalls), default=0) * 1000:.1f} ms);"
         f" garbage collections: {len(collections)}, max pause"
         f" {max((c[1] for c in collections), default=0) * 1000:.2f} ms;"
-        f" CPU stolen by the hypervisor: {result['steal_s']:.2f} s of {result['seconds']:.0f} s"
+        f" CPU stolen by the hypervisor: {result['steal_s']:.2f} s of {result['seconds']:.0f} s;"
+        f" some task of the machine waiting for a CPU (PSI): {result['pressure_s']:.1f} s"
     )
     cpu_bound = sum(max(r[q] for q in RUN_QUEUE) >= r["total"] / 2 for r in slow)
     disk_bound = sum(r["sync"] - r["writer rq"] >= r["total"] / 2 for r in slow)
