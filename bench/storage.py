@@ -11,9 +11,10 @@ the two versions never share a process. Appends are `await engine.start_append(.
 path the gateway's produce takes. Sections (100-byte values):
 
 - throughput: durable appends (fsync=always) from 1, 16 and 256 concurrent producers to one
-  partition, 4 and then 1,000 records per append, records/s and p50/p99 latency, beside
-  the baseline of os.write + os.fsync per batch of the append's size; fsync=never appends
-  of 1,000 records against raw os.write; sequential reads (cold files, tail cache);
+  partition, 4 and then 1,000 records per append, and from 4 producers on each of 8
+  partitions, records/s and p50/p99 latency, beside the baseline of os.write + os.fsync per
+  batch of the append's size; fsync=never appends of 1,000 records against raw os.write;
+  sequential reads (cold files, tail cache);
 - latency: one producer, one record per append, fsync=always: append latency p50/p99/max
   at a steady 1,000 appends/s (open loop: measured from each append's scheduled time, so
   a stall delays the appends behind it too) and at full speed (each append right after the
@@ -23,8 +24,12 @@ path the gateway's produce takes. Sections (100-byte values):
   the difference between a run of 2N and one of N appends, divided by N, so start-up and
   shut-down cancel out;
 - timeline: this checkout only, 1,000 appends/s for --timeline-s seconds: where the time of
-  the slowest appends went (schedule, queue, write, sync, hand-back, resolve), next to
-  loop stalls, garbage collections and the CPU time the hypervisor stole meanwhile.
+  the slowest appends went (arrival, loop pickup, queue, write, sync, hand-back, resolve)
+  and how long each thread involved waited for a CPU, next to loop stalls, garbage
+  collections, the CPU time the hypervisor stole and the machine's CPU pressure (PSI);
+- fdatasync: no logway code, the reason for zero-filled segments: pwrite + fdatasync at
+  1,000/s, 150 B and 4 KiB each, into a growing file and over zeros, wall time and the time
+  blocked on the disk and journal (wall less running and waiting for a CPU).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ VALUE_BYTES = 100
 SMALL_APPEND = 4
 NEVER_BATCH = 1000
 CONFIG = TopicConfig(retention_ms=None)
-SECTIONS = ("throughput", "latency", "instructions", "timeline")
+SECTIONS = ("throughput", "latency", "instructions", "timeline", "fdatasync")
 
 
 def _records(count: int) -> list[NewRecord]:
@@ -105,27 +110,29 @@ def raw_write(directory: Path, batch_records: int, total_records: int, fsync: bo
 
 
 async def durable_appends(
-    directory: Path, producers: int, per_append: int, total_records: int
+    directory: Path, producers: int, per_append: int, total_records: int, partitions: int = 1
 ) -> dict[str, float]:
-    """records/s, p50 and p99 (ms) of fsync=always appends from concurrent producers."""
-    engine = await _engine(directory, Durability.ALWAYS)
+    """records/s, p50 and p99 (ms) of fsync=always appends from concurrent producers, each
+    appending to one of `partitions` partitions (`producers` per partition)."""
+    engine = await LogEngine.open(directory, DurabilityPolicy(Durability.ALWAYS), 3600)
+    await engine.open_topic("bench", partitions, CONFIG)
     records = _records(per_append)
-    appends_each = max(1, total_records // (producers * per_append))
+    appends_each = max(1, total_records // (partitions * producers * per_append))
     latencies: list[float] = []
 
-    async def produce() -> None:
+    async def produce(partition: int) -> None:
         for _ in range(appends_each):
             start = time.perf_counter()
-            await engine.start_append("bench", 0, records)
+            await engine.start_append("bench", partition, records)
             latencies.append(time.perf_counter() - start)
 
     try:
         start = time.perf_counter()
-        await asyncio.gather(*(produce() for _ in range(producers)))
+        await asyncio.gather(*(produce(p) for p in range(partitions) for _ in range(producers)))
         elapsed = time.perf_counter() - start
     finally:
         await engine.close()
-    rate = producers * appends_each * per_append / elapsed
+    rate = partitions * producers * appends_each * per_append / elapsed
     return {"rate": rate, **_quantiles(latencies)}
 
 
@@ -184,6 +191,9 @@ async def throughput_rows(root: Path, scale: float) -> dict[str, dict[str, float
                 per_append,
                 total // (10 if producers == 1 else 1),
             )
+    rows["4 rec x 4 producers x 8 partitions"] = await durable_appends(
+        root / "always-spread", 4, SMALL_APPEND, int(100_000 * scale), partitions=8
+    )
     never_total = int(1_000_000 * scale)
     for producers in (1, 4):
         rate = await never_appends(root / f"never-{producers}", never_total, producers)
@@ -349,13 +359,57 @@ class _Stamps:
         segment.sync_data = timed_sync
 
 
-def run_queue_wait() -> float:
-    """Seconds the calling thread has spent runnable but waiting for a CPU (schedstat)."""
+def _schedstat() -> tuple[float, float]:
+    """Seconds the calling thread has run, and has been runnable but waiting for a CPU."""
     try:
         with open("/proc/thread-self/schedstat") as stat:
-            return int(stat.read().split()[1]) / 1e9
+            ran, waited, _ = stat.read().split()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (schedstat)."""
+    return _schedstat()[1]
+
+
+# -- fdatasync (child): growing a file against overwriting its zeros ------------------------
+
+
+def fdatasync_child(directory: Path, write_bytes: int, count: int, zero_filled: bool) -> Any:
+    """pwrite + fdatasync of `write_bytes` at the end of the data, 1,000 a second: into a
+    file that grows, or over zeros written and synced beforehand. Per call: the wall time,
+    and the time blocked (wall less running and waiting for a CPU), which is the disk's and
+    the journal's share whatever else the machine runs."""
+    path = directory / "fdatasync.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if zero_filled:
+            zeros = bytes(1 << 20)
+            for position in range(0, count * write_bytes + len(zeros), len(zeros)):
+                os.pwrite(fd, zeros, position)
+            os.fdatasync(fd)
+        data = b"x" * write_bytes
+        walls, blocked = [], []
+        next_at = time.perf_counter()
+        for i in range(count):
+            next_at += 0.001
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            ran, waited = _schedstat()
+            started = time.perf_counter()
+            os.pwrite(fd, data, i * write_bytes)
+            os.fdatasync(fd)
+            wall = time.perf_counter() - started
+            ran_after, waited_after = _schedstat()
+            walls.append(wall)
+            blocked.append(max(0.0, wall - (ran_after - ran) - (waited_after - waited)))
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"wall": _quantiles(walls), "blocked": _quantiles(blocked)}
 
 
 def _cpu_pressure_s() -> float:
@@ -633,6 +687,40 @@ def run_instructions(args: argparse.Namespace, root: Path) -> None:
     print()
 
 
+def run_fdatasync(args: argparse.Namespace, root: Path) -> None:
+    cases = [(size, zero_filled) for size in (150, 4096) for zero_filled in (False, True)]
+    results: dict[tuple[int, bool], list[dict[str, dict[str, float]]]] = {}
+    for run in range(args.runs):
+        for size, zero_filled in cases if run % 2 == 0 else cases[::-1]:
+            directory = root / f"fdatasync-{run}"
+            result = _child(
+                ROOT,
+                directory,
+                "fdatasync",
+                "--count",
+                str(args.fdatasync_count),
+                "--bytes",
+                str(size),
+                *(["--zero-filled"] if zero_filled else []),
+            )
+            results.setdefault((size, zero_filled), []).append(result)
+            shutil.rmtree(directory, ignore_errors=True)
+    print(
+        f"pwrite + fdatasync at 1,000/s, {args.fdatasync_count:,} each, ms (wall; blocked ="
+        f" wall less running and waiting for a CPU), min-max of {args.runs} runs:"
+    )
+    for size, zero_filled in cases:
+        runs = results[(size, zero_filled)]
+        kind = "over zeros" if zero_filled else "growing"
+        for measure in ("wall", "blocked"):
+            cells = "  ".join(
+                f"{q} {_span([r[measure][q] for r in runs], '{:.3f}')}"
+                for q in ("p50", "p99", "max")
+            )
+            print(f"  {size:>5} B {kind:<11} {measure:<8} {cells}")
+    print()
+
+
 STAGES = (
     "arrival late",
     "loop pickup",
@@ -711,7 +799,9 @@ def run_timeline(args: argparse.Namespace, root: Path) -> None:
 
 def _child_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.storage child")
-    parser.add_argument("what", choices=("throughput", "latency", "appends", "timeline"))
+    parser.add_argument(
+        "what", choices=("throughput", "latency", "appends", "timeline", "fdatasync")
+    )
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=1000.0)
@@ -719,6 +809,8 @@ def _child_main(argv: list[str]) -> None:
     parser.add_argument("--producers", type=int, default=256)
     parser.add_argument("--appends", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--bytes", type=int, default=4096, help="fdatasync: bytes per write")
+    parser.add_argument("--zero-filled", action="store_true")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.what == "throughput":
@@ -728,6 +820,8 @@ def _child_main(argv: list[str]) -> None:
     elif args.what == "appends":
         asyncio.run(appends_child(args.dir, args.producers, args.appends))
         return
+    elif args.what == "fdatasync":
+        result = fdatasync_child(args.dir, args.bytes, args.count, args.zero_filled)
     else:
         result = asyncio.run(timeline_child(args.dir, args.seconds))
     print(json.dumps(result))
@@ -746,6 +840,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000, help="latency: appends per run")
     parser.add_argument("--appends", type=int, default=5_000, help="instructions: N")
     parser.add_argument("--timeline-s", type=float, default=30.0)
+    parser.add_argument("--fdatasync-count", type=int, default=3000)
     args = parser.parse_args()
     sections = args.sections.split(",")
     unknown = set(sections) - set(SECTIONS)
@@ -758,6 +853,7 @@ def main() -> None:
         "latency": run_latency,
         "instructions": run_instructions,
         "timeline": run_timeline,
+        "fdatasync": run_fdatasync,
     }
     try:
         print(
