@@ -23,8 +23,8 @@ path the gateway's produce takes. Sections (100-byte values):
   of the process), 4-record appends from 256 producers and from 1 producer, fsync=always;
   the difference between a run of 2N and one of N appends, divided by N, so start-up and
   shut-down cancel out;
-- timeline: this checkout only, 1,000 appends/s for --timeline-s seconds: where the time of
-  the slowest appends went (arrival, loop pickup, queue, write, sync, hand-back, resolve)
+- timeline: 1,000 appends/s for --timeline-s seconds (this checkout, and the baseline's
+  code timed the same way when given): where the time of the slowest appends went (arrival, loop pickup, queue, write, sync, hand-back, resolve)
   and how long each thread involved waited for a CPU, next to loop stalls, garbage
   collections, the CPU time the hypervisor stole and the machine's CPU pressure (PSI);
 - fdatasync: no logway code, the reason for zero-filled segments: pwrite + fdatasync at
@@ -344,7 +344,7 @@ class _Stamps:
             started = time.perf_counter()
             sync_data(fd)
             times = getattr(local, "times", None)
-            if times is not None and threading.current_thread().name == "logway-writer":
+            if times is not None:  # a thread that writes groups (not one that zero-fills)
                 times["sync"] = times.get("sync", 0.0) + time.perf_counter() - started
 
         def timed_publish(self: Any, group: list[Any], *rest: Any) -> None:
@@ -735,15 +735,22 @@ RUN_QUEUE = ("arrival rq", "loop rq", "writer rq")
 
 
 def run_timeline(args: argparse.Namespace, root: Path) -> None:
-    directory = root / "timeline"
-    result = _child(ROOT, directory, "timeline", "--seconds", str(args.timeline_s))
-    shutil.rmtree(directory, ignore_errors=True)
+    versions = _versions(args)
+    for run in range(args.runs if len(versions) > 1 else 1):
+        for name, src in versions if run % 2 == 0 else versions[::-1]:
+            directory = root / f"timeline-{name}-{run}"
+            result = _child(src, directory, "timeline", "--seconds", str(args.timeline_s))
+            shutil.rmtree(directory, ignore_errors=True)
+            _print_timeline(name, result)
+
+
+def _print_timeline(name: str, result: dict[str, Any]) -> None:
     rows = result["rows"]
     totals = sorted(r["total"] for r in rows)
     p99 = totals[int(len(totals) * 0.99)]
     slow = [r for r in rows if r["total"] >= p99]
     print(
-        f"timeline: {len(rows):,} appends at 1,000/s over {result['seconds']:.0f} s,"
+        f"timeline of {name}: {len(rows):,} appends at 1,000/s over {result['seconds']:.0f} s,"
         f" p50 {totals[len(totals) // 2] * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms,"
         f" max {totals[-1] * 1000:.2f} ms"
     )
@@ -758,10 +765,10 @@ def run_timeline(args: argparse.Namespace, root: Path) -> None:
         print(
             f"    {stage:<13} {slow_mean:8.3f}   {q['p50']:.3f} / {q['p99']:.3f} / {q['max']:.3f}"
         )
-    print("  the 10 slowest, ms (at = seconds into the run; rq = waiting for a CPU):")
+    print("  the 5 slowest, ms (at = seconds into the run; rq = waiting for a CPU):")
     columns = STAGES + RUN_QUEUE
     print("    " + f"{'at':>7} {'total':>7} " + " ".join(f"{s[:9]:>9}" for s in columns))
-    for r in sorted(rows, key=lambda r: r["total"])[-10:]:
+    for r in sorted(rows, key=lambda r: r["total"])[-5:]:
         print(
             "    "
             + f"{r['at']:7.3f} {r['total'] * 1000:7.2f} "
