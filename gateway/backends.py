@@ -94,9 +94,7 @@ async def open_backend(
     duration of every local fsync an append waits for (the embedded backend's)."""
     target = parse_backend(settings.backend)
     if target is None:
-        return await EmbeddedBackend.open(
-            settings.data_dir, settings.durability, on_fsync=on_fsync
-        )
+        return await EmbeddedBackend.open(settings.data_dir, settings.durability, on_fsync=on_fsync)
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen
 
