@@ -43,6 +43,7 @@ slices that yield to the loop), and its period stretches so that it uses at most
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import logging
 import os
@@ -162,6 +163,7 @@ class GuardedListener(socket.socket):
 
     fd_ceiling: int = 1 << 62
     refused = 0
+    _warned_at = -_WARN_EVERY_S
 
     @classmethod
     def wrap(cls, listener: socket.socket, fd_ceiling: int) -> GuardedListener:
@@ -177,10 +179,17 @@ class GuardedListener(socket.socket):
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             connection.close()
             self.refused += 1
+            if time.monotonic() - self._warned_at >= _WARN_EVERY_S:
+                self._warned_at = time.monotonic()
+                logger.warning(
+                    "connection limit reached: reset %d new connections so far "
+                    "(max_connections, the open-files limit less reserved_fds)",
+                    self.refused,
+                )
 
 
 @dataclass(frozen=True, slots=True)
-class _Peer:
+class Peer:
     """One accepted connection, as the kernel counts it."""
 
     fd: int
@@ -192,45 +201,100 @@ class _Peer:
     def quiet(self, quiet_ms: int) -> bool:
         return self.last_sent_ms >= quiet_ms and self.last_received_ms >= quiet_ms
 
+    @property
+    def asked(self) -> bool:
+        """Whether it has sent enough for a request (it may still be incomplete)."""
+        return self.received_bytes >= REQUEST_MIN_BYTES
+
+
+class Reason(enum.Enum):
+    NO_REQUEST = "sent no request"
+    IDLE = "idle"
+    OVER_CAP = "beyond max_connections_per_client"
+
+
+class ConnectionRules:
+    """The guard's three rules, as a function of what the kernel reports (no I/O).
+
+    It remembers when it first saw each connection that has not asked anything yet, to
+    date connections that trickle a byte now and then.
+    """
+
+    def __init__(
+        self,
+        head_timeout_s: float,
+        idle_timeout_s: float,
+        per_client: int,
+        trusted: tuple[Network, ...] = (),
+    ) -> None:
+        self.head_timeout_s = head_timeout_s
+        self.idle_timeout_ms = round(idle_timeout_s * 1000)
+        self.per_client = per_client
+        self.trusted = trusted
+        self._first_seen: dict[tuple[int, tuple[Any, ...]], float] = {}
+
+    def decide(self, peers: Iterable[Peer], now: float) -> list[tuple[Peer, Reason]]:
+        """The connections to close now (monotonic `now`, seconds), and why."""
+        closing: list[tuple[Peer, Reason]] = []
+        first_seen: dict[tuple[int, tuple[Any, ...]], float] = {}
+        by_client: defaultdict[str, list[Peer]] = defaultdict(list)
+        for peer in peers:
+            if not peer.asked:
+                key = (peer.fd, peer.address)
+                # for a connection that sent nothing, the last-received time is its age
+                seen = self._first_seen.get(key, now - peer.last_received_ms / 1000)
+                first_seen[key] = seen
+                if now - seen >= self.head_timeout_s:
+                    closing.append((peer, Reason.NO_REQUEST))
+                    continue
+            elif peer.quiet(self.idle_timeout_ms):
+                closing.append((peer, Reason.IDLE))
+                continue
+            if self.per_client and not is_trusted(peer.address[0], self.trusted):
+                by_client[client_key(peer.address[0])].append(peer)
+        self._first_seen = first_seen
+        for mine in by_client.values():
+            excess = len(mine) - self.per_client
+            if excess > 0:
+                closing += [(peer, Reason.OVER_CAP) for peer in _closing_order(mine)[:excess]]
+        return closing
+
+
+def _closing_order(peers: list[Peer]) -> list[Peer]:
+    """Which of a client's connections go first when it holds too many: those that never
+    sent a request, newest first (for them the kernel's last-received time is their age),
+    then those quiet the longest. Connections with traffic in the last second are kept,
+    so no request is cut in the middle."""
+    silent = sorted((p for p in peers if not p.asked), key=lambda p: p.last_received_ms)
+    quiet = [p for p in peers if p.asked and p.quiet(_QUIET_MS)]
+    quiet.sort(key=lambda p: p.last_received_ms, reverse=True)
+    return silent + quiet
+
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
     connections: int
-    no_request: int
-    idle: int
-    over_cap: dict[str, int]  # client key: connections closed
-
-    @property
-    def closed(self) -> int:
-        return self.no_request + self.idle + sum(self.over_cap.values())
-
-
-def _closing_order(peers: list[_Peer]) -> list[_Peer]:
-    """Which of a client's connections go first when it holds too many: those that never
-    sent a request, newest first (for them the kernel's last-received time is their age),
-    then those quiet the longest. Connections with traffic in the last second are kept."""
-    silent = [p for p in peers if p.received_bytes < REQUEST_MIN_BYTES]
-    quiet = [p for p in peers if p.received_bytes >= REQUEST_MIN_BYTES and p.quiet(_QUIET_MS)]
-    silent.sort(key=lambda p: p.last_received_ms)
-    quiet.sort(key=lambda p: -p.last_received_ms)
-    return silent + quiet
+    closed: Counter[Reason]
+    over_cap: Counter[str]  # client key: connections closed beyond the cap
+    busy_s: float  # what the scan took of the loop's time
 
 
 class ConnectionGuard:
-    """Closes the connections described in the module docstring; see `run`."""
+    """Applies `ConnectionRules` to this process's accepted connections; see `run`."""
 
     def __init__(self, settings: Settings, family: socket.AddressFamily) -> None:
         self.port = settings.port
         self.family = family
-        self.head_timeout_s = settings.request_head_timeout_s
-        self.idle_timeout_ms = round(settings.connection_idle_timeout_s * 1000)
-        self.per_client = settings.max_connections_per_client
-        self.trusted: tuple[Network, ...] = parse_networks(settings.trusted_proxies)
+        self.rules = ConnectionRules(
+            settings.request_head_timeout_s,
+            settings.connection_idle_timeout_s,
+            settings.max_connections_per_client,
+            parse_networks(settings.trusted_proxies),
+        )
         self.budget: DescriptorBudget | None = None  # set once the server has made it
         self.reserved_fds = settings.reserved_fds
-        # connections that have not sent a request yet: when they were first seen
-        self._first_seen: dict[tuple[int, tuple[Any, ...]], float] = {}
         self._warned_at = -_WARN_EVERY_S
+        self._over_cap: Counter[str] = Counter()  # closed since the last warning
 
     @staticmethod
     def supported() -> bool:
@@ -239,26 +303,42 @@ class ConnectionGuard:
     async def run(self) -> None:
         """Scan forever, at most `_MAX_DUTY` of the time and at least every `_MIN_PERIOD_S`."""
         while True:
-            started = time.perf_counter()
             try:
-                await self.scan()
+                result = await self.scan()
             except OSError:
                 logger.exception("the connection guard's scan failed; trying again")
-            elapsed_s = time.perf_counter() - started
-            await asyncio.sleep(max(_MIN_PERIOD_S, elapsed_s / _MAX_DUTY))
+                await asyncio.sleep(_MIN_PERIOD_S)
+                continue
+            await asyncio.sleep(max(_MIN_PERIOD_S, result.busy_s / _MAX_DUTY))
 
     async def scan(self) -> ScanResult:
-        """Look at every accepted connection once, close what the rules say; report it."""
+        """Look at every accepted connection once, close what the rules say; report it.
+
+        Works in slices between which the loop serves requests; `busy_s` is the time spent
+        in the slices only.
+        """
+        started = time.perf_counter()
         names = os.listdir(_FD_DIR)
-        peers: list[_Peer] = []
+        peers: list[Peer] = []
+        busy_s = 0.0
         for start in range(0, len(names), _SCAN_SLICE):
             peers += filter(None, map(self._inspect, names[start : start + _SCAN_SLICE]))
+            busy_s += time.perf_counter() - started
             await asyncio.sleep(0)
-        result = self._enforce(peers, time.monotonic())
+            started = time.perf_counter()
+        closed: Counter[Reason] = Counter()
+        over_cap: Counter[str] = Counter()
+        for peer, reason in self.rules.decide(peers, time.monotonic()):
+            if self._close(peer):
+                closed[reason] += 1
+                if reason is Reason.OVER_CAP:
+                    over_cap[client_key(peer.address[0])] += 1
+        busy_s += time.perf_counter() - started
+        result = ScanResult(len(peers), closed, over_cap, busy_s)
         self._report(result, len(names))
         return result
 
-    def _inspect(self, name: str) -> _Peer | None:
+    def _inspect(self, name: str) -> Peer | None:
         fd = int(name)
         try:
             sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
@@ -277,38 +357,10 @@ class ConnectionGuard:
         if len(info) < _TCP_INFO.size:
             return None
         last_sent_ms, last_received_ms, received_bytes = _TCP_INFO.unpack(info)
-        return _Peer(fd, address, last_sent_ms, last_received_ms, received_bytes)
+        return Peer(fd, address, last_sent_ms, last_received_ms, received_bytes)
 
-    def _enforce(self, peers: Iterable[_Peer], now: float) -> ScanResult:
-        connections = no_request = idle = 0
-        first_seen: dict[tuple[int, tuple[Any, ...]], float] = {}
-        by_client: defaultdict[str, list[_Peer]] = defaultdict(list)
-        for peer in peers:
-            connections += 1
-            if peer.received_bytes < REQUEST_MIN_BYTES:
-                key = (peer.fd, peer.address)
-                # the kernel's last-received time dates a connection that sent nothing
-                seen = self._first_seen.get(key, now - peer.last_received_ms / 1000)
-                first_seen[key] = seen
-                if now - seen >= self.head_timeout_s:
-                    no_request += self._close(peer)
-                    continue
-            elif peer.quiet(self.idle_timeout_ms):
-                idle += self._close(peer)
-                continue
-            if self.per_client and not is_trusted(peer.address[0], self.trusted):
-                by_client[client_key(peer.address[0])].append(peer)
-        self._first_seen = first_seen
-        over_cap: dict[str, int] = {}
-        for client, mine in by_client.items():
-            excess = len(mine) - self.per_client
-            if excess <= 0:
-                continue
-            over_cap[client] = sum(self._close(p) for p in _closing_order(mine)[:excess])
-        return ScanResult(connections, no_request, idle, over_cap)
-
-    def _close(self, peer: _Peer) -> int:
-        """Shut a connection down for its server to close; 1 if it was still the one seen.
+    def _close(self, peer: Peer) -> bool:
+        """Shut a connection down for its server to close; False if it is gone already.
 
         The server's threads may have closed the descriptor and reused it since the scan
         looked at it; the peer address (unique among live connections) tells.
@@ -316,40 +368,41 @@ class ConnectionGuard:
         try:
             sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=peer.fd)
         except OSError:
-            return 0
+            return False
         try:
             if sock.getpeername() != peer.address:
-                return 0
+                return False
             sock.shutdown(socket.SHUT_RDWR)
         except OSError as exc:
             if exc.errno not in (errno.ENOTCONN, errno.EBADF, errno.ENOTSOCK):
                 raise
-            return 0
+            return False
         finally:
             sock.detach()
-        return 1
+        return True
 
     def _report(self, result: ScanResult, open_fds: int) -> None:
-        if result.no_request or result.idle:
+        if result.closed[Reason.NO_REQUEST] or result.closed[Reason.IDLE]:
             logger.debug(
                 "closed %d connections that sent no request within %g s, %d idle for %g s",
-                result.no_request,
-                self.head_timeout_s,
-                result.idle,
-                self.idle_timeout_ms / 1000,
+                result.closed[Reason.NO_REQUEST],
+                self.rules.head_timeout_s,
+                result.closed[Reason.IDLE],
+                self.rules.idle_timeout_ms / 1000,
             )
+        self._over_cap += result.over_cap
         now = time.monotonic()
         if now - self._warned_at < _WARN_EVERY_S:
             return
         warnings = []
-        if result.over_cap:
-            top = Counter(result.over_cap).most_common(3)
+        if self._over_cap:
             warnings.append(
-                f"closed {sum(result.over_cap.values())} connections beyond "
-                f"max_connections_per_client={self.per_client} (from "
-                + ", ".join(f"{client}: {count}" for client, count in top)
+                f"closed {self._over_cap.total()} connections beyond "
+                f"max_connections_per_client={self.rules.per_client} (from "
+                + ", ".join(f"{client}: {n}" for client, n in self._over_cap.most_common(3))
                 + ")"
             )
+            self._over_cap = Counter()
         budget = self.budget
         if budget is not None:
             if result.connections >= budget.connections:
