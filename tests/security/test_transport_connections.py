@@ -161,10 +161,10 @@ def test_idle_connections_are_closed_streams_are_not(
 def test_thousands_of_idle_connections_leave_healthz_topics_and_produce_working(
     start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    """Two addresses open 2,000 connections each (HTTP/2 preface, then nothing) against a
-    gateway limited to 4,096 open files: each keeps max_connections_per_client (1,000);
+    """Two addresses open 2,500 connections each (HTTP/2 preface, then nothing), more than
+    the gateway's 4,096 open files: each keeps max_connections_per_client (1,000);
     everyone else, and the log, keep working."""
-    per_attacker = 2 * PER_CLIENT_DEFAULT
+    per_attacker = 2500
     raise_own_fd_limit(len(ATTACKERS) * per_attacker + 1024)
     gateway = start_gateway(fd_limit=4096)
     port = _port(gateway.url)
@@ -202,16 +202,16 @@ def test_thousands_of_idle_connections_leave_healthz_topics_and_produce_working(
 def test_the_log_keeps_its_descriptors_when_connections_take_the_rest(
     start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    """1,500 silent connections from 30 addresses (50 each: under the per-client cap)
-    against a gateway limited to 2,048 open files, which keeps 1,024 for the log: a client
-    connected before creates 4 topics of 8 partitions and produces to each; new
+    """2,100 silent connections from 30 addresses (70 each: under the per-client cap),
+    more than the gateway's 2,048 open files, of which it keeps 1,024 for the log: a
+    client connected before creates 4 topics of 8 partitions and produces to each; new
     connections get in again once the silent ones are closed (request_head_timeout_s)."""
-    raise_own_fd_limit(3000)
+    raise_own_fd_limit(4000)
     gateway = start_gateway(fd_limit=2048)
     port = _port(gateway.url)
     with httpx.Client(base_url=gateway.url, timeout=GUARD_S) as client:
         assert client.get("/healthz").status_code == 200  # connected before the flood
-        attack = [connect_many(port, f"127.0.1.{i}", 50) for i in range(1, 31)]
+        attack = [connect_many(port, f"127.0.1.{i}", 70) for i in range(1, 31)]
         try:
             time.sleep(1)  # let the server take what it will
             flooded_fds = open_fd_count(gateway.pid)
@@ -222,7 +222,7 @@ def test_the_log_keeps_its_descriptors_when_connections_take_the_rest(
                 response = client.post(f"/v1/topics/{topic}/records", json={"records": records})
                 assert response.status_code == 200, response.text
             print(
-                f"\n{gateway.server}: 1,500 silent connections: gateway descriptors "
+                f"\n{gateway.server}: 2,100 silent connections: gateway descriptors "
                 f"{flooded_fds} of 2048 during the flood, {open_fd_count(gateway.pid)} with "
                 "4 new topics of 8 partitions"
             )
