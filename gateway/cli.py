@@ -133,7 +133,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     connections.add_argument(
         "--max-request-head-bytes",
         type=_positive_int,
-        help="a request head: HTTP/1.1 bytes, HTTP/2 decoded header list (431 beyond)",
+        help="a request's decoded HTTP/2 header list, and its HTTP/1.1 head under "
+        "Hypercorn (431 beyond)",
     )
     connections.add_argument(
         "--h2-max-concurrent-streams",

@@ -33,7 +33,7 @@ ENV_PREFIX = "LOGWAY_"
 DURABILITY_KEYS = ("fsync", "fsync_interval_ms")
 SECRET_MARKERS = ("secret", "password", "token", "api_key", "private")
 MASK = "********"
-# hyper (Granian) refuses a read buffer under 8 KiB; past 16 MiB a header list is no cap
+# a request line and a few headers must fit; past 16 MiB a header list is no cap at all
 MIN_REQUEST_HEAD_BYTES = 8 * 1024
 MAX_REQUEST_HEAD_BYTES = 16 * 1024 * 1024
 

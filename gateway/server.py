@@ -354,9 +354,11 @@ async def _serve_granian(
         websockets=False,
         backlog=LISTEN_BACKLOG,
         backpressure=guard.budget.connections,
+        # hyper's HTTP/1.1 read buffer keeps Granian's 408 KiB: it holds bodies too, and
+        # at 64 KiB batch produce took 10% more CPU (bench/RESULTS.md, security); an
+        # HTTP/1.1 head costs what was sent, so there is nothing to amplify.
         http1_settings=HTTP1Settings(
-            header_read_timeout=round(settings.request_head_timeout_s * 1000),
-            max_buffer_size=settings.max_request_head_bytes,
+            header_read_timeout=round(settings.request_head_timeout_s * 1000)
         ),
         http2_settings=HTTP2Settings(
             max_concurrent_streams=settings.h2_max_concurrent_streams,

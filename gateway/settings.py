@@ -50,9 +50,10 @@ class Settings:
     # the burst every request from it is a 429 until a token is back; 0 = off.
     auth_failure_limit_per_s: float = 0.2
     auth_failure_burst: int = 10
-    # Connections (gateway/server.py, gateway/connections.py). A request head is capped for
-    # both protocols: HTTP/1.1 bytes, HTTP/2 the decoded header list (HPACK lets 4 KB on the
-    # wire decode to megabytes), 431 beyond; 16 KiB heads (long cursors, cookies) pass.
+    # Connections (gateway/server.py, gateway/connections.py). A request's decoded HTTP/2
+    # header list (HPACK lets 4 KB on the wire decode to megabytes), and under Hypercorn
+    # its HTTP/1.1 head: 431 beyond. 16 KiB heads (long cursors, cookies) pass. Granian
+    # reads HTTP/1.1 through its own 408 KiB buffer (see gateway/server.py).
     max_request_head_bytes: int = 64 * KiB
     h2_max_concurrent_streams: int = 100  # per HTTP/2 connection (RFC 9113's floor)
     request_head_timeout_s: float = 10.0  # a new or idle connection must send a request head

@@ -5,9 +5,11 @@ name it with one byte: a request of ~4 KB on the wire that references it 4,000 t
 decodes to ~16 MB of headers. With Granian's default 16 MiB header-list limit the gateway
 decoded and kept all of it for every request in flight (the outside probe: 120 held
 long polls added 1.8 GB; 1,000 such requests here took it past 2.4 GB before this test
-stopped them). Now both servers refuse a head beyond `max_request_head_bytes` (64 KiB):
-the stream gets a 431, and a header list far beyond it (decoding would never end) ends
-the connection with ENHANCE_YOUR_CALM, so the peak RSS stays within `RSS_BOUND_MIB`.
+stopped them). Now both servers refuse a decoded header list beyond
+`max_request_head_bytes` (64 KiB): the stream gets a 431, and a header list far beyond it
+ends the connection with ENHANCE_YOUR_CALM, so the peak RSS stays within `RSS_BOUND_MIB`.
+HTTP/1.1 has no compression (a head costs what was sent); its heads are capped at 64 KiB
+by Hypercorn and 408 KiB by Granian (its read buffer, see gateway/server.py).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def test_heads_up_to_16_kib_pass_and_beyond_the_cap_are_refused(
         assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
 
     if not http2:
-        huge = {"cookie": "session=" + "c" * 8 * HEAD_CAP}
+        huge = {"cookie": "session=" + "c" * 8 * HEAD_CAP}  # 512 KiB: beyond both servers
         response = httpx.get(f"{gateway.url}/v1/topics", headers={**headers, **huge})
         assert response.status_code == 431
         return
