@@ -1,6 +1,6 @@
 """What the transport defences of issue 18 cost (gateway/connections.py, the auth-failure limit).
 
-    .venv/bin/python -m bench.security                    # both sections, about a minute
+    .venv/bin/python -m bench.security                    # every section, about 6 minutes
     .venv/bin/python -m bench.security --sections guard --connections 1000,10000
 
 - guard: the connection guard's scan over N idle connections accepted by this process on
@@ -9,6 +9,10 @@
   (`max(1 s, 20 x the scan)`). The baseline is the same scan over the process with no
   connection open (its fixed cost: listing /proc/self/fd). Nothing of it runs on a
   request's path.
+- hpack: the gateway's RSS growth under 1,000 SSE requests over h2c (100 per connection),
+  held open, on each server: without extra headers (the baseline), with a 4 KB header
+  referenced 15 times through the HPACK dynamic table (60 KB decoded: under the 64 KiB
+  cap, the most a request may hold), and 4,000 times (the bomb: refused).
 - auth: instructions per produce request (single record, in-process through the ASGI app,
   auth on with an API key) with the auth-failure limiter and without it
   (`auth_failure_limit_per_s = 0`), counted by callgrind as the difference between runs of
@@ -29,16 +33,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 
+from bench.http import TOPIC as BENCH_TOPIC
+from bench.http import gateway as http_gateway
 from gateway.app import create_app
 from gateway.connections import ConnectionGuard
+from gateway.server import SERVERS
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
+from tests.security.transport import RawH2
 
-SECTIONS = ("guard", "auth")
+BOMB = b"x" * 4000  # with its name, fits HPACK's default 4,096-byte dynamic table
+
+SECTIONS = ("guard", "hpack", "auth")
 API_KEY = "lw_bench_0123456789abcdef"
 BODY = b'{"records":[{"key":"order-1","value":{"id":1,"sku":"widget","price":9.99}}]}'
 
@@ -113,6 +124,66 @@ def guard(counts: list[int], repeat: int) -> list[str]:
         print(rows[-1], flush=True)
     listener.close()
     return ["| guard scan over | time per scan (median) | cost |", "| --- | --- | --- |", *rows]
+
+
+# -- hpack ------------------------------------------------------------------------------------
+
+HPACK_CASES = (  # (label, x-bomb references per request)
+    ("no extra header (baseline)", 0),
+    ("15 x 4 KB header: 60 KB decoded, under the cap", 15),
+    ("4,000 x 4 KB header: 16 MB decoded (the bomb)", 4000),
+)
+
+
+def _held_requests(port: int, refs: int, requests: int) -> Counter[str]:
+    """`requests` SSE requests, 100 per HTTP/2 connection (the stream limit), kept open;
+    a connection the server ends is replaced. What the server answered."""
+    outcomes: Counter[str] = Counter()
+    connections: list[RawH2] = []
+    sent = 0
+    try:
+        while sent < requests:
+            connection = RawH2.connect(port)
+            connections.append(connection)
+            for _ in range(100):
+                if sent == requests or connection.closed:
+                    break
+                connection.request(f"/v1/topics/{BENCH_TOPIC}/events", [], BOMB, refs)
+                sent += 1
+                connection.pump(0.001)
+        for _ in range(40):  # let the server catch up before RSS is read
+            for connection in connections:
+                connection.pump(0.01)
+        for connection in connections:
+            outcomes += connection.outcomes
+    finally:
+        for connection in connections:
+            connection.close()
+    return outcomes
+
+
+def hpack(requests: int, workdir: Path) -> list[str]:
+    """RSS growth of `logway serve` under `requests` held HTTP/2 requests of each kind."""
+    rows = []
+    for server_name in SERVERS:
+        for label, refs in HPACK_CASES:
+            with http_gateway(server_name, workdir / f"hpack-{server_name}-{refs}") as server:
+                before = server.rss_bytes()
+                outcomes = _held_requests(server.port, refs, requests)
+                after = server.rss_bytes()
+            grown_mib = (after - before) / 2**20
+            rows.append(
+                f"| {server_name} | {label} | +{grown_mib:.0f} MiB "
+                f"({(after - before) / requests / 1024:.1f} KiB per request) | "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))
+                + " |"
+            )
+            print(rows[-1], flush=True)
+    return [
+        f"| server | {requests:,} SSE requests over h2c, held open | gateway RSS | answers |",
+        "| --- | --- | --- | --- |",
+        *rows,
+    ]
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -198,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     for section in args.sections.split(","):
         if section == "guard":
             lines += guard([int(n) for n in args.connections.split(",")], args.repeat)
+        elif section == "hpack":
+            with tempfile.TemporaryDirectory() as workdir:
+                lines += hpack(1000, Path(workdir))
         elif section == "auth":
             lines += auth(args.requests)
         else:

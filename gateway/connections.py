@@ -28,11 +28,12 @@ the kernel's listen backlog and take no descriptor). So, around the servers:
   1. a connection that has received fewer bytes than any request has (24, the HTTP/2
      preface; an HTTP/1.1 request with its Host header is longer) for
      `request_head_timeout_s`;
-  2. one with no data in either direction for `connection_idle_timeout_s` (streams send
-     heartbeats; long polls wait at most 60 s);
+  2. one with no data in either direction for `connection_idle_timeout_s`, and none
+     waiting to go out (streams send heartbeats; long polls wait at most 60 s; a stream
+     whose client stopped reading is `stream_send_timeout_s`'s to end);
   3. beyond `max_connections_per_client` from one address (IPv6: one /64; trusted
-     proxies exempt), the newest quiet ones: no data either way for a second, so a
-     request being answered is not cut in the middle.
+     proxies exempt), the newest quiet ones: no data either way for a second and none
+     waiting to go out, so a request being answered is not cut in the middle.
 
 The guard adds nothing to a request's path: it reads counters the kernel keeps anyway.
 Its cost grows with the number of connections (a few microseconds each per scan, in
@@ -66,9 +67,10 @@ logger = logging.getLogger("logway.connections")
 REQUEST_MIN_BYTES = 24  # len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FD_DIR = Path("/proc/self/fd")
 _NR_OPEN = Path("/proc/sys/fs/nr_open")
-# struct tcp_info (linux/tcp.h): tcpi_last_data_sent and tcpi_last_data_recv (ms ago) at
-# byte 44 and 52, tcpi_bytes_received (Linux 4.1+) at byte 128.
-_TCP_INFO = struct.Struct("=44xI4xI72xQ")
+# struct tcp_info (linux/tcp.h): tcpi_unacked at byte 24, tcpi_last_data_sent and
+# tcpi_last_data_recv (ms ago) at 44 and 52, tcpi_bytes_received (Linux 4.1+) at 128,
+# tcpi_notsent_bytes (4.6+) at 144.
+_TCP_INFO = struct.Struct("=24xI16xI4xI72xQ8xI")
 _QUIET_MS = 1000  # over the per-client cap, only connections quiet this long are closed
 _SCAN_SLICE = 128  # descriptors looked at between two yields to the loop (~1-2 ms)
 _MIN_PERIOD_S = 1.0
@@ -197,9 +199,13 @@ class Peer:
     last_sent_ms: int
     last_received_ms: int
     received_bytes: int
+    queued: bool = False  # data waiting to be sent or acknowledged: a stream the client stalls
 
     def quiet(self, quiet_ms: int) -> bool:
-        return self.last_sent_ms >= quiet_ms and self.last_received_ms >= quiet_ms
+        """No data either way for `quiet_ms`, and none waiting to go out."""
+        return (
+            self.last_sent_ms >= quiet_ms and self.last_received_ms >= quiet_ms and not self.queued
+        )
 
     @property
     def asked(self) -> bool:
@@ -356,8 +362,9 @@ class ConnectionGuard:
             sock.detach()
         if len(info) < _TCP_INFO.size:
             return None
-        last_sent_ms, last_received_ms, received_bytes = _TCP_INFO.unpack(info)
-        return Peer(fd, address, last_sent_ms, last_received_ms, received_bytes)
+        unacked, last_sent_ms, last_received_ms, received_bytes, not_sent = _TCP_INFO.unpack(info)
+        queued = bool(unacked or not_sent)
+        return Peer(fd, address, last_sent_ms, last_received_ms, received_bytes, queued)
 
     def _close(self, peer: Peer) -> bool:
         """Shut a connection down for its server to close; False if it is gone already.

@@ -271,7 +271,8 @@ def test_rules_close_idle_connections_but_not_quiet_ones() -> None:
     rules = ConnectionRules(head_timeout_s=10, idle_timeout_s=75, per_client=0)
     idle = _peer(1, "10.0.0.1", received=500, quiet_ms=75_000)
     streaming = Peer(2, ("10.0.0.1", 2), 1_000, 300_000, 500)  # heartbeats go out
-    assert rules.decide([idle, streaming], now=0.0) == [(idle, Reason.IDLE)]
+    stalled = Peer(3, ("10.0.0.1", 3), 90_000, 90_000, 500, queued=True)  # client stopped reading
+    assert rules.decide([idle, streaming, stalled], now=0.0) == [(idle, Reason.IDLE)]
 
 
 def test_rules_cap_each_client_closing_the_newest_quiet_connections() -> None:
