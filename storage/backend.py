@@ -6,6 +6,7 @@ the ones in `storage.errors`. Offsets are dense per partition and start at 0.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from storage.types import (
     NewRecord,
     PartitionInfo,
     Record,
+    SchemaVersion,
     TopicConfig,
     TopicInfo,
     TopicPartition,
@@ -21,6 +23,11 @@ from storage.types import (
 
 
 class Backend(Protocol):
+    @property
+    def max_append_records(self) -> int | None:
+        """The most records one `append` takes (an atomic batch limit of the store); None
+        when appends have no such limit. Larger appends raise AppendTooLarge."""
+
     async def close(self) -> None:
         """Flush and fsync what is pending, wake every waiter, release files and connections."""
 
@@ -52,6 +59,17 @@ class Backend(Protocol):
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> AppendResult:
         """Append atomically (all records or none) and return once durable per the policy."""
+
+    def start_append(
+        self, topic: str, partition: int, records: Sequence[NewRecord]
+    ) -> asyncio.Future[AppendResult]:
+        """Start an `append` now and return its future, so a caller can start several
+        before awaiting any (produce to many partitions).
+
+        The append goes ahead whatever happens to the caller: cancelling the future (a
+        cancelled request) only stops waiting for it. May raise at once what `append`
+        would raise before writing anything.
+        """
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
@@ -103,6 +121,38 @@ class Backend(Protocol):
 
     async def save_idempotent_result(self, key: str, result: bytes, ttl_ms: int) -> None: ...
 
+    # -- topic schemas (the gateway's documents, opaque here) ----------------------------
+
+    async def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        """Every kept version of the topic's schema, oldest first. Raises TopicNotFound."""
+
+    async def latest_schema(self, topic: str) -> SchemaVersion | None:
+        """The newest kept version; None when there is none or the topic does not exist.
+
+        Called on every produce request: served from memory, kept current with what other
+        gateways register where the backend is shared.
+        """
+
+    async def add_schema_version(self, topic: str, schema: bytes, latest: int) -> SchemaVersion:
+        """Keep `schema` as the next version if the newest kept version is still `latest`
+        (0: none), so a compatibility check made against `latest` still holds.
+
+        The new number is one above every number the topic ever gave, deleted ones
+        included, so a version number names one schema for the topic's lifetime. Raises
+        TopicNotFound, or SchemaVersionConflict when `latest` is no longer the newest.
+        """
+
+    async def delete_schema_version(self, topic: str, version: int) -> None:
+        """Delete `version`, which must be the newest kept one (SchemaVersionConflict
+        otherwise; SchemaVersionNotFound when the topic keeps no such version)."""
+
+    async def schema_compatibility(self, topic: str) -> str | None:
+        """The topic's compatibility setting as last set (None: never set). Raises
+        TopicNotFound."""
+
+    async def set_schema_compatibility(self, topic: str, compatibility: str | None) -> None:
+        """Store the setting (None forgets it). Raises TopicNotFound."""
+
 
 __all__ = [
     "AppendResult",
@@ -110,6 +160,7 @@ __all__ = [
     "NewRecord",
     "PartitionInfo",
     "Record",
+    "SchemaVersion",
     "TopicConfig",
     "TopicInfo",
     "TopicPartition",

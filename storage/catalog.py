@@ -1,4 +1,5 @@
-"""The catalog: topics, committed offsets, group metadata and idempotent results in SQLite.
+"""The catalog: topics, their schemas, committed offsets, group metadata and idempotent
+results in SQLite.
 
 One aiosqlite connection in autocommit mode; every operation runs alone on it (an asyncio
 lock), and each write is one explicit `BEGIN IMMEDIATE … COMMIT`, so a multi-partition
@@ -29,13 +30,15 @@ import aiosqlite
 from storage.errors import (
     DiskFull,
     GroupNotFound,
+    SchemaVersionConflict,
+    SchemaVersionNotFound,
     StorageClosed,
     StorageError,
     StorageWriteError,
     TopicExists,
     TopicNotFound,
 )
-from storage.types import TopicConfig, TopicInfo, TopicPartition
+from storage.types import SchemaVersion, TopicConfig, TopicInfo, TopicPartition
 
 T = TypeVar("T")
 
@@ -67,6 +70,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at_ms INTEGER NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX idempotent_results_by_expiry ON idempotent_results (expires_at_ms)",
+    ),
+    (
+        # A topic's schema versions, and its compatibility setting with the highest number
+        # it ever gave (deleting the newest version must not free its number for reuse).
+        """CREATE TABLE schema_versions (
+            topic TEXT NOT NULL,
+            version INTEGER NOT NULL CHECK (version >= 1),
+            schema BLOB NOT NULL,
+            registered_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (topic, version)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE schema_settings (
+            topic TEXT PRIMARY KEY,
+            compatibility TEXT,
+            last_version INTEGER NOT NULL DEFAULT 0 CHECK (last_version >= 0)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -208,14 +227,16 @@ class Catalog:
         await self._run(operation)
 
     async def remove_topic(self, name: str) -> None:
-        """Forget a topic and, as Kafka does, every group's committed offsets for it."""
+        """Forget a topic, its schemas and, as Kafka does, every group's committed offsets
+        for it."""
 
         async def operation(db: aiosqlite.Connection) -> None:
             async def body() -> None:
                 async with db.execute("DELETE FROM topics WHERE name = ?", (name,)) as cursor:
                     if cursor.rowcount == 0:
                         raise TopicNotFound(name)
-                await db.execute("DELETE FROM committed_offsets WHERE topic = ?", (name,))
+                for table in ("committed_offsets", "schema_versions", "schema_settings"):
+                    await db.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
 
             await self._in_transaction(db, body)
 
@@ -232,6 +253,114 @@ class Catalog:
             return [_topic_from_row(row) for row in rows]
 
         return await self._run(operation)
+
+    # -- topic schemas ------------------------------------------------------------------
+
+    async def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        """The topic's kept schema versions, oldest first. Raises TopicNotFound."""
+
+        async def operation(db: aiosqlite.Connection) -> list[SchemaVersion]:
+            await _require_topic(db, topic)
+            return await _select_versions(db, topic)
+
+        return await self._run(operation)
+
+    async def latest_schemas(self) -> dict[str, SchemaVersion]:
+        """The newest kept schema version of every topic that has one."""
+
+        async def operation(db: aiosqlite.Connection) -> dict[str, SchemaVersion]:
+            rows = await db.execute_fetchall(
+                "SELECT topic, version, schema, registered_at_ms FROM schema_versions"
+                " WHERE (topic, version) IN"
+                " (SELECT topic, MAX(version) FROM schema_versions GROUP BY topic)"
+            )
+            return {row[0]: SchemaVersion(row[1], bytes(row[2]), row[3]) for row in rows}
+
+        return await self._run(operation)
+
+    async def add_schema_version(
+        self, topic: str, schema: bytes, latest: int, registered_at_ms: int
+    ) -> SchemaVersion:
+        """Keep `schema` as the next version if the newest kept one is still `latest` (0:
+        none). Raises TopicNotFound or SchemaVersionConflict."""
+
+        async def operation(db: aiosqlite.Connection) -> SchemaVersion:
+            async def body() -> SchemaVersion:
+                await _require_topic(db, topic)
+                versions = await _select_versions(db, topic)
+                newest = versions[-1].version if versions else 0
+                if newest != latest:
+                    raise SchemaVersionConflict(topic, latest, newest)
+                rows = list(
+                    await db.execute_fetchall(
+                        "SELECT last_version FROM schema_settings WHERE topic = ?", (topic,)
+                    )
+                )
+                added = SchemaVersion(
+                    max(newest, rows[0][0] if rows else 0) + 1, schema, registered_at_ms
+                )
+                await db.execute(
+                    "INSERT INTO schema_versions (topic, version, schema, registered_at_ms)"
+                    " VALUES (?, ?, ?, ?)",
+                    (topic, added.version, schema, registered_at_ms),
+                )
+                await db.execute(
+                    "INSERT INTO schema_settings (topic, last_version) VALUES (?, ?)"
+                    " ON CONFLICT (topic) DO UPDATE SET last_version = excluded.last_version",
+                    (topic, added.version),
+                )
+                return added
+
+            return await self._in_transaction(db, body)
+
+        return await self._run(operation)
+
+    async def delete_schema_version(self, topic: str, version: int) -> None:
+        """Delete `version` if it is the newest kept one. Raises TopicNotFound,
+        SchemaVersionNotFound or SchemaVersionConflict."""
+
+        async def operation(db: aiosqlite.Connection) -> None:
+            async def body() -> None:
+                await _require_topic(db, topic)
+                kept = [v.version for v in await _select_versions(db, topic)]
+                if version not in kept:
+                    raise SchemaVersionNotFound(topic, version)
+                if version != kept[-1]:
+                    raise SchemaVersionConflict(topic, version, kept[-1])
+                await db.execute(
+                    "DELETE FROM schema_versions WHERE topic = ? AND version = ?",
+                    (topic, version),
+                )
+
+            await self._in_transaction(db, body)
+
+        await self._run(operation)
+
+    async def schema_compatibility(self, topic: str) -> str | None:
+        async def operation(db: aiosqlite.Connection) -> str | None:
+            await _require_topic(db, topic)
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT compatibility FROM schema_settings WHERE topic = ?", (topic,)
+                )
+            )
+            return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+        return await self._run(operation)
+
+    async def set_schema_compatibility(self, topic: str, compatibility: str | None) -> None:
+        async def operation(db: aiosqlite.Connection) -> None:
+            async def body() -> None:
+                await _require_topic(db, topic)
+                await db.execute(
+                    "INSERT INTO schema_settings (topic, compatibility) VALUES (?, ?)"
+                    " ON CONFLICT (topic) DO UPDATE SET compatibility = excluded.compatibility",
+                    (topic, compatibility),
+                )
+
+            await self._in_transaction(db, body)
+
+        await self._run(operation)
 
     # -- consumer groups ----------------------------------------------------------------
 
@@ -369,6 +498,20 @@ class Catalog:
             )
 
         await self._run(operation)
+
+
+async def _require_topic(db: aiosqlite.Connection, name: str) -> None:
+    if not list(await db.execute_fetchall("SELECT 1 FROM topics WHERE name = ?", (name,))):
+        raise TopicNotFound(name)
+
+
+async def _select_versions(db: aiosqlite.Connection, topic: str) -> list[SchemaVersion]:
+    rows = await db.execute_fetchall(
+        "SELECT version, schema, registered_at_ms FROM schema_versions WHERE topic = ?"
+        " ORDER BY version",
+        (topic,),
+    )
+    return [SchemaVersion(row[0], bytes(row[1]), row[2]) for row in rows]
 
 
 async def _select_topic(db: aiosqlite.Connection, name: str) -> TopicInfo | None:

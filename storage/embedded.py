@@ -43,6 +43,7 @@ from storage.types import (
     NewRecord,
     PartitionInfo,
     Record,
+    SchemaVersion,
     TopicConfig,
     TopicInfo,
     TopicPartition,
@@ -59,11 +60,15 @@ MIN_FREE_BYTES = 16 * 1024 * 1024
 class EmbeddedBackend:
     """storage.backend.Backend on local files. Create with `await EmbeddedBackend.open(...)`."""
 
+    max_append_records: int | None = None  # an append of any size is one batch of the log
+
     def __init__(self, data_dir: Path, catalog: Catalog, engine: LogEngine) -> None:
         self.data_dir = data_dir
         self._catalog = catalog
         self._engine = engine
         self._topics: dict[str, TopicInfo] = {}
+        # the newest schema version of each topic that has one: produce asks on every request
+        self._latest_schemas: dict[str, SchemaVersion] = {}
         self._admin_lock = asyncio.Lock()
         self._closed = False
 
@@ -105,6 +110,7 @@ class EmbeddedBackend:
         for info in topics:
             await self._engine.open_topic(info.name, info.partitions, info.config)
             self._topics[info.name] = info
+        self._latest_schemas = await self._catalog.latest_schemas()
 
     async def close(self) -> None:
         if self._closed:
@@ -158,6 +164,7 @@ class EmbeddedBackend:
                 raise TopicNotFound(name)
             await self._catalog.remove_topic(name)
             del self._topics[name]
+            self._latest_schemas.pop(name, None)
             await self._engine.remove_topic(name)
 
     async def list_topics(self) -> list[TopicInfo]:
@@ -232,6 +239,40 @@ class EmbeddedBackend:
 
     async def save_idempotent_result(self, key: str, result: bytes, ttl_ms: int) -> None:
         await self._catalog.save_idempotent_result(key, result, now_ms() + ttl_ms)
+
+    # -- topic schemas ------------------------------------------------------------------
+
+    async def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        self._check_open()
+        return await self._catalog.schema_versions(topic)
+
+    async def latest_schema(self, topic: str) -> SchemaVersion | None:
+        return self._latest_schemas.get(topic)
+
+    async def add_schema_version(self, topic: str, schema: bytes, latest: int) -> SchemaVersion:
+        async with self._admin_lock:  # ordered with delete_topic, which forgets the cache
+            self._check_open()
+            added = await self._catalog.add_schema_version(topic, schema, latest, now_ms())
+            self._latest_schemas[topic] = added
+            return added
+
+    async def delete_schema_version(self, topic: str, version: int) -> None:
+        async with self._admin_lock:
+            self._check_open()
+            await self._catalog.delete_schema_version(topic, version)
+            versions = await self._catalog.schema_versions(topic)
+            if versions:
+                self._latest_schemas[topic] = versions[-1]
+            else:
+                self._latest_schemas.pop(topic, None)
+
+    async def schema_compatibility(self, topic: str) -> str | None:
+        self._check_open()
+        return await self._catalog.schema_compatibility(topic)
+
+    async def set_schema_compatibility(self, topic: str, compatibility: str | None) -> None:
+        self._check_open()
+        await self._catalog.set_schema_compatibility(topic, compatibility)
 
     def _check_open(self) -> None:
         if self._closed:

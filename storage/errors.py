@@ -8,6 +8,8 @@
     ├── OffsetOutOfRange        carries log_start_offset and end_offset
     ├── AppendTooLarge          more records in one append than the backend writes atomically
     ├── GroupNotFound
+    ├── SchemaVersionNotFound   the topic keeps no such version of its schema
+    ├── SchemaVersionConflict   the newest schema version is not the one the caller expected
     ├── CorruptRecord           a checksum failed inside sealed data: a read error, never data
     ├── StorageWriteError       a write or fsync failed; the partition refuses writes until reopened
     │   └── DiskFull            ENOSPC / EDQUOT / EFBIG
@@ -72,6 +74,27 @@ class GroupNotFound(StorageError):
     def __init__(self, group: str) -> None:
         super().__init__(f"consumer group {group!r} does not exist")
         self.group = group
+
+
+class SchemaVersionNotFound(StorageError):
+    def __init__(self, topic: str, version: int) -> None:
+        super().__init__(f"topic {topic!r} keeps no version {version} of its schema")
+        self.topic = topic
+        self.version = version
+
+
+class SchemaVersionConflict(StorageError):
+    """A compare-and-set on the newest schema version lost: another registration or
+    deletion came first. `latest` is the newest kept version now (0: none)."""
+
+    def __init__(self, topic: str, expected: int, latest: int) -> None:
+        super().__init__(
+            f"the newest schema version of topic {topic!r} is {latest or 'none'},"
+            f" not {expected or 'none'}"
+        )
+        self.topic = topic
+        self.expected = expected
+        self.latest = latest
 
 
 class CorruptRecord(StorageError):

@@ -117,6 +117,20 @@ class AppendResult:
     timestamp_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One registered version of a topic's schema. `schema` is the gateway's document
+    (JSON text), opaque to storage; versions count from 1 and are never reused."""
+
+    version: int
+    schema: bytes
+    registered_at_ms: int
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
+            raise ValueError("schema versions count from 1")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:
     topic: str

@@ -23,6 +23,7 @@ import yaml
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from gateway.routes.ops import openapi_document
+from gateway.schemas.document import KEYWORDS
 from tests.e2e.js_harness import NODE_MODULES, node_modules_or_skip, node_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,21 +31,9 @@ SPEC_DIR = ROOT / "openapi"
 SPEC = SPEC_DIR / "openapi.yaml"
 LINT_TIMEOUT_S = 120
 
-# JSON Schema 2020-12 (core, applicator, unevaluated, validation, format, content, meta-data)
-# and the keywords OpenAPI 3.1 adds to it.
-SCHEMA_KEYWORDS = frozenset([
-    "$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary",
-    "$comment", "$defs",
-    "prefixItems", "items", "contains", "additionalProperties", "properties",
-    "patternProperties", "dependentSchemas", "propertyNames", "if", "then", "else", "allOf",
-    "anyOf", "oneOf", "not", "unevaluatedItems", "unevaluatedProperties",
-    "type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum",
-    "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems",
-    "uniqueItems", "maxContains", "minContains", "maxProperties", "minProperties", "required",
-    "dependentRequired", "format", "contentEncoding", "contentMediaType", "contentSchema",
-    "title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples",
-    "discriminator", "xml", "externalDocs", "example",
-])  # fmt: skip
+# JSON Schema 2020-12's keywords (the list topic schemas are checked against, without the
+# older drafts' `definitions`) and the keywords OpenAPI 3.1 adds to it.
+SCHEMA_KEYWORDS = (KEYWORDS - {"definitions"}) | {"discriminator", "xml", "externalDocs", "example"}
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 _SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
 _SCHEMA_ONES = (

@@ -90,6 +90,27 @@ export declare class ValidationError extends LogwayError {
   readonly errors: Array<{ pointer?: string; parameter?: string; detail: string }>;
 }
 export declare class IdempotencyKeyReused extends LogwayError {}
+export declare class UnknownSchemaVersion extends LogwayError {}
+/** One change that breaks the topic's compatibility rule. */
+export interface SchemaIncompatibility {
+  rule: Compatibility;
+  reader_version: number | null;
+  writer_version: number | null;
+  change: string;
+  location: string;
+  detail: string;
+}
+export declare class IncompatibleSchema extends LogwayError {
+  readonly incompatibilities: SchemaIncompatibility[];
+}
+export declare class SchemaVersionConflict extends LogwayError {}
+export declare class InvalidSchema extends LogwayError {
+  readonly errors: Array<{ pointer?: string; detail: string }>;
+}
+export declare class SchemaViolation extends LogwayError {
+  readonly errors: Array<{ pointer?: string; keyword?: string; schema_pointer?: string; detail: string }>;
+  readonly schemaVersion: number | null;
+}
 /** Too many requests from this client; `retryAfterMs` says when to try again. */
 export declare class RateLimited extends LogwayError {}
 /** This client holds the most streams a gateway allows one client. */
@@ -155,6 +176,9 @@ export interface TopicInfo {
   name: string;
   partitions: PartitionInfo[];
   config: Readonly<TopicConfig>;
+  /** The schema version produce checks records against (null: none). */
+  schemaVersion: number | null;
+  compatibility: Compatibility | null;
 }
 
 export interface TopicSummary {
@@ -229,6 +253,30 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
+export type JsonSchema = boolean | Record<string, unknown>;
+export type Compatibility =
+  | 'BACKWARD'
+  | 'BACKWARD_TRANSITIVE'
+  | 'FORWARD'
+  | 'FORWARD_TRANSITIVE'
+  | 'FULL'
+  | 'FULL_TRANSITIVE'
+  | 'NONE';
+export interface SchemaVersion {
+  topic?: string;
+  version: number;
+  registered_at: number;
+  schema: JsonSchema;
+  key_schema?: JsonSchema;
+  headers_schema?: JsonSchema;
+}
+export interface SchemaVersionList {
+  topic: string;
+  compatibility: Compatibility;
+  latest_version: number | null;
+  versions: SchemaVersion[];
+}
+
 export declare class LogwayClient {
   constructor(options?: LogwayClientOptions);
   readonly baseUrl: string;
@@ -246,6 +294,16 @@ export declare class LogwayClient {
   describeTopic(topic: string): Promise<TopicInfo>;
   listTopics(): Promise<TopicSummary[]>;
   deleteTopic(topic: string): Promise<void>;
+
+  /** Register JSON Schemas (draft 2020-12) for the topic's values, and keys and headers if given. */
+  registerSchema(
+    topic: string,
+    schema: JsonSchema,
+    options?: { keySchema?: JsonSchema; headersSchema?: JsonSchema },
+  ): Promise<SchemaVersion>;
+  schemas(topic: string): Promise<SchemaVersionList>;
+  schema(topic: string, version?: number | 'latest'): Promise<SchemaVersion>;
+  setSchemaCompatibility(topic: string, compatibility: Compatibility): Promise<Compatibility>;
 
   /** Write `records` in one request, all or nothing; offsets in request order. */
   produce(

@@ -131,6 +131,26 @@ export const ValidationError = problemClass('ValidationError', 'validation-error
   },
 });
 export const IdempotencyKeyReused = problemClass('IdempotencyKeyReused', 'idempotency-key-reused');
+const listExtension = (name) =>
+  function () {
+    const value = this.extensions[name];
+    return Array.isArray(value) ? value : [];
+  };
+export const UnknownSchemaVersion = problemClass('UnknownSchemaVersion', 'unknown-schema-version');
+/** The new schema breaks the topic's compatibility rule; `incompatibilities` say how and why. */
+export const IncompatibleSchema = problemClass('IncompatibleSchema', 'incompatible-schema', false, {
+  incompatibilities: listExtension('incompatibilities'),
+});
+export const SchemaVersionConflict = problemClass('SchemaVersionConflict', 'schema-version-conflict');
+/** Not a usable draft 2020-12 JSON Schema; `errors` point into the request. */
+export const InvalidSchema = problemClass('InvalidSchema', 'invalid-schema', false, {
+  errors: listExtension('errors'),
+});
+/** A record does not match the topic's schema; nothing was written. */
+export const SchemaViolation = problemClass('SchemaViolation', 'schema-violation', false, {
+  errors: listExtension('errors'),
+  schemaVersion: intExtension('schema_version'),
+});
 /** Too many requests from this client; `retryAfterMs` says when to try again. */
 export const RateLimited = problemClass('RateLimited', 'rate-limited', true);
 /** This client holds the most streams a gateway allows one client. */
@@ -291,6 +311,8 @@ function decodeTopic(doc) {
       bytes: p.bytes,
     })),
     config: Object.freeze({ ...(doc.config ?? {}) }),
+    schemaVersion: doc.schema_version ?? null,
+    compatibility: doc.compatibility ?? null,
   };
 }
 
@@ -409,6 +431,31 @@ export class LogwayClient {
 
   async deleteTopic(topic) {
     await this.request('DELETE', `/v1/topics/${pathSegment(topic)}`);
+  }
+
+  // schemas
+
+  /** Register JSON Schemas (draft 2020-12) for the topic's values, and keys and headers if given. */
+  async registerSchema(topic, schema, { keySchema, headersSchema } = {}) {
+    const json = { schema };
+    if (keySchema !== undefined) json.key_schema = keySchema;
+    if (headersSchema !== undefined) json.headers_schema = headersSchema;
+    return this.requestJson('POST', `/v1/topics/${pathSegment(topic)}/schemas`, { json });
+  }
+
+  /** Every kept version, the topic's compatibility rule and the latest version number. */
+  async schemas(topic) {
+    return this.requestJson('GET', `/v1/topics/${pathSegment(topic)}/schemas`);
+  }
+
+  /** One version (`latest`: the one produce checks records against). */
+  async schema(topic, version = 'latest') {
+    return this.requestJson('GET', `/v1/topics/${pathSegment(topic)}/schemas/${version}`);
+  }
+
+  async setSchemaCompatibility(topic, compatibility) {
+    const path = `/v1/topics/${pathSegment(topic)}/schemas/compatibility`;
+    return (await this.requestJson('PUT', path, { json: { compatibility } })).compatibility;
   }
 
   // records

@@ -1,5 +1,8 @@
 """The story, start to end: a gateway, the Order service, three consumer groups, Analytics.
 
+0. The contract: `OrderCreated` v1 is registered as the topic's JSON Schema, v2 adds an
+   optional `coupon` (accepted under BACKWARD), a change that requires `currency` is
+   refused with the reason, and an event that breaks the schema never reaches the log.
 1. Fan-out: every order reaches Payment, Inventory and Notification, each on its own.
 2. Load leveling: Notification is stopped while orders keep coming; its lag (read from
    `GET /v1/groups/notifications`) grows, Payment and Inventory do not notice, and when a
@@ -21,8 +24,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
-from logway_client import Assignment, AsyncLogwayClient, AsyncProducer
+from logway_client import (
+    Assignment,
+    AsyncLogwayClient,
+    AsyncProducer,
+    IncompatibleSchema,
+    SchemaViolation,
+)
 
+from examples.ecommerce.contract import BREAKING_CHANGE, ORDER_CREATED_V1, ORDER_CREATED_V2
 from examples.ecommerce.gateway import running_gateway
 from examples.ecommerce.orders import TOPIC, Order, running_order_service
 from examples.ecommerce.services import (
@@ -61,6 +71,9 @@ class StoryResult:
     payment_instances: dict[str, ServiceInstance] = field(default_factory=dict)
     payment_split: dict[str, Assignment] = field(default_factory=dict)  # after payment-2 joined
     order_latency_ms: list[float] = field(default_factory=list)
+    schema_versions: list[int] = field(default_factory=list)  # registered, in order
+    refused_change: str = ""  # why the breaking change was refused
+    refused_event: str = ""  # why the malformed event was refused
 
 
 async def group_lag(client: AsyncLogwayClient, group: str) -> int:
@@ -178,6 +191,7 @@ async def run_story(config: StoryConfig, narrate: Narrate = print) -> StoryResul
             )
             shop = Shop(client, orders_url, config, result, narrate)
             try:
+                await _contract(shop)
                 await _fan_out(shop)
                 await _load_leveling(shop)
                 await _scale_out(shop)
@@ -188,6 +202,47 @@ async def run_story(config: StoryConfig, narrate: Narrate = print) -> StoryResul
             narrate("")
             narrate("All services stopped cleanly; the gateway is stopped next.")
     return result
+
+
+async def _contract(shop: Shop) -> None:
+    narrate, client, result = shop.narrate, shop.client, shop.result
+    narrate("")
+    narrate("== 0. The contract: OrderCreated has a schema, and it evolves safely ==")
+    v1 = await client.register_schema(TOPIC, ORDER_CREATED_V1)
+    narrate(
+        f"OrderCreated v{v1.version} registered: every record on '{TOPIC}' must match it, "
+        "and its content model is closed (additionalProperties: false)."
+    )
+    v2 = await client.register_schema(TOPIC, ORDER_CREATED_V2)
+    narrate(
+        f"v{v2.version} adds an optional `coupon`: accepted under BACKWARD, since v2 reads "
+        "every v1 order (v1's closed model never wrote a `coupon`)."
+    )
+    result.schema_versions = [v1.version, v2.version]
+    try:
+        await client.register_schema(TOPIC, BREAKING_CHANGE)
+    except IncompatibleSchema as refused:
+        result.refused_change = refused.detail
+        narrate(f"A change making `currency` required is refused (409): {refused.detail}.")
+        narrate("  Payment, Inventory and Notification keep reading old orders unharmed.")
+    # a buggy deploy of the Order service formats money as text
+    bad = {
+        "type": "OrderCreated",
+        "order_id": "o-99999",
+        "customer_id": "c-01",
+        "seq": 1,
+        "items": [{"sku": "mug", "quantity": 1}],
+        "total_cents": "12.50",
+    }
+    try:
+        await client.produce(TOPIC, [{"key": "c-01", "value": bad}])
+    except SchemaViolation as refused:
+        first = refused.extensions["errors"][0]
+        result.refused_event = f"{first['pointer']}: {first['detail']}"
+        narrate(
+            f"A malformed OrderCreated is refused (422) at {first['pointer']} "
+            f"(keyword {first['keyword']}); nothing reached the log, no consumer saw it."
+        )
 
 
 async def _fan_out(shop: Shop) -> None:

@@ -80,6 +80,8 @@ $('#token-form').addEventListener('submit', (event) => {
 
 const collapsedTopics = new Set();
 let topicNames = [];
+const contractTabs = new Set(); // topics showing their Contract tab instead of partitions
+const contracts = new Map(); // topic -> {schemaVersion, data | error}, loaded when shown
 
 async function loadTopics() {
   const summaries = await client.listTopics();
@@ -121,6 +123,36 @@ function renderTopics(topics) {
         h('span', { class: 'badge' }, `${topic.partitions.length} partition${topic.partitions.length === 1 ? '' : 's'}`),
         h('span', { class: 'muted' }, `${number.format(count)} records · ${formatBytes(size)}`),
       );
+      const tabs = open
+        ? h(
+            'div',
+            { class: 'tabs', role: 'tablist' },
+            ...[
+              ['partitions', 'Partitions'],
+              ['contract', topic.schemaVersion ? `Contract · v${topic.schemaVersion}` : 'Contract'],
+            ].map(([id, label]) =>
+              h(
+                'button',
+                {
+                  type: 'button',
+                  role: 'tab',
+                  class: (id === 'contract') === contractTabs.has(topic.name) ? 'tab tab-on' : 'tab',
+                  'aria-selected': (id === 'contract') === contractTabs.has(topic.name),
+                  'data-testid': `tab-${id}-${topic.name}`,
+                  onclick: () => {
+                    if (id === 'contract') contractTabs.add(topic.name);
+                    else contractTabs.delete(topic.name);
+                    renderTopics(topics);
+                  },
+                },
+                label,
+              ),
+            ),
+          )
+        : null;
+      if (open && contractTabs.has(topic.name)) {
+        return h('div', { class: 'topic' }, head, tabs, contractView(topic, () => renderTopics(topics)));
+      }
       const table = open
         ? h(
             'div',
@@ -147,9 +179,117 @@ function renderTopics(topics) {
             ),
           )
         : null;
-      return h('div', { class: 'topic' }, head, table);
+      return h('div', { class: 'topic' }, head, tabs, table);
     }),
   );
+}
+
+// -- a topic's contract: schema versions, compatibility, an example record -----------------
+
+function contractView(topic, rerender) {
+  const known = contracts.get(topic.name);
+  if (!known || known.schemaVersion !== topic.schemaVersion) {
+    contracts.set(topic.name, { schemaVersion: topic.schemaVersion, data: null, error: null });
+    client
+      .schemas(topic.name)
+      .then((data) => contracts.set(topic.name, { schemaVersion: topic.schemaVersion, data, error: null }))
+      .catch((error) => contracts.set(topic.name, { schemaVersion: topic.schemaVersion, data: null, error }))
+      .finally(rerender);
+  }
+  const { data, error } = contracts.get(topic.name);
+  const box = (...children) => h('div', { class: 'contract', 'data-testid': `contract-${topic.name}` }, ...children);
+  if (error) return box(h('p', { class: 'empty' }, `Cannot read the schemas: ${describeError(error)}`));
+  if (!data) return box(h('p', { class: 'empty' }, 'Loading…'));
+  const rule = h('span', { class: 'badge badge-accent', 'data-testid': `compatibility-${topic.name}` }, data.compatibility);
+  if (!data.versions.length) {
+    return box(
+      h('p', {}, 'Compatibility ', rule),
+      h('p', { class: 'empty' }, `No schema: ${topic.name} takes any JSON. Register one with POST /v1/topics/${topic.name}/schemas (or logway schemas register).`),
+    );
+  }
+  const latest = data.versions[data.versions.length - 1];
+  const example = { value: exampleOf(latest.schema) };
+  return box(
+    h('p', {}, 'Compatibility ', rule, ' · produce checks records against ', h('span', { class: 'chip' }, `version ${latest.version}`)),
+    h(
+      'div',
+      { class: 'table-wrap' },
+      h(
+        'table',
+        { class: 'table compact', 'data-testid': `versions-${topic.name}` },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Version'), h('th', {}, 'Registered'), h('th', {}, 'Properties'))),
+        h(
+          'tbody',
+          {},
+          [...data.versions].reverse().map((v) =>
+            h(
+              'tr',
+              {},
+              h('td', {}, h('span', { class: v === latest ? 'chip chip-on' : 'chip' }, v.version)),
+              h('td', {}, new Date(v.registered_at).toLocaleString()),
+              h('td', { class: 'mono' }, Object.keys(v.schema?.properties ?? {}).join(', ') || '—'),
+            ),
+          ),
+        ),
+      ),
+    ),
+    h('details', { class: 'schema' }, h('summary', {}, `Schema of version ${latest.version}`), h('pre', {}, JSON.stringify(latest.schema, null, 2))),
+    h(
+      'div',
+      { class: 'example' },
+      h(
+        'div',
+        { class: 'label-row' },
+        'An example record',
+        h('span', { class: 'hint' }, JSON.stringify(latest.schema).includes('"pattern"') ? ' generated from the schema; strings under a pattern are placeholders' : ' generated from the schema'),
+      ),
+      h('pre', { 'data-testid': `contract-example-${topic.name}` }, JSON.stringify(example, null, 2)),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'btn btn-ghost',
+          onclick: () => {
+            const form = $('#produce-form');
+            form.topic.value = topic.name;
+            form.value.value = JSON.stringify(example.value, null, 2);
+            form.value.focus();
+          },
+        },
+        'Use in the produce form',
+      ),
+    ),
+  );
+}
+
+/** A value valid under common schemas: examples, const, enum, defaults, else by type. */
+function exampleOf(schema, depth = 0) {
+  if (schema === true || schema == null || depth > 6) return null;
+  if (Array.isArray(schema.examples) && schema.examples.length) return schema.examples[0];
+  if ('const' in schema) return schema.const;
+  if (Array.isArray(schema.enum) && schema.enum.length) return schema.enum[0];
+  if ('default' in schema) return schema.default;
+  const branch = schema.anyOf?.[0] ?? schema.oneOf?.[0];
+  if (branch) return exampleOf(branch, depth + 1);
+  const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== 'null') ?? 'null' : schema.type;
+  if (type === 'object' || (!type && schema.properties)) {
+    const required = new Set(schema.required ?? []);
+    const out = {};
+    for (const [name, sub] of Object.entries(schema.properties ?? {})) {
+      if (required.has(name) || depth === 0) out[name] = exampleOf(sub, depth + 1);
+    }
+    return out;
+  }
+  if (type === 'array') return [exampleOf(schema.items ?? true, depth + 1)];
+  if (type === 'integer') return Math.max(schema.minimum ?? 1, 1);
+  if (type === 'number') return schema.minimum ?? 9.99;
+  if (type === 'boolean') return true;
+  if (type === 'null') return null;
+  if (type === 'string') {
+    const formats = { 'date-time': new Date(0).toISOString(), date: '2026-01-01', email: 'ada@example.com', uuid: '00000000-0000-4000-8000-000000000000', uri: 'https://example.com' };
+    return formats[schema.format] ?? 'x'.repeat(Math.max(schema.minLength ?? 4, 1));
+  }
+  return null;
 }
 
 function updateTopicChoices(topics) {

@@ -1,12 +1,12 @@
 """The consumer-group coordinator: a pure state machine, one instance per group.
 
 Events in, decisions out, as in h11: no I/O, no asyncio, no clock (time arrives as `now_ms`
-inside the events). gateway/groups.py wraps it with timers and storage; a JetStream-backed
-adapter can wrap the same class with another membership store.
+inside the events). gateway/groups/service.py feeds it through a membership store, which
+owns the timers (memory_store.py) or shares the state across gateways (jetstream_store.py).
 
 A member subscribes to one topic; a group may have members on several topics, and each
 topic's partitions are shared among that topic's members by the assignor (sticky by
-default, see gateway/assignors.py). The generation is group-wide: it grows by one on every
+default, see gateway/groups/assignors.py). The generation is group-wide: it grows by one on every
 change of membership (and on a seek of a topic that has members), which fences every
 commit made against an earlier one.
 
@@ -15,6 +15,7 @@ computed inside one event, so there is no "preparing rebalance" state to be stuc
 
 | state  | event                          | condition                           | next   | decision                       |
 | ------ | ------------------------------ | ----------------------------------- | ------ | ------------------------------ |
+| any    | Join(m, topic, n, now, p)      | m a member of another principal     | same   | Rejected(UNKNOWN_MEMBER)       |
 | Empty  | Join(m, topic, n, now)         | -                                   | Stable | Rebalance(g+1, joined=[m])     |
 | Stable | Join(m, topic, n, now)         | m new, moves topic, or n changed    | Stable | Rebalance(g+1)                 |
 | Stable | Join(m, topic, n, now)         | m already on topic with n           | Stable | None (counts as a heartbeat)   |
@@ -27,12 +28,14 @@ computed inside one event, so there is no "preparing rebalance" state to be stuc
 | any    | Seek(topic)                    | topic has members                   | Stable | Rebalance(g+1), topic restarts |
 | any    | Seek(topic)                    | topic has no members                | same   | None                           |
 | any    | Leave(m), Heartbeat(m)         | m not a member                      | same   | Rejected(UNKNOWN_MEMBER)       |
-| any    | Commit(m, gen, offsets)        | m not a member                      | same   | Rejected(UNKNOWN_MEMBER)       |
+| any    | Commit(m, gen, offsets, p)     | m not a member, or not p's          | same   | Rejected(UNKNOWN_MEMBER)       |
 | any    | Commit(m, gen, offsets)        | gen != g                            | same   | Rejected(FENCED_GENERATION)    |
 | any    | Commit(m, gen, offsets)        | m does not own every partition      | same   | Rejected(NOT_OWNER)            |
 | any    | Commit(m, gen, offsets)        | otherwise                           | same   | CommitAccepted                 |
 
-(T is the session timeout. A Rebalance lists every member of the new generation with its
+(T is the session timeout; p the principal that sends the event, which a member id is bound
+to when it joins: another principal naming it is told what it would be told of an id nobody
+has. A Rebalance lists every member of the new generation with its
 partitions and the partitions it gained and lost; after a Seek every partition of the
 topic's members counts as gained, so each restarts at the new committed offset.)
 
@@ -62,6 +65,7 @@ class Join:
     topic: str
     partitions_count: int
     now_ms: int
+    principal: str | None = None  # None: auth is off
 
     def __post_init__(self) -> None:
         if not self.member_id:
@@ -102,6 +106,7 @@ class Commit:
     member_id: str
     generation: int
     offsets: Mapping[TopicPartition, int]
+    principal: str | None = None
 
 
 MembershipEvent = Join | Leave | Heartbeat | Tick | Seek
@@ -188,6 +193,7 @@ class _Member:
     topic: str
     deadline_ms: int
     partitions: tuple[int, ...] = ()
+    principal: str | None = None
 
 
 @dataclass(slots=True)
@@ -235,6 +241,7 @@ class GroupCoordinator:
                 "protocol": self.assignor.name,
                 "members": {
                     mid: {"topic": m.topic, "partitions": list(m.partitions)}
+                    | ({} if m.principal is None else {"principal": m.principal})
                     for mid, m in sorted(self._members.items())
                 },
                 "partitions_count": self._partitions_count,
@@ -261,6 +268,7 @@ class GroupCoordinator:
                 member["topic"],
                 deadlines_ms.get(member_id, default_deadline_ms),
                 tuple(member["partitions"]),
+                member.get("principal"),
             )
         coordinator._partitions_count = {t: int(n) for t, n in decoded["partitions_count"].items()}
         return coordinator
@@ -322,9 +330,11 @@ class GroupCoordinator:
                 return self._validate_commit(event)
         raise TypeError(f"not a coordinator event: {event!r}")
 
-    def _join(self, event: Join) -> Rebalance | None:
+    def _join(self, event: Join) -> Rebalance | Rejected | None:
         deadline_ms = event.now_ms + self.session_timeout_ms
         member = self._members.get(event.member_id)
+        if member is not None and member.principal != event.principal:
+            return self._reject(RejectReason.UNKNOWN_MEMBER, event.member_id)
         if member is not None and member.topic == event.topic:
             member.deadline_ms = max(member.deadline_ms, deadline_ms)
             if self._partitions_count[event.topic] == event.partitions_count:
@@ -332,13 +342,15 @@ class GroupCoordinator:
         else:
             # New, or moving from another topic: that is a leave and a join in one generation,
             # so it starts with no partitions and reports every new one as gained.
-            self._members[event.member_id] = _Member(event.topic, deadline_ms)
+            self._members[event.member_id] = _Member(
+                event.topic, deadline_ms, principal=event.principal
+            )
         self._partitions_count[event.topic] = event.partitions_count
         return self._rebalance(joined=(event.member_id,) if member is None else ())
 
     def _validate_commit(self, event: Commit) -> CommitAccepted | Rejected:
         member = self._members.get(event.member_id)
-        if member is None:
+        if member is None or member.principal != event.principal:
             return self._reject(RejectReason.UNKNOWN_MEMBER, event.member_id)
         if event.generation != self.generation:
             return self._reject(RejectReason.FENCED_GENERATION, event.member_id)

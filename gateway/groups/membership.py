@@ -27,6 +27,8 @@ class GroupOperations(Protocol):
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, int],
+        *,
+        principal: str | None = None,
     ) -> None: ...
 
     async def leave(self, group: str, member_id: str) -> None: ...
@@ -51,11 +53,19 @@ class Assignment:
 class Membership:
     """One member's handle on its group: assignment, heartbeats, commits, leaving."""
 
-    def __init__(self, groups: GroupOperations, group: str, member_id: str, topic: str) -> None:
+    def __init__(
+        self,
+        groups: GroupOperations,
+        group: str,
+        member_id: str,
+        topic: str,
+        principal: str | None = None,
+    ) -> None:
         self._groups = groups
         self.group = group
         self.member_id = member_id
         self.topic = topic
+        self.principal = principal  # who joined: the only one who may act as this member
         self._generation = 0
         self._partitions: tuple[int, ...] = ()
         self._pending_starts: dict[int, int | None] = {}
@@ -130,6 +140,7 @@ class Membership:
             self.member_id,
             generation,
             {TopicPartition(self.topic, p): offset for p, offset in offsets.items()},
+            principal=self.principal,
         )
 
     async def leave(self) -> None:

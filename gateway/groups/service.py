@@ -9,7 +9,7 @@ metadata so it keeps growing across restarts.
 
 A stream (or a pull consumer) gets a Membership from `join`:
 
-    membership = await groups.join(group, topic)        # or member_id=... to rejoin
+    membership = await groups.join(group, topic, principal=p)   # or member_id=... to rejoin
     send_assignment(membership.assignment)              # starting_offsets: where to begin
     while True:
         assignment = await membership.changed()          # a new generation for this member
@@ -37,6 +37,12 @@ uses the generation from `changed()`. That is at least once for everything not y
 to a connection, with duplicates bounded by one interval after a rebalance; a client that
 receives records and crashes before processing them loses those, so applications that need
 at-least-once processing commit manually after processing (POST .../offsets).
+
+Principals. With auth on, a member id belongs to the principal that joined with it (the
+gateway's `Principal.identity`, kept in the coordinator's state, so every gateway knows it):
+`join` with a member id, `member` (pulls, leaving) and `commit` name a principal, and for
+any other one the id is unknown, with the same answer as an id nobody has. Ids are never
+chosen by clients: a rejoin names a member of the same principal that is still alive.
 
 Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
 has members, opens a new generation in which every partition of the topic restarts from
@@ -149,21 +155,31 @@ class ConsumerGroups:
 
     # -- members --------------------------------------------------------------------------
 
-    async def join(self, group: str, topic: str, member_id: str | None = None) -> Membership:
+    async def join(
+        self,
+        group: str,
+        topic: str,
+        member_id: str | None = None,
+        *,
+        principal: str | None = None,
+    ) -> Membership:
         """Join `group` as a consumer of `topic`; the returned assignment is already current.
 
-        A new member id is generated unless `member_id` is given. Joining again with the id
-        of a live member on the same topic returns its existing Membership (as a heartbeat);
-        on another topic, the old membership leaves first. Raises TopicNotFound.
+        Without `member_id` a new member (with a new id) joins. With the id of a live member
+        of `principal` on this gateway, on the same topic it returns that Membership (as a
+        heartbeat); on another topic, the old membership leaves first. Raises TopicNotFound,
+        UnknownMember for any other id (left, expired, another principal's, never seen).
         """
         _check_group_name(group)
         if member_id is not None and not is_valid_group_name(member_id):
             raise InvalidMemberId(member_id)
         topic_info = await self._backend.get_topic(topic)
         g = await self._open(group, create=True)
+        existing = None
+        if member_id is not None:
+            existing = self.member(group, member_id, principal)
         member_id = member_id or str(uuid.uuid4())
-        join = Join(member_id, topic, topic_info.partitions, now_ms())
-        existing = g.members.get(member_id)
+        join = Join(member_id, topic, topic_info.partitions, now_ms(), principal)
         if existing is not None and existing.topic == topic:
             decision = await self._store.change(g, join)
             if isinstance(decision, Rebalance):  # the topic's partition count changed
@@ -171,7 +187,7 @@ class ConsumerGroups:
             return existing
         if existing is not None:
             await self._leave(g, member_id)
-        membership = Membership(self, group, member_id, topic)
+        membership = Membership(self, group, member_id, topic, principal)
         g.members[member_id] = membership
         try:
             decision = await self._store.change(g, join)
@@ -183,11 +199,12 @@ class ConsumerGroups:
         membership._deliver()
         return membership
 
-    def member(self, group: str, member_id: str) -> Membership:
-        """The live member `member_id` (for pull consumers). Raises UnknownMember."""
+    def member(self, group: str, member_id: str, principal: str | None = None) -> Membership:
+        """The live member `member_id` of `principal` on this gateway (pull consumers).
+        Raises UnknownMember, also when the member is another principal's."""
         g = self._groups.get(group)
         membership = g.members.get(member_id) if g is not None else None
-        if membership is None:
+        if membership is None or membership.principal != principal:
             raise UnknownMember(group, member_id)
         return membership
 
@@ -203,10 +220,12 @@ class ConsumerGroups:
         member_id: str,
         generation: int,
         offsets: Mapping[TopicPartition, int],
+        *,
+        principal: str | None = None,
     ) -> None:
         """Commit offsets (the next offset to read) for a member of the current generation.
 
-        Raises UnknownMember, FencedGeneration, NotPartitionOwner, or InvalidOffsets for an
+        Raises UnknownMember (also for a member of another principal), FencedGeneration, NotPartitionOwner, or InvalidOffsets for an
         empty commit, a negative offset or one beyond the partition's end offset. An
         accepted commit also counts as a heartbeat.
         """
@@ -218,8 +237,9 @@ class ConsumerGroups:
         negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
         if negative:
             raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
+        commit = Commit(member_id, generation, offsets, principal)
         async with g.lock:
-            await self._check_commit(g, member_id, generation, offsets)
+            await self._check_commit(g, commit)
             for tp, offset in sorted(offsets.items()):
                 end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
                 if offset > end_offset:
@@ -228,7 +248,7 @@ class ConsumerGroups:
                         f" offset {end_offset}"
                     )
             # the awaits allowed a rebalance
-            await self._check_commit(g, member_id, generation, offsets)
+            await self._check_commit(g, commit)
             await self._backend.commit_offsets(group, dict(offsets))
             g.committed.update(offsets)
             self._store.heartbeat(g, member_id, now_ms())
@@ -374,20 +394,18 @@ class ConsumerGroups:
         if isinstance(decision, Rebalance):
             await self._announce(g, decision)
 
-    async def _check_commit(
-        self, g: LocalGroup, member_id: str, generation: int, offsets: Mapping[TopicPartition, int]
-    ) -> None:
-        decision = await self._store.check_commit(g, Commit(member_id, generation, offsets))
+    async def _check_commit(self, g: LocalGroup, commit: Commit) -> None:
+        decision = await self._store.check_commit(g, commit)
         if not isinstance(decision, Rejected):
             return
         error: GroupError
         match decision.reason:
             case RejectReason.UNKNOWN_MEMBER:
-                error = UnknownMember(g.name, member_id)
+                error = UnknownMember(g.name, commit.member_id)
             case RejectReason.FENCED_GENERATION:
-                error = FencedGeneration(g.name, generation, decision.generation)
+                error = FencedGeneration(g.name, commit.generation, decision.generation)
             case RejectReason.NOT_OWNER:
-                error = NotPartitionOwner(g.name, member_id, decision.partitions)
+                error = NotPartitionOwner(g.name, commit.member_id, decision.partitions)
         raise error
 
     async def _announce(self, g: LocalGroup, decision: Rebalance) -> None:

@@ -58,12 +58,15 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("unknown-partition", 404, "Unknown partition"),
     ProblemType("unknown-group", 404, "Unknown consumer group"),
     ProblemType("unknown-member", 404, "Unknown group member"),
+    ProblemType("unknown-schema-version", 404, "Unknown schema version"),
     ProblemType("method-not-allowed", 405, "Method not allowed"),
     ProblemType("not-acceptable", 406, "Not acceptable"),
     ProblemType("topic-exists", 409, "Topic exists with other settings"),
     ProblemType("fenced-generation", 409, "Generation fenced"),
     ProblemType("not-partition-owner", 409, "Partition not owned by the member"),
     ProblemType("group-not-empty", 409, "Consumer group not empty"),
+    ProblemType("incompatible-schema", 409, "Schema incompatible under the topic's rule"),
+    ProblemType("schema-version-conflict", 409, "Schema version conflict"),
     ProblemType("body-too-large", 413, "Request body too large"),
     ProblemType("record-too-large", 413, "Record too large"),
     ProblemType("too-many-records", 413, "Too many records in one request"),
@@ -71,6 +74,8 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("offset-out-of-range", 416, "Offset out of range"),
     ProblemType("validation-error", 422, "Invalid request"),
     ProblemType("idempotency-key-reused", 422, "Idempotency-Key reused with another request"),
+    ProblemType("invalid-schema", 422, "Invalid JSON Schema"),
+    ProblemType("schema-violation", 422, "Record does not match the topic's schema"),
     ProblemType("rate-limited", 429, "Too many requests"),
     ProblemType("too-many-streams", 429, "Too many open streams for this client"),
     ProblemType("internal-error", 500, "Internal server error"),
@@ -151,6 +156,12 @@ def from_storage_error(exc: errors.StorageError) -> Problem:
             return Problem("too-many-records", detail, max_records_per_request=exc.max_records)
         case errors.GroupNotFound():
             return Problem("unknown-group", detail, group=exc.group)
+        case errors.SchemaVersionNotFound():
+            return Problem("unknown-schema-version", detail, topic=exc.topic, version=exc.version)
+        case errors.SchemaVersionConflict():
+            return Problem(
+                "schema-version-conflict", detail, topic=exc.topic, latest_version=exc.latest
+            )
         case errors.CorruptRecord():
             return Problem("corrupt-record", detail)
         case errors.DiskFull():

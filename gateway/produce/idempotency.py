@@ -5,6 +5,10 @@ request's fingerprint; a retry with the same key and body gets it back, and the 
 with another request is a 422. Requests with the same key run one at a time (a lock per
 key), so concurrent retries cannot both write. Failed requests wrote nothing and are not
 stored: retrying them runs them again.
+
+Keys are scoped by principal and topic (`scoped_key`): each principal has its own key space
+on each topic, so one principal's key neither blocks another's produce nor tells it that the
+key was used, and a client may reuse its keys across topics.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def checked_idempotency_key(key: str | None) -> str | None:
     ):
         raise validation_error("", "Idempotency-Key must be 1-255 printable ASCII characters")
     return key
+
+
+def scoped_key(principal: str | None, topic: str, key: str) -> str:
+    """The key as stored and locked: a digest of (principal, topic, key), unambiguous
+    whatever characters the three hold (None: auth is off, one principal)."""
+    return hashlib.sha256(orjson.dumps([principal, topic, key])).hexdigest()
 
 
 def request_digest(topic: str, media_type: str) -> hashlib._Hash:

@@ -73,33 +73,23 @@ def _spread(
 async def _append_all(
     ctx: Context, topic: str, groups: dict[int, list[NewRecord]]
 ) -> dict[int, AppendResult]:
-    """One append per partition, all queued before any is awaited; never cut short."""
-    start = getattr(ctx.backend, "start_append", None)
-    outcomes: list[AppendResult | BaseException]
-    if start is None:  # a backend that appends in a coroutine: run them shielded
-        appends = asyncio.gather(
-            *(ctx.backend.append(topic, p, batch) for p, batch in groups.items()),
-            return_exceptions=True,
-        )
-        # Shielded: once the first byte may be written, a cancelled request still finishes.
-        outcomes = list(await asyncio.shield(appends))
-    else:
-        # Queued synchronously, so a cancelled request cannot stop a queued batch.
-        queued: list[asyncio.Future[AppendResult] | BaseException] = []
-        for p, batch in groups.items():
-            try:
-                queued.append(start(topic, p, batch))
-            except Exception as exc:  # as gather(return_exceptions=True) would collect it
-                queued.append(exc)
-        outcomes = []
-        for item in queued:
-            if isinstance(item, BaseException):
-                outcomes.append(item)
-                continue
-            try:
-                outcomes.append(await item)
-            except Exception as exc:
-                outcomes.append(exc)
+    """One append per partition, all queued before any is awaited, so a cancelled request
+    (the client went away) cannot stop a batch it queued; never cut short."""
+    queued: list[asyncio.Future[AppendResult] | BaseException] = []
+    for p, batch in groups.items():
+        try:
+            queued.append(ctx.backend.start_append(topic, p, batch))
+        except Exception as exc:  # raised at once (unknown partition): collect it like the rest
+            queued.append(exc)
+    outcomes: list[AppendResult | BaseException] = []
+    for item in queued:
+        if isinstance(item, BaseException):
+            outcomes.append(item)
+            continue
+        try:
+            outcomes.append(await item)
+        except Exception as exc:
+            outcomes.append(exc)
     results: dict[int, AppendResult] = {}
     for partition, outcome in zip(groups, outcomes, strict=True):
         if isinstance(outcome, BaseException):

@@ -11,6 +11,12 @@ Every URL the page uses is relative (`console/console.js` from the page at `/con
 `../v1/...` from the module), so the console works under any path prefix. Files are
 revalidated on each load (`no-cache`, with the ETag StaticFiles sets), so an upgraded
 gateway serves its matching console at once.
+
+The page runs only its own files: a Content-Security-Policy allows scripts, styles and
+connections to this origin only (an injected script or a record rendered as markup runs
+nothing), forms submit nowhere (the token form is handled by script: never into a URL), and
+`frame-ancestors 'none'` with `X-Frame-Options: DENY` keeps other sites from framing it
+(clickjacking the produce form). `Referrer-Policy: no-referrer` keeps its URLs to itself.
 """
 
 from __future__ import annotations
@@ -26,6 +32,24 @@ from starlette.staticfiles import StaticFiles
 from gateway.http.problems import Problem
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",  # the inline SVG icon
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _files = StaticFiles(directory=CONSOLE_DIR, follow_symlink=True, check_dir=False)
 
 
@@ -35,7 +59,7 @@ async def _serve(request: Request, name: str) -> Response:
     except HTTPException:
         raise Problem("not-found", f"the console has no file {name!r}") from None
     response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.update(SECURITY_HEADERS)
     return response
 
 

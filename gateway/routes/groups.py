@@ -5,6 +5,11 @@ pull consumers (curl scripts) join with `POST /v1/groups/{group}/members` and he
 every pull that names `group` and `member_id` (gateway/routes/pull.py). The decisions live
 in gateway/groups/; this module only speaks HTTP, and the group errors become problem+json
 in gateway/http/problems.py.
+
+With auth on (gateway/http/auth.py), the middleware checked the group right; the topics a
+body names are checked here, before anything is looked up, and a member id is bound to the
+principal that joined with it. Lists and descriptions show only the groups and topics the
+principal may see.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import context
-from gateway.groups.errors import InvalidGroupName, UnknownMember
+from gateway.groups.errors import InvalidGroupName
 from gateway.groups.service import SeekTarget
+from gateway.http.auth import may_see, principal_identity, require
 from gateway.http.body import as_int, read_body, require_json
 from gateway.http.problems import Problem, validation_error
 from gateway.http.routing import resource
@@ -72,6 +78,7 @@ def _string(doc: dict[str, Any], name: str) -> str:
 
 async def list_groups(request: Request) -> Response:
     groups = context(request).groups
+    summaries = [s for s in await groups.list_groups() if may_see(request.scope, "group", s.group)]
     return _json(
         {
             "groups": [
@@ -81,15 +88,21 @@ async def list_groups(request: Request) -> Response:
                     "generation": s.generation,
                     "members": s.members,
                 }
-                for s in await groups.list_groups()
+                for s in summaries
             ]
         }
     )
 
 
 async def describe_group(request: Request) -> Response:
+    """The group; members and partitions of topics the principal may not see are left out."""
     groups = context(request).groups
     d = await groups.describe(group_param(request))
+    visible = {
+        topic
+        for topic in {m.topic for m in d.members} | {p.topic for p in d.partitions}
+        if may_see(request.scope, "topic", topic)
+    }
     return _json(
         {
             "group": d.group,
@@ -99,6 +112,7 @@ async def describe_group(request: Request) -> Response:
             "members": [
                 {"member_id": m.member_id, "topic": m.topic, "partitions": list(m.partitions)}
                 for m in d.members
+                if m.topic in visible
             ],
             "partitions": [
                 {
@@ -109,6 +123,7 @@ async def describe_group(request: Request) -> Response:
                     "lag": p.lag,
                 }
                 for p in d.partitions
+                if p.topic in visible
             ],
         }
     )
@@ -125,6 +140,7 @@ async def seek(request: Request) -> Response:
     group = group_param(request)
     doc = await _object_body(request, {"topic", "to"}, {"topic", "to"})
     topic = validate_topic_name(_string(doc, "topic"))
+    require(request.scope, "consume", "topic", topic)
     raw_to = doc["to"]
     to: SeekTarget
     if raw_to in ("earliest", "latest"):
@@ -172,10 +188,13 @@ async def commit(request: Request) -> Response:
         if offset is None or offset > MAX_OFFSET:
             raise validation_error(pointer + "/offset", "must be an integer")
         tp = TopicPartition(validate_topic_name(topic), partition)
+        require(request.scope, "consume", "topic", tp.topic)
         if tp in offsets:
             raise validation_error(pointer, f"{topic}/{partition} is listed twice")
         offsets[tp] = offset
-    await groups.commit(group, member_id, generation, offsets)
+    await groups.commit(
+        group, member_id, generation, offsets, principal=principal_identity(request.scope)
+    )
     return Response(status_code=204)
 
 
@@ -183,19 +202,17 @@ async def commit(request: Request) -> Response:
 
 
 async def join(request: Request) -> Response:
-    """Join as a pull member (201), or rejoin with a live `member_id` (200, a heartbeat)."""
+    """Join as a pull member (201), or rejoin with a live `member_id` of the same principal:
+    a heartbeat on the same topic (200), a move to another topic (201)."""
     groups = context(request).groups
     group = group_param(request)
     doc = await _object_body(request, {"topic", "member_id"}, {"topic"})
     topic = validate_topic_name(_string(doc, "topic"))
+    require(request.scope, "consume", "topic", topic)
     member_id = _string(doc, "member_id") if "member_id" in doc else None
-    rejoin = False
-    if member_id is not None:
-        try:
-            rejoin = groups.member(group, member_id).topic == topic
-        except UnknownMember:  # joins as a new member under that id
-            rejoin = False
-    membership = await groups.join(group, topic, member_id)
+    principal = principal_identity(request.scope)
+    rejoin = member_id is not None and groups.member(group, member_id, principal).topic == topic
+    membership = await groups.join(group, topic, member_id, principal=principal)
     return _json(
         {
             **membership.live_assignment(),
@@ -208,7 +225,7 @@ async def join(request: Request) -> Response:
 async def leave(request: Request) -> Response:
     groups = context(request).groups
     group, member_id = request.path_params["group"], request.path_params["member_id"]
-    await groups.member(group, member_id).leave()
+    await groups.member(group, member_id, principal_identity(request.scope)).leave()
     return Response(status_code=204)
 
 

@@ -65,7 +65,9 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """GET /metrics: Prometheus text exposition format."""
+    """GET /metrics: Prometheus text exposition format. It names every topic and group with
+    their offsets and lag, so with auth on it needs its own right, `admin:metrics`
+    (gateway/http/auth.py), which no topic or group right implies."""
     ctx = context(request)
     body = await ctx.metrics.exposition(ctx.backend, len(ctx.streams))
     return Response(body, media_type=PROMETHEUS_TEXT)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import Context, app_context
+from gateway.http.auth import principal_identity
 from gateway.http.body import limited_stream, media_type, read_body
 from gateway.http.problems import Problem
 from gateway.produce import idempotency
@@ -30,6 +31,7 @@ from gateway.produce.parse import (
     parse_ndjson,
 )
 from gateway.produce.write import write_batch
+from gateway.schemas.produce import enforce_schema
 from storage import errors
 from storage.names import validate_topic_name
 from storage.types import TopicInfo
@@ -113,18 +115,24 @@ async def produce(scope: Scope, receive: Receive, send: Send) -> None:
 
     if key is None:  # nothing to fingerprint or look up
         batch = await _read_records(receive, headers, ctx, kind, None)
+        await enforce_schema(ctx, topic, batch, kind == NDJSON)
         await _answer(send, await write_batch(ctx, topic, info, batch))
         return
 
     digest = idempotency.request_digest(topic, kind)
     batch = await _read_records(receive, headers, ctx, kind, digest)
+
+    async def write() -> bytes:  # a replay answers as first stored, whatever the schema now
+        await enforce_schema(ctx, topic, batch, kind == NDJSON)
+        return await write_batch(ctx, topic, info, batch)
+
     answer = await idempotency.once(
         ctx.backend,
         ctx.idempotency_locks,
-        key,
+        idempotency.scoped_key(principal_identity(scope), topic, key),
         digest.hexdigest(),
         ctx.settings.idempotency_ttl_ms,
-        lambda: write_batch(ctx, topic, info, batch),
+        write,
     )
     await _answer(send, answer.body, answer.status, (_REPLAYED_HEADER,) if answer.replayed else ())
 

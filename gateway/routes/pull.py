@@ -17,6 +17,7 @@ from starlette.responses import Response
 from gateway.context import Context, context
 from gateway.groups.errors import NotPartitionOwner
 from gateway.groups.membership import Membership
+from gateway.http.auth import principal_identity
 from gateway.http.problems import Problem, from_group_error, offset_out_of_range
 from gateway.http.routing import resource
 from gateway.streams.log_stream import Interruptible
@@ -66,7 +67,7 @@ def _pull_member(ctx: Context, request: Request) -> Membership | None:
             "group and member_id go together",
             errors=[{"parameter": missing, "detail": "required with the other"}],
         )
-    membership = ctx.groups.member(group, member_id)
+    membership = ctx.groups.member(group, member_id, principal_identity(request.scope))
     membership.heartbeat()
     return membership
 

@@ -33,12 +33,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import Context, context
-from gateway.http.problems import Problem
+from gateway.http.auth import principal_identity
+from gateway.http.problems import Problem, from_storage_error
 from gateway.streams.formats import ndjson_chunks, sse_chunks
 from gateway.streams.group_stream import GroupStream, announcement, follow, group_starts
 from gateway.streams.log_stream import LogStream
 from gateway.streams.positions import resume_positions, start_positions
 from gateway.streams.response import StreamResponse, encode_headers
+from storage import errors
 from storage.names import validate_topic_name
 
 SSE = "text/event-stream"
@@ -181,7 +183,7 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
     await start_positions(ctx.backend, topic, [], start)  # validates from= before joining
     if request.method == "HEAD":  # headers only: no membership for a response with no body
         return Response(media_type=format, headers=STREAM_HEADERS)
-    membership = await ctx.groups.join(group, topic)
+    membership = await ctx.groups.join(group, topic, principal=principal_identity(request.scope))
     session_s = ctx.settings.group_session_timeout_s
     stream = GroupStream(ctx.backend, membership, heartbeat_s=session_s / 3)
     try:
@@ -226,8 +228,31 @@ class _EventsEndpoint:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await events(Request(scope, receive))
+        request = Request(scope, receive)
+        try:
+            response = await events(request)
+        except (Problem, errors.StorageError) as exc:
+            problem = exc if isinstance(exc, Problem) else from_storage_error(exc)
+            if problem.type.status != 503 or not _names_sse(request.headers.get("accept")):
+                raise
+            response = retry_later(problem)
         await response(scope, receive, send)
+
+
+def _names_sse(accept: str | None) -> bool:
+    """The client asked for SSE by name, as every EventSource does."""
+    try:
+        return SSE in (accept or "").lower() and negotiate(accept) == SSE
+    except Problem:
+        return False
+
+
+def retry_later(problem: Problem) -> Response:
+    """A 503 (starting, draining, storage away) as an SSE client takes it: an empty stream
+    with `retry:` set from Retry-After. A standard EventSource gives up for good on any
+    status but 200, and reconnects (with its Last-Event-ID) after a stream that ends."""
+    retry_ms = 1000 * int(problem.headers.get("Retry-After", "1"))
+    return Response(f"retry: {retry_ms}\n\n", media_type=SSE, headers=STREAM_HEADERS)
 
 
 ROUTES = [Route("/v1/topics/{topic}/events", _EventsEndpoint(), methods=["GET"])]

@@ -1,4 +1,8 @@
-"""Topics: list, create (idempotent), describe, delete."""
+"""Topics: list, create (idempotent), describe, delete.
+
+With auth on, the list names only the topics the principal has a right on (any action), so
+it cannot learn the names of the others; the other routes are guarded by the middleware.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import context
+from gateway.http.auth import may_see
 from gateway.http.body import as_int, read_body, require_json
 from gateway.http.problems import Problem, validation_error
 from gateway.http.routing import resource
+from gateway.schemas.registry import compatibility
 from storage.backend import Backend
 from storage.names import validate_topic_name
 from storage.types import TopicConfig, TopicInfo
@@ -65,6 +71,7 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
     partitions = await asyncio.gather(
         *(backend.partition_info(info.name, p) for p in range(info.partitions))
     )
+    latest = await backend.latest_schema(info.name)
     return {
         "name": info.name,
         "partitions": [
@@ -77,6 +84,9 @@ async def describe(backend: Backend, info: TopicInfo) -> dict[str, Any]:
             for p in partitions
         ],
         "config": config_to_json(info.config),
+        # the schema version produce checks against (GET .../schemas for the versions)
+        "schema_version": None if latest is None else latest.version,
+        "compatibility": (await compatibility(backend, info.name)).value,
     }
 
 
@@ -91,6 +101,7 @@ async def list_topics(request: Request) -> Response:
             "topics": [
                 {"name": t.name, "partitions": t.partitions}
                 for t in sorted(topics, key=lambda t: t.name)
+                if may_see(request.scope, "topic", t.name)
             ]
         }
     )

@@ -140,7 +140,8 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
-    """Factory of running gateways; call it again with the same data_dir to restart."""
+    """Factory of running gateways; call it again with the same data_dir (and port, for
+    a proxy that knows the old one) to restart."""
     pytest.importorskip("gateway.app", reason="the app (gateway/app.py) has not landed yet")
     started = _Started()
 
@@ -148,10 +149,11 @@ def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
         *extra_args: str,
         data_dir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        port: int | None = None,
         fd_limit: int | None = None,
     ) -> Gateway:
         """`fd_limit`: the gateway's RLIMIT_NOFILE, soft and hard (it may not raise it)."""
-        port = free_port()
+        port = port or free_port()
         data_dir = data_dir or tmp_path / "data"
         args = [
             "serve",

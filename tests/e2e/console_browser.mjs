@@ -12,11 +12,15 @@
 //
 // Checks: the page loads over the gateway (no request fails), the topic and group are
 // shown, a record produced through the form appears in the live tail (filtered by its key
-// and a header), the topic's end offset and the group's lag go up by one, and the screenshot
-// is saved. Exits non-zero with the reason and the browser's console output otherwise.
+// and a header), the topic's end offset and the group's lag go up by one, the topic's
+// Contract tab shows its schema versions, rule and an example record, nothing the page does
+// breaks its Content-Security-Policy, and the screenshot is saved. Exits non-zero with the
+// reason and the browser's console output otherwise.
 
 import { createRequire } from 'node:module';
 import path from 'node:path';
+
+import { launchChromium } from './chromium.mjs';
 
 const env = (name, fallback) => {
   const value = process.env[name] ?? fallback;
@@ -34,19 +38,7 @@ const token = process.env.CONSOLE_TOKEN || null;
 const screenshotPath = env('SCREENSHOT_PATH');
 const GUARD_MS = 15_000; // the longest any one step may take (a guard, not an assertion)
 
-const context = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
+const context = await launchChromium(chromium, env('USER_DATA_DIR'), {
   ignoreHTTPSErrors: true, // the test's nginx has a self-signed certificate
   viewport: { width: 1440, height: 960 },
   deviceScaleFactor: 1,
@@ -60,7 +52,11 @@ try {
   }
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(GUARD_MS);
-  page.on('console', (message) => browserLog.push(`[${message.type()}] ${message.text()}`));
+  page.on('console', (message) => {
+    browserLog.push(`[${message.type()}] ${message.text()}`);
+    // the page's Content-Security-Policy must allow everything the console does
+    if (message.text().includes('Content Security Policy')) failures.push(`CSP: ${message.text()}`);
+  });
   page.on('pageerror', (error) => failures.push(`page error: ${error.message}`));
   page.on('response', (response) => {
     if (response.status() >= 400) failures.push(`${response.status()} ${response.request().method()} ${response.url()}`);
@@ -144,6 +140,17 @@ try {
   const detail = await page.locator('#tail-rows tr.record-detail pre').textContent();
   if (!detail.includes('"order_id": "o-09001"')) throw new Error(`the record's detail row shows ${detail}`);
   step('a click on the row shows the whole record');
+
+  // the topic's Contract tab: its schema versions, the rule, an example record
+  await page.click(`[data-testid="tab-contract-${topic}"]`);
+  const versions = page.locator(`[data-testid="versions-${topic}"] tbody tr`);
+  await versions.nth(1).waitFor();
+  const rule = await page.locator(`[data-testid="compatibility-${topic}"]`).textContent();
+  const example = JSON.parse(await page.locator(`[data-testid="contract-example-${topic}"]`).textContent());
+  if ((await versions.count()) !== 2 || rule !== 'BACKWARD' || example.value.type !== 'OrderCreated') {
+    throw new Error(`the Contract tab shows ${await versions.count()} versions, rule ${rule}, example ${JSON.stringify(example)}`);
+  }
+  step(`the Contract tab shows 2 versions, ${rule}, and an example ${JSON.stringify(example.value)}`);
 
   if (failures.length) throw new Error(`requests failed:\n${failures.join('\n')}`);
   await page.evaluate(() => document.activeElement?.blur());

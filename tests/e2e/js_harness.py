@@ -191,7 +191,7 @@ def relayed(target: Restartable) -> Iterator[str]:
 def control_server(target: Restartable) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 whose `POST /restart` restarts `target`; yields its URL."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             url = urlsplit(self.path)
             kill = parse_qs(url.query).get("kill") == ["1"]
@@ -207,22 +207,33 @@ def control_server(target: Restartable) -> Iterator[str]:
             try:
                 action()
             except Exception as exc:  # the node side fails its test with this text
-                self._answer(500, f"{url.path} failed: {exc}")
+                self.answer(500, f"{url.path} failed: {exc}")
                 return
-            self._answer(200, "done")
+            self.answer(200, "done")
 
-        def _answer(self, status: int, text: str) -> None:
-            body = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    with http_server(Handler) as url:
+        yield url
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for test servers: one-call answers, no log lines on stderr."""
+
+    def answer(self, status: int, text: str, content_type: str = "text/plain") -> None:
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served from a thread on a free port of 127.0.0.1; yields the server's URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -313,3 +313,63 @@ def test_client_commands_without_the_client_installed(
     monkeypatch.setitem(sys.modules, "logway_client.cli", None)
     assert run_client_command(["topics", "list"]) == 2
     assert "pip install" in capsys.readouterr().err
+
+
+ORDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"order_id": {"type": "string"}, "amount": {"type": "number", "minimum": 0}},
+    "required": ["order_id", "amount"],
+    "additionalProperties": False,
+}
+
+
+def test_schemas_register_evolve_refuse_and_a_violation_is_one_line(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """`logway schemas` registers and reads versions; a breaking change and a record that
+    breaks the schema each come back as one line naming why and where."""
+    ok(logway(gateway, "topics", "create", "orders", "--partitions", "1"))
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps(ORDER_SCHEMA))
+    registered = ok(logway(gateway, "schemas", "register", "orders", str(v1)))
+    assert registered.stderr.strip() == "logway: topic orders: schema version 1"
+    v2 = {
+        **ORDER_SCHEMA,
+        "properties": {**ORDER_SCHEMA["properties"], "coupon": {"type": "string"}},
+    }
+    second = ok(logway(gateway, "schemas", "register", "orders", "-", stdin=json.dumps(v2)))
+    assert "schema version 2" in second.stderr
+    breaking = {**v2, "properties": {**v2["properties"], "currency": {"type": "string"}}, "required": ["order_id", "amount", "currency"]}  # fmt: skip
+    refused = logway(gateway, "schemas", "register", "orders", "-", stdin=json.dumps(breaking))
+    assert refused.returncode == 4  # a conflict
+    assert refused.stderr.count("\n") == 1
+    assert "`currency`" in refused.stderr
+    assert "breaks BACKWARD" in refused.stderr
+    latest = json.loads(ok(logway(gateway, "schemas", "get", "orders")).stdout)
+    assert (latest["version"], latest["schema"]) == (2, v2)
+    listed = json.loads(ok(logway(gateway, "schemas", "list", "orders")).stdout)
+    assert [v["version"] for v in listed["versions"]] == [1, 2]
+    assert ok(logway(gateway, "schemas", "compatibility", "orders")).stdout.strip() == "BACKWARD"
+    assert (
+        ok(logway(gateway, "schemas", "compatibility", "orders", "FULL")).stdout.strip() == "FULL"
+    )
+
+    lines = '{"order_id": "a", "amount": 1}\n{"order_id": "b", "amount": -2}\n'
+    violated = logway(gateway, "produce", "orders", "--json", stdin=lines)
+    assert violated.returncode == 5
+    assert violated.stderr.splitlines() == [
+        "logway: produced 0 records to orders; 2 not produced",
+        "logway: schema violation (version 2): /records/1/value/amount:"
+        " -2 is less than the minimum of 0 (keyword minimum)",
+    ]
+    ok(logway(gateway, "produce", "orders", "--json", stdin='{"order_id": "c", "amount": 3}\n'))
+    [record] = ndjson(
+        ok(logway(gateway, "consume", "orders", "--from", "earliest", "--max-records", "1")).stdout
+    )
+    assert (record["value"], record["headers"]) == (
+        {"order_id": "c", "amount": 3},
+        {"logway-schema-version": "2"},
+    )
+    assert ok(logway(gateway, "schemas", "delete", "orders", "2")).returncode == 0
+    bad_file = logway(gateway, "schemas", "register", "orders", str(tmp_path / "missing.json"))
+    assert bad_file.returncode == 2

@@ -1,6 +1,6 @@
 """Real `logway serve --backend nats://...` gateways over a real 3-node JetStream cluster.
 
-The cluster (tests/jetstream/cluster.py) is shared by this module's tests; each test uses
+The cluster (tests/nats_cluster.py) is shared by this module's tests; each test uses
 a JetStream namespace of its own (`?namespace=`), so none sees another's topics or groups.
 """
 
@@ -24,7 +24,7 @@ import pytest
 
 from gateway.backends import parse_backend
 from tests.e2e.conftest import Gateway, GatewayFactory, create_topic, free_port, sse_events
-from tests.jetstream.cluster import NatsCluster
+from tests.nats_cluster import NatsCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.timeout(120)]
 

@@ -1,9 +1,10 @@
 """The web console (/console) in headless Chromium against real `logway serve` processes.
 
-Each test sets up a small e-commerce scene over HTTP (an `orders` topic, groups with
-members and lag), then runs tests/e2e/console_browser.mjs: it opens the console, produces a
-record through the form, sees it in the live tail (key and header filters on), sees the
-group's lag and the topic's end offsets go up by one, and saves a screenshot to
+Each test sets up a small e-commerce scene over HTTP (an `orders` topic with two schema
+versions, groups with members and lag), then runs tests/e2e/console_browser.mjs: it opens
+the console, produces a record through the form, sees it in the live tail (key and header
+filters on), sees the group's lag and the topic's end offsets go up by one, opens the
+topic's Contract tab (versions, compatibility, an example record), and saves a screenshot to
 $CONSOLE_SCREENSHOTS_DIR (default: the test's temp dir), which CI keeps as an artifact.
 
 Needs node, /usr/bin/chromium (Debian `chromium`) and playwright-core from clients/js's
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +31,8 @@ from tests.e2e.js_harness import (
     node_or_skip,
     run_node,
 )
-from tests.e2e.test_nginx import Nginx, proxied  # noqa: F401 (a fixture)
+from tests.e2e.proxies import Proxy
+from tests.e2e.test_nginx import proxied  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -37,6 +40,18 @@ SCRIPT = Path(__file__).resolve().parent / "console_browser.mjs"
 NODE_TIMEOUT_S = 90.0  # a guard against hanging; nothing asserts a duration
 TOPIC, LAGGING_GROUP = "orders", "notifications"
 API_KEY = "console-test-key"
+# the topic's contract, shown in its Contract tab (two versions: v2 adds an optional coupon)
+ORDER_CREATED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "OrderCreated"},
+        "order_id": {"type": "string", "pattern": "^o-[0-9]+$"},
+        "customer_id": {"type": "string"},
+        "total_cents": {"type": "integer", "minimum": 0},
+    },
+    "required": ["type", "order_id", "customer_id", "total_cents"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture
@@ -71,6 +86,10 @@ def _scene(client: httpx.Client) -> None:
         return response
 
     ok(client.put(f"/v1/topics/{TOPIC}", json={"partitions": 6}))
+    ok(client.post(f"/v1/topics/{TOPIC}/schemas", json={"schema": ORDER_CREATED}))
+    coupon = {"coupon": {"type": "string"}}
+    v2 = {**ORDER_CREATED, "properties": {**ORDER_CREATED["properties"], **coupon}}
+    ok(client.post(f"/v1/topics/{TOPIC}/schemas", json={"schema": v2}))
     records = [
         {
             "key": f"c-{i % 9 + 1:02d}",
@@ -139,6 +158,9 @@ def test_console_shows_topics_groups_and_a_live_tail_and_produces(
         page = client.get("/console")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # no other site may frame it; the browser run shows the policy lets the console work
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
         script = client.get("/console/logway.js")  # the JS client, from clients/js
         assert script.status_code == 200
         assert script.headers["content-type"].split(";")[0] in {
@@ -153,7 +175,7 @@ def test_console_shows_topics_groups_and_a_live_tail_and_produces(
 
 
 def test_console_works_under_a_path_prefix_behind_nginx(
-    proxied: tuple[Nginx, Gateway],  # noqa: F811 (the fixture imported above)
+    proxied: tuple[Proxy, Gateway],  # noqa: F811 (the fixture imported above)
     browser: dict[str, str],
 ) -> None:
     """nginx forwards only /logway/ (over HTTP/2 and TLS): a URL that forgot the prefix fails."""

@@ -99,3 +99,17 @@ def test_analytics_replays_every_order_from_the_beginning(
     )
     assert sum(analytics.revenue_cents.values()) == sum(o.total_cents for o in result.orders)
     assert any(line.startswith("== 4. Replay") for line in lines)
+
+
+def test_the_contract_evolves_refuses_a_breaking_change_and_a_malformed_event(
+    story: tuple[StoryResult, list[str]],
+) -> None:
+    result, lines = story
+    assert result.schema_versions == [1, 2]
+    assert result.refused_change == (
+        "a required property `currency` that version 2 does not declare, without a default,"
+        " breaks BACKWARD: readers of the new version cannot read version 2's records"
+    )
+    assert result.refused_event == '/records/0/value/total_cents: "12.50" is not of type "integer"'
+    assert any("refused (409)" in line for line in lines)
+    assert all(o.order_id != "o-99999" for o in result.orders)

@@ -2,91 +2,34 @@
 
 nginx speaks HTTP/2 over TLS to the client and HTTP/1.1 keep-alive to the gateway, under
 the prefix /logway/. The config is the documented file with only its ports, file paths and
-`proxy_read_timeout` substituted (each substitution must match exactly once, so the test
-breaks when the template drifts), plus `proxy_bind 127.0.0.2` so the gateway can tell
-nginx (trusted: LOGWAY_TRUSTED_PROXIES=127.0.0.2) from a direct client on 127.0.0.1.
+`proxy_read_timeout` substituted (tests/e2e/proxies.py: each replaced line must be in the
+file, so the test breaks when the template drifts), plus `proxy_bind 127.0.0.2` so the
+gateway can tell nginx (trusted: LOGWAY_TRUSTED_PROXIES=127.0.0.2) from a direct client on
+127.0.0.1. tests/e2e/test_proxies.py runs the same file through restarts and outages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Gateway, GatewayFactory, SseEvent, free_port, sse_events
+from tests.e2e.conftest import Gateway, GatewayFactory, SseEvent, sse_events
+from tests.e2e.js_harness import gateway_port
+from tests.e2e.proxies import PREFIX, Proxy, assert_idle_stream_outlives, executable, start_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "nginx.conf"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 PROXY_READ_TIMEOUT_S = 2
 HEARTBEAT_S = 0.5
 PROXY_SOURCE = "127.0.0.2"  # nginx connects to the gateway from here (Linux routes all 127/8)
-PREFIX = "/logway"
 READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
 SSE = {"Accept": "text/event-stream"}
-
-
-@dataclass
-class Nginx:
-    url: str  # https://127.0.0.1:PORT/logway
-    process: subprocess.Popen[bytes]
-    directory: Path
-
-
-def nginx_config(template: str, *, directory: Path, port: int, upstream_port: int,
-                 cert: tuple[Path, Path], extra: dict[str, str]) -> str:  # fmt: skip
-    """The template with this test's ports, paths and timeout; each line must exist once."""
-    temp_paths = "".join(
-        f"    {kind}_temp_path {directory / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    replacements = [
-        ("worker_processes auto;", "worker_processes 1;"),
-        ("error_log /var/log/nginx/logway-error.log warn;", f"error_log {directory}/error.log info;"),
-        ("pid /run/nginx-logway.pid;", f"pid {directory}/nginx.pid;"),
-        ("worker_connections 16384;", "worker_connections 512;"),
-        ("access_log /var/log/nginx/logway-access.log;",
-         f"access_log {directory}/access.log;\n{temp_paths}"),
-        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
-        ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
-        ("ssl_certificate /etc/ssl/logway/cert.pem;", f"ssl_certificate {cert[0]};"),
-        ("ssl_certificate_key /etc/ssl/logway/key.pem;", f"ssl_certificate_key {cert[1]};"),
-        ("proxy_read_timeout 75s;", f"proxy_read_timeout {PROXY_READ_TIMEOUT_S}s;"),
-        ("proxy_http_version 1.1;", f"proxy_http_version 1.1;\n            proxy_bind {PROXY_SOURCE};"),
-    ]  # fmt: skip
-    config = template
-    for old, new in [*replacements, *extra.items()]:
-        assert config.count(old) == 1, f"docs/deploy/nginx.conf no longer has {old!r} once"
-        config = config.replace(old, new)
-    if os.geteuid() == 0:  # workers would run as nobody, who cannot read the test's files
-        config = "user root;\n" + config
-    return config
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"nginx exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nginx is not listening after 10 s:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -96,51 +39,29 @@ def proxied(
     tls_cert: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[Nginx, Gateway]]:
+) -> Iterator[tuple[Proxy, Gateway]]:
     """A gateway that trusts 127.0.0.2 and logs JSON access lines, and nginx in front of it.
 
     Indirect parameters: more {template line: replacement} for one test.
     """
-    if NGINX is None:
+    if executable("nginx") is None:
         pytest.skip("nginx is not installed (Debian package `nginx`; .ci/run installs it)")
     monkeypatch.setenv("LOGWAY_TRUSTED_PROXIES", PROXY_SOURCE)
     monkeypatch.setenv("LOGWAY_ACCESS_LOG_JSON", "true")
     gateway = start_gateway("--heartbeat-s", str(HEARTBEAT_S))
-    directory = tmp_path / "nginx"
-    directory.mkdir()
-    port = free_port()
-    upstream_port = int(gateway.url.rsplit(":", 1)[1])
-    config_path = directory / "nginx.conf"
-    config_path.write_text(
-        nginx_config(
-            TEMPLATE.read_text(),
-            directory=directory,
-            port=port,
-            upstream_port=upstream_port,
-            cert=tls_cert,
-            extra=getattr(request, "param", {}),
-        )
-    )
-    early_log = directory / "early.log"
-    process = subprocess.Popen(
-        [NGINX, "-e", str(early_log), "-p", str(directory), "-c", str(config_path),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    extra = {
+        "proxy_read_timeout 75s;": f"proxy_read_timeout {PROXY_READ_TIMEOUT_S}s;",
+        "proxy_http_version 1.1;": f"proxy_http_version 1.1;\n            proxy_bind {PROXY_SOURCE};",
+        **getattr(request, "param", {}),
+    }
+    nginx = start_proxy("nginx", tmp_path / "nginx", [gateway_port(gateway)], tls_cert, extra)
     try:
-        _wait_listening(port, process, early_log)
-        yield Nginx(f"https://127.0.0.1:{port}{PREFIX}", process, directory), gateway
+        yield nginx, gateway
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        nginx.stop()
 
 
-def _client(nginx: Nginx, tls_cert: tuple[Path, Path]) -> httpx.AsyncClient:
+def _client(nginx: Proxy, tls_cert: tuple[Path, Path]) -> httpx.AsyncClient:
     import ssl
 
     return httpx.AsyncClient(
@@ -179,7 +100,7 @@ def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
 
 
 async def test_streams_through_nginx_over_h2_and_resume_with_last_event_id(
-    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+    proxied: tuple[Proxy, Gateway], tls_cert: tuple[Path, Path]
 ) -> None:
     nginx, _ = proxied
     async with _client(nginx, tls_cert) as client:
@@ -223,33 +144,16 @@ async def test_streams_through_nginx_over_h2_and_resume_with_last_event_id(
 
 
 async def test_idle_stream_outlives_proxy_read_timeout(
-    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+    proxied: tuple[Proxy, Gateway], tls_cert: tuple[Path, Path]
 ) -> None:
     nginx, _ = proxied
     async with _client(nginx, tls_cert) as client:
-        assert (await client.put("/v1/topics/quiet", json={"partitions": 1})).status_code == 201
-        async with client.stream("GET", "/v1/topics/quiet/events", headers=SSE) as stream:
-            lines = stream.aiter_lines()
-            pings = 0
-            # Read for two proxy_read_timeouts with no record: only heartbeats arrive.
-            loop = asyncio.get_running_loop()
-            until = loop.time() + 2 * PROXY_READ_TIMEOUT_S + 0.5
-            while loop.time() < until:
-                async with asyncio.timeout(READ_TIMEOUT_S):
-                    line = await anext(lines)
-                pings += line.startswith(": ping")
-            assert pings >= 2
-            # The same stream, still open, delivers a record produced now.
-            await _produce(client, "quiet", [8])
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                async for line in lines:
-                    if line.startswith("data: "):
-                        assert json.loads(line[6:])["value"] == 8
-                        break
+        # two proxy_read_timeouts with no record: only heartbeats arrive
+        await assert_idle_stream_outlives(client, 2 * PROXY_READ_TIMEOUT_S + 0.5)
 
 
 async def test_forwarded_headers_and_prefix_only_from_the_trusted_proxy(
-    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+    proxied: tuple[Proxy, Gateway], tls_cert: tuple[Path, Path]
 ) -> None:
     nginx, gateway = proxied
     forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Prefix": "/evil",
@@ -280,7 +184,7 @@ async def test_forwarded_headers_and_prefix_only_from_the_trusted_proxy(
 
 
 async def test_bad_input_through_nginx_is_a_problem_and_writes_nothing(
-    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+    proxied: tuple[Proxy, Gateway], tls_cert: tuple[Path, Path]
 ) -> None:
     nginx, _ = proxied
     async with _client(nginx, tls_cert) as client:
@@ -301,7 +205,7 @@ async def test_bad_input_through_nginx_is_a_problem_and_writes_nothing(
     "proxied", [{"limit_conn logway_clients 1000;": "limit_conn logway_clients 1;"}], indirect=True
 )
 async def test_concurrent_requests_per_client_capped_at_the_proxy(
-    proxied: tuple[Nginx, Gateway], tls_cert: tuple[Path, Path]
+    proxied: tuple[Proxy, Gateway], tls_cert: tuple[Path, Path]
 ) -> None:
     nginx, gateway = proxied
     async with httpx.AsyncClient(base_url=gateway.url) as direct:

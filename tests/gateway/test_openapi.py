@@ -93,7 +93,9 @@ async def test_served_servers_follow_the_root_path(app: Starlette) -> None:
 # -- the problems every operation lists, against what the app answers ---------------------
 
 METHODS = ("get", "put", "post", "delete", "patch")
-PATH_VALUES = {"topic": "t", "partition": "0", "group": "g", "member_id": "m", "asset": "x.js"}
+PATH_VALUES = {
+    "topic": "t", "partition": "0", "group": "g", "member_id": "m", "asset": "x.js", "version": "1"
+}  # fmt: skip
 NOBODY_KEY = "lw_nobody_0123456789"  # valid, but may do nothing the paths above name
 
 

@@ -6,6 +6,8 @@ import { test } from 'node:test';
 import {
   BadCursor,
   ConnectionFailed,
+  IncompatibleSchema,
+  SchemaViolation,
   InvalidTopicName,
   LogwayClient,
   LogwayError,
@@ -279,4 +281,37 @@ test('the SSE parser follows the WHATWG rules', () => {
     { event: 'message', id: 'c2', data: 'x', retry: 1500 },
     { event: 'message', id: 'c2', data: 'y', retry: 1500 },
   ]);
+});
+
+test('schemas: register, evolve, refuse a breaking change, and a violating record is a typed error', async () => {
+  const topic = uniqueTopic('contracts');
+  await client.createTopic(topic, { partitions: 1 });
+  const v1 = {
+    type: 'object',
+    properties: { id: { type: 'string' }, amount: { type: 'number', minimum: 0 } },
+    required: ['id', 'amount'],
+    additionalProperties: false,
+  };
+  assert.equal((await client.registerSchema(topic, v1)).version, 1);
+  const v2 = { ...v1, properties: { ...v1.properties, note: { type: 'string' } } };
+  assert.equal((await client.registerSchema(topic, v2)).version, 2);
+  const breaking = { ...v2, required: ['id', 'amount', 'note'] };
+  await assert.rejects(client.registerSchema(topic, breaking), (error) => {
+    assert.ok(error instanceof IncompatibleSchema);
+    assert.equal(error.incompatibilities[0].change, 'REQUIRED_ATTRIBUTE_ADDED');
+    return true;
+  });
+  const listed = await client.schemas(topic);
+  assert.deepEqual([listed.latest_version, listed.compatibility], [2, 'BACKWARD']);
+  assert.deepEqual((await client.schema(topic, 1)).schema, v1);
+  await assert.rejects(client.produce(topic, [{ value: { id: 'a', amount: 1 } }, { value: { id: 'b', amount: -1 } }]), (error) => {
+    assert.ok(error instanceof SchemaViolation);
+    assert.equal(error.schemaVersion, 2);
+    assert.deepEqual(error.errors.map((e) => [e.pointer, e.keyword]), [['/records/1/value/amount', 'minimum']]);
+    return true;
+  });
+  await client.produce(topic, [{ value: { id: 'c', amount: 2 } }]);
+  const [record] = await allRecords(client, topic);
+  assert.equal(record.headers['logway-schema-version'], '2');
+  assert.equal(await client.setSchemaCompatibility(topic, 'FULL'), 'FULL');
 });

@@ -1,4 +1,4 @@
-"""`logway produce|consume|topics|groups`: a kcat-like command line that talks to a gateway URL
+"""`logway produce|consume|topics|groups|schemas`: a kcat-like command line that talks to a gateway URL
 (`--url`, else `LOGWAY_URL`, else http://127.0.0.1:8080), never to files of the log.
 
 Produce input, one record per line (blank lines are skipped, a trailing `\\r` is dropped):
@@ -31,7 +31,14 @@ Exit codes: 0 success · 1 any other error · 2 usage (bad flags or arguments) �
 not empty) · 5 rejected input (a bad input line, or a 400/413/415/416/422 answer) · 6 not
 authenticated or not allowed (401/403) · 7 gateway unreachable or unavailable (no answer,
 429, 5xx after the producer's retries) · 130 produce interrupted by SIGINT. A gateway
-problem is printed on stderr as one line, `logway: <title>: <detail>`.
+problem is printed on stderr as one line, `logway: <title>: <detail>`; a record that breaks
+the topic's schema as `logway: schema violation (version N): <pointer>: <detail> (keyword
+K)`, the pointer into the failing batch request (`/records/7/value/amount`).
+
+`logway schemas register TOPIC FILE` registers the JSON Schema in FILE (`-`: stdin) for the
+topic's values (`--key-schema`, `--headers-schema` FILE for keys and headers); `get TOPIC
+[VERSION]`, `list TOPIC`, `compatibility TOPIC [RULE]` and `delete TOPIC VERSION` do what
+they say. A refused registration prints the change that breaks the rule, and why.
 """
 
 from __future__ import annotations
@@ -58,10 +65,10 @@ from tqdm import tqdm
 
 from logway_client.client import AsyncLogwayClient, SeekTarget
 from logway_client.consumer import AsyncConsumer
-from logway_client.errors import ConnectionFailed, LogwayError
+from logway_client.errors import ConnectionFailed, LogwayError, SchemaViolation
 from logway_client.producer import AsyncProducer
 from logway_client.sync import LogwayClient, Producer
-from logway_client.types import Assignment, NewRecord, Record, RecordMetadata
+from logway_client.types import Assignment, NewRecord, Record, RecordMetadata, SchemaVersion
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -110,6 +117,14 @@ def _say(message: str) -> None:
 def _error_line(error: LogwayError) -> str:
     if isinstance(error, ConnectionFailed):
         return f"no answer from the gateway: {error.detail}"
+    if isinstance(error, SchemaViolation) and error.extensions.get("errors"):
+        first = error.extensions["errors"][0]
+        more = len(error.extensions["errors"]) - 1
+        return (
+            f"schema violation (version {error.extensions.get('schema_version')}):"
+            f" {first.get('pointer')}: {first.get('detail')} (keyword {first.get('keyword')})"
+            + (f" and {more} more" if more else "")
+        )
     detail = " ".join(error.detail.split())
     return f"{error.title}: {detail}" if error.title and detail else (error.title or detail)
 
@@ -423,6 +438,56 @@ def _add_groups(commands: Commands, gateway: argparse.ArgumentParser) -> None:
     delete.set_defaults(run=_run_groups_delete)
 
 
+def _add_schemas(commands: Commands, gateway: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "schemas", help="register, get, list, delete a topic's schemas", allow_abbrev=False
+    )
+    actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>")
+    actions.required = True
+    register = actions.add_parser(
+        "register",
+        parents=[gateway],
+        help="register a JSON Schema (draft 2020-12) for the topic's values",
+        allow_abbrev=False,
+    )
+    register.add_argument("topic", metavar="TOPIC")
+    register.add_argument("file", metavar="FILE", help="the value schema (JSON); - for stdin")
+    register.add_argument("--key-schema", metavar="FILE", help="a schema for the keys")
+    register.add_argument("--headers-schema", metavar="FILE", help="a schema for the headers")
+    register.set_defaults(run=_run_schemas_register)
+    get = actions.add_parser(
+        "get", parents=[gateway], help="one version (default: latest)", allow_abbrev=False
+    )
+    get.add_argument("topic", metavar="TOPIC")
+    get.add_argument("version", metavar="VERSION", nargs="?", default="latest")
+    get.set_defaults(run=_run_schemas_get)
+    listing = actions.add_parser(
+        "list", parents=[gateway], help="every kept version", allow_abbrev=False
+    )
+    listing.add_argument("topic", metavar="TOPIC")
+    listing.set_defaults(run=_run_schemas_list)
+    rule = actions.add_parser(
+        "compatibility",
+        parents=[gateway],
+        help="show or set the topic's compatibility rule",
+        allow_abbrev=False,
+    )
+    rule.add_argument("topic", metavar="TOPIC")
+    rule.add_argument(
+        "rule",
+        metavar="RULE",
+        nargs="?",
+        help="BACKWARD, FORWARD, FULL, their _TRANSITIVE variants, or NONE",
+    )
+    rule.set_defaults(run=_run_schemas_compatibility)
+    delete = actions.add_parser(
+        "delete", parents=[gateway], help="delete the newest version", allow_abbrev=False
+    )
+    delete.add_argument("topic", metavar="TOPIC")
+    delete.add_argument("version", metavar="VERSION")
+    delete.set_defaults(run=_run_schemas_delete)
+
+
 def build_parser(prog: str = "logway") -> argparse.ArgumentParser:
     """The client commands' tree (the server's `logway` hands these commands to it)."""
     parser = argparse.ArgumentParser(
@@ -435,7 +500,7 @@ def build_parser(prog: str = "logway") -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", dest="command", metavar="<command>")
     commands.required = True
     gateway = _gateway_options()
-    for add in (_add_produce, _add_consume, _add_topics, _add_groups):
+    for add in (_add_produce, _add_consume, _add_topics, _add_groups, _add_schemas):
         add(commands, gateway)
     return parser
 
@@ -926,6 +991,59 @@ def _run_topics_create(args: argparse.Namespace, client: LogwayClient) -> int:
 def _run_topics_delete(args: argparse.Namespace, client: LogwayClient) -> int:
     client.delete_topic(args.name)
     _say(f"deleted topic {args.name}")
+    return EXIT_OK
+
+
+def _read_schema(path: str) -> Any:
+    """A JSON Schema from a file (`-`: stdin); unreadable or not JSON is a usage error."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _schema_doc(version: SchemaVersion) -> dict[str, Any]:
+    doc = asdict(version)
+    return {k: v for k, v in doc.items() if v is not None or k == "schema"}
+
+
+def _run_schemas_register(args: argparse.Namespace, client: LogwayClient) -> int:
+    try:
+        schema = _read_schema(args.file)
+        key_schema = None if args.key_schema is None else _read_schema(args.key_schema)
+        headers = None if args.headers_schema is None else _read_schema(args.headers_schema)
+    except InputError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    version = client.register_schema(
+        args.topic, schema, key_schema=key_schema, headers_schema=headers
+    )
+    _say(f"topic {args.topic}: schema version {version.version}")
+    return EXIT_OK
+
+
+def _run_schemas_get(args: argparse.Namespace, client: LogwayClient) -> int:
+    _print_json(_schema_doc(client.schema(args.topic, args.version)))
+    return EXIT_OK
+
+
+def _run_schemas_list(args: argparse.Namespace, client: LogwayClient) -> int:
+    _print_json({"versions": [_schema_doc(v) for v in client.schema_versions(args.topic)]})
+    return EXIT_OK
+
+
+def _run_schemas_compatibility(args: argparse.Namespace, client: LogwayClient) -> int:
+    if args.rule is None:
+        print(client.schema_compatibility(args.topic))
+    else:
+        print(client.set_schema_compatibility(args.topic, args.rule))
+    return EXIT_OK
+
+
+def _run_schemas_delete(args: argparse.Namespace, client: LogwayClient) -> int:
+    client.delete_schema_version(args.topic, args.version)
+    _say(f"topic {args.topic}: deleted schema version {args.version}")
     return EXIT_OK
 
 

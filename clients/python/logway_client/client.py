@@ -26,6 +26,7 @@ from logway_client.types import (
     PullResult,
     Record,
     RecordMetadata,
+    SchemaVersion,
     TopicInfo,
     TopicSummary,
 )
@@ -63,6 +64,10 @@ def raise_for_problem(response: httpx.Response, body: bytes) -> None:
         problem = {"detail": body.decode(errors="replace")[:500]}
     problem.setdefault("title", response.reason_phrase)
     raise error_from_problem(response.status_code, problem, _retry_after_s(response))
+
+
+def _schemas(topic: str) -> str:
+    return f"/v1/topics/{path_segment(topic)}/schemas"
 
 
 def parse_json(body: bytes) -> Any:
@@ -205,6 +210,52 @@ class AsyncLogwayClient:
 
     async def delete_topic(self, topic: str) -> None:
         await self.request("DELETE", f"/v1/topics/{path_segment(topic)}")
+
+    # -- schemas ---------------------------------------------------------------------------
+
+    async def register_schema(
+        self,
+        topic: str,
+        schema: Any,
+        *,
+        key_schema: Any = None,
+        headers_schema: Any = None,
+    ) -> SchemaVersion:
+        """Register JSON Schemas (draft 2020-12, as JSON) for the topic's values and, if
+        given, keys and headers: a new version, or the newest when it has the same schemas.
+        Raises IncompatibleSchema (the rule it breaks, and why) or InvalidSchema."""
+        doc: dict[str, Any] = {"schema": schema}
+        if key_schema is not None:
+            doc["key_schema"] = key_schema
+        if headers_schema is not None:
+            doc["headers_schema"] = headers_schema
+        answer = await self._json("POST", _schemas(topic), json_body=doc)
+        return SchemaVersion.from_json(topic, answer)
+
+    async def schema(self, topic: str, version: int | str = "latest") -> SchemaVersion:
+        """One version (`latest`: the one produce checks records against)."""
+        answer = await self._json("GET", f"{_schemas(topic)}/{version}")
+        return SchemaVersion.from_json(topic, answer)
+
+    async def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        """Every kept version, oldest first."""
+        answer = await self._json("GET", _schemas(topic))
+        return [SchemaVersion.from_json(topic, v) for v in answer["versions"]]
+
+    async def delete_schema_version(self, topic: str, version: int | str = "latest") -> None:
+        """Delete the newest version (SchemaVersionConflict for an older one)."""
+        await self.request("DELETE", f"{_schemas(topic)}/{version}")
+
+    async def schema_compatibility(self, topic: str) -> str:
+        answer = await self._json("GET", f"{_schemas(topic)}/compatibility")
+        return str(answer["compatibility"])
+
+    async def set_schema_compatibility(self, topic: str, compatibility: str) -> str:
+        """BACKWARD, FORWARD, FULL, their _TRANSITIVE variants, or NONE."""
+        answer = await self._json(
+            "PUT", f"{_schemas(topic)}/compatibility", json_body={"compatibility": compatibility}
+        )
+        return str(answer["compatibility"])
 
     # -- records ---------------------------------------------------------------------------
 

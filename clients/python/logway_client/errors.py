@@ -222,6 +222,33 @@ class OffsetOutOfRange(LogwayError):
         return self._int("end_offset")
 
 
+@_problem("unknown-schema-version")
+class UnknownSchemaVersion(LogwayError):
+    """The topic keeps no such schema version (or has no schema, for `latest`)."""
+
+
+@_problem("incompatible-schema")
+class IncompatibleSchema(LogwayError):
+    """The new schema breaks the topic's compatibility rule; `extensions["incompatibilities"]`
+    says which change breaks it and why."""
+
+
+@_problem("schema-version-conflict")
+class SchemaVersionConflict(LogwayError):
+    """Not the newest schema version (only the newest can be deleted)."""
+
+
+@_problem("invalid-schema")
+class InvalidSchema(LogwayError):
+    """Not a usable draft 2020-12 JSON Schema; `extensions["errors"]` points at each error."""
+
+
+@_problem("schema-violation")
+class SchemaViolation(LogwayError):
+    """A record does not match the topic's schema; nothing was written.
+    `extensions["errors"]`: pointer into the request, failing keyword, detail."""
+
+
 @_problem("validation-error")
 class ValidationError(LogwayError):
     pass

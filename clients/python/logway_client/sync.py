@@ -26,6 +26,7 @@ from logway_client.types import (
     PullResult,
     Record,
     RecordMetadata,
+    SchemaVersion,
     TopicInfo,
     TopicSummary,
 )
@@ -119,6 +120,30 @@ class LogwayClient(ClosesOnExit):
 
     def delete_topic(self, topic: str) -> None:
         self.run(self.aio.delete_topic(topic))
+
+    def register_schema(
+        self, topic: str, schema: Any, *, key_schema: Any = None, headers_schema: Any = None
+    ) -> SchemaVersion:
+        return self.run(
+            self.aio.register_schema(
+                topic, schema, key_schema=key_schema, headers_schema=headers_schema
+            )
+        )
+
+    def schema(self, topic: str, version: int | str = "latest") -> SchemaVersion:
+        return self.run(self.aio.schema(topic, version))
+
+    def schema_versions(self, topic: str) -> list[SchemaVersion]:
+        return self.run(self.aio.schema_versions(topic))
+
+    def delete_schema_version(self, topic: str, version: int | str = "latest") -> None:
+        self.run(self.aio.delete_schema_version(topic, version))
+
+    def schema_compatibility(self, topic: str) -> str:
+        return self.run(self.aio.schema_compatibility(topic))
+
+    def set_schema_compatibility(self, topic: str, compatibility: str) -> str:
+        return self.run(self.aio.set_schema_compatibility(topic, compatibility))
 
     def produce(
         self,

@@ -138,6 +138,32 @@ class TopicInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """A registered version of a topic's schemas (JSON Schema draft 2020-12, as JSON)."""
+
+    topic: str
+    version: int
+    registered_at: int  # ms since the epoch
+    schema: Any
+    key_schema: Any = None
+    headers_schema: Any = None
+
+    @classmethod
+    def from_json(cls, topic: str, doc: Any) -> SchemaVersion:
+        try:
+            return cls(
+                topic,
+                doc["version"],
+                doc["registered_at"],
+                doc["schema"],
+                doc.get("key_schema"),
+                doc.get("headers_schema"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ProtocolViolation(f"not a schema version: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class TopicSummary:
     name: str
     partitions: int

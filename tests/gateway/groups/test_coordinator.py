@@ -110,6 +110,26 @@ def test_commit_validation() -> None:
     assert isinstance(c.handle(Heartbeat("z", 0)), Rejected)
 
 
+def test_a_member_is_bound_to_the_principal_that_joined() -> None:
+    """Another principal naming the member is answered as for an unknown member; the member
+    keeps its topic, its partitions and the generation."""
+    c = GroupCoordinator("g", session_timeout_ms=TIMEOUT_MS)
+    c.handle(Join("a", "t", 2, now_ms=0, principal="api-key:victim"))
+    mine = TopicPartition("t", 0)
+    for intruder in ("api-key:attacker", None):
+        hijack = c.handle(Join("a", "u", 3, now_ms=0, principal=intruder))
+        assert hijack == Rejected(RejectReason.UNKNOWN_MEMBER, "a", 1)
+        commit = c.handle(Commit("a", 1, {mine: 1}, principal=intruder))
+        assert commit == Rejected(RejectReason.UNKNOWN_MEMBER, "a", 1)
+        assert c.handle(Commit("z", 1, {mine: 1}, principal=intruder)) == Rejected(
+            RejectReason.UNKNOWN_MEMBER, "z", 1
+        )
+    assert c.handle(Commit("a", 1, {mine: 1}, principal="api-key:victim")) == CommitAccepted(1)
+    assert c.handle(Join("a", "t", 2, now_ms=10, principal="api-key:victim")) is None
+    assert [(m.topic, m.partitions) for m in c.snapshot().members] == [("t", (0, 1))]
+    assert c.generation == 1
+
+
 def test_seek_restarts_the_topics_members_in_a_new_generation() -> None:
     c = GroupCoordinator("g")
     assert c.handle(Seek("t")) is None, "nobody to restart"

@@ -3,7 +3,8 @@ chosen members is the coordinator's own Tick against deadlines of 0 for them."""
 
 from __future__ import annotations
 
-from gateway.groups.coordinator import GroupCoordinator, Join, Rebalance, Tick
+from gateway.groups.coordinator import Commit, GroupCoordinator, Join, Rebalance, Rejected, Tick
+from storage.types import TopicPartition
 
 NEVER_MS = 2**62
 
@@ -26,6 +27,19 @@ def test_state_round_trips() -> None:
     assert isinstance(decision, Rebalance)
     assert decision.generation == coordinator.generation + 1
     assert sorted(p for a in decision.assignments for p in a.partitions) == list(range(6))
+
+
+def test_principals_round_trip_so_every_gateway_knows_whose_member_it_is() -> None:
+    coordinator = GroupCoordinator("g")
+    coordinator.handle(Join("a", "orders", 2, now_ms=0, principal="api-key:payments"))
+    coordinator.handle(Join("b", "orders", 2, now_ms=0))  # auth off
+    restored = _restore(coordinator.membership_state(), {})
+    assert restored.membership_state() == coordinator.membership_state()
+    a = TopicPartition("orders", restored.snapshot().members[0].partitions[0])
+    refused = restored.handle(Commit("a", restored.generation, {a: 0}, principal="api-key:x"))
+    assert isinstance(refused, Rejected)
+    assert restored.handle(Commit("a", restored.generation, {a: 0}, principal="api-key:payments"))
+    assert isinstance(restored.handle(Join("a", "other", 1, now_ms=0)), Rejected)
 
 
 def test_expiring_chosen_members() -> None:

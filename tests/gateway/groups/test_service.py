@@ -211,16 +211,46 @@ async def test_committed_offsets_and_generations_survive_a_restart(tmp_path: Pat
 
 
 async def test_a_member_can_rejoin_with_its_id(groups: ConsumerGroups) -> None:
-    a = await groups.join("g", "orders", member_id="payments-1")
-    assert a.member_id == "payments-1"
-    assert await groups.join("g", "orders", member_id="payments-1") is a
-    assert groups.member("g", "payments-1") is a
-    moved = await groups.join("g", "audit", member_id="payments-1")
+    a = await groups.join("g", "orders")
+    assert await groups.join("g", "orders", member_id=a.member_id) is a
+    assert groups.member("g", a.member_id) is a
+    moved = await groups.join("g", "audit", member_id=a.member_id)
     assert moved is not a
+    assert moved.member_id == a.member_id
     assert not a.active
     assert moved.partitions == (0,)
     with pytest.raises(UnknownMember):
         groups.member("g", "someone-else")
+    with pytest.raises(UnknownMember):  # ids are given out, never chosen
+        await groups.join("g", "orders", member_id="payments-1")
+
+
+async def test_a_member_id_is_bound_to_the_principal_that_joined(
+    groups: ConsumerGroups, embedded: EmbeddedBackend
+) -> None:
+    """Another principal naming the member gets what an id nobody has gets."""
+    await _fill(embedded, "orders", 0, 3)
+    mine = await groups.join("g", "orders", principal="api-key:payments")
+    other = "api-key:auditor"
+    for member_id in (mine.member_id, "nobody-has-this-id"):
+        with pytest.raises(UnknownMember) as refused:
+            groups.member("g", member_id, other)
+        assert (
+            str(refused.value) == f"{member_id!r} is not a member of consumer group 'g'; join again"
+        )
+        with pytest.raises(UnknownMember):
+            await groups.join("g", "orders", member_id=member_id, principal=other)
+        with pytest.raises(UnknownMember):
+            await groups.commit(
+                "g", member_id, mine.generation, {TopicPartition("orders", 0): 1}, principal=other
+            )
+    with pytest.raises(UnknownMember):  # auth off (None) is not a principal's
+        groups.member("g", mine.member_id)
+    assert groups.member("g", mine.member_id, "api-key:payments") is mine
+    assert mine.active
+    assert mine.partitions == tuple(range(6))
+    await mine.commit(mine.generation, {0: 1})  # the handle commits as its principal
+    assert groups.member("g", mine.member_id, "api-key:payments").generation == mine.generation
 
 
 async def test_seek_moves_committed_offsets_and_restarts_the_topics_members(

@@ -19,14 +19,26 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import HealthCheck, given, settings
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.routing import Route
 
 from gateway.app import create_app
+from gateway.http.auth import (
+    Authenticator,
+    Principal,
+    changes_state,
+    cross_site_refusal,
+    required_permissions,
+)
+from gateway.http.problems import Problem
 from gateway.settings import Settings
 from storage.embedded import EmbeddedBackend
 from storage.types import TopicConfig
 from tests.gateway.conftest import BASE_URL, serve_app
+from tests.security.tokens import CLAIMS, CREDENTIALS, HEADERS, HS256_SECRET, hs256_raw
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"
 WRITER_KEY = "lw_writer_0123456789"
@@ -54,7 +66,7 @@ permissions = ["produce:topic:orders*", "consume:topic:orders*", "consume:group:
 
 [keys.ops]
 sha256 = "{digest(ADMIN_KEY)}"
-permissions = ["admin:topic:*", "admin:group:*"]
+permissions = ["admin:topic:*", "admin:group:*", "admin:metrics"]
 """
     )
     return path
@@ -114,6 +126,8 @@ async def test_api_keys_by_topic_pattern_and_nothing_written_when_refused(
         assert len(pulled.json()["records"]) == 1
         _problem(await writer.get("/v1/topics/payments/partitions/0/records"), 403, "forbidden")
         _problem(await writer.post("/v1/groups/other/seek", json={}), 403, "forbidden")
+        body = _problem(await writer.get("/metrics"), 403, "forbidden")
+        assert (body["action"], body["kind"]) == ("admin", "metrics")
     assert (await backend.partition_info("payments", 0)).end_offset == 0
     assert [t.name for t in await backend.list_topics()] == ["orders", "payments"]
 
@@ -272,3 +286,117 @@ def test_bad_key_files_and_permissions_fail_at_startup(settings: Settings, tmp_p
     path.write_text(f'[keys.a]\nsha256 = "{"0" * 64}"\npermissions = ["write:topic:*"]\n')
     with pytest.raises(ValueError, match="permission"):
         create_app(replace(settings, auth_api_keys_file=path))
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        create_app(replace(settings, jwt_hs256_secret="x" * 31))
+    for spelling in ("admin:metrics:*", "consume:metrics", "metrics"):
+        path.write_text(f'[keys.a]\nsha256 = "{"0" * 64}"\npermissions = ["{spelling}"]\n')
+        with pytest.raises(ValueError, match="admin:metrics"):
+            create_app(replace(settings, auth_api_keys_file=path))
+
+
+# Fetch Metadata and Origin as browsers send them, and whether a cookie request that changes
+# state may go ahead (None) or is refused (the reason names what was wrong)
+OWN = "https://logway.example"
+ALLOWED = frozenset({"https://app.example"})
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"}, True),
+        ({"sec-fetch-site": "none", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}, True),
+        ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty",
+          "origin": "https://app.example"}, True),  # EventSource on the allowed origin
+        ({"origin": OWN}, True),  # a browser without Fetch Metadata, on the console
+        ({"origin": "https://app.example"}, True),
+        ({"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}, False),
+        ({"sec-fetch-site": "same-origin", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}, False),
+        ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "empty",
+          "origin": "https://app.example"}, False),  # a no-cors fetch, even from the app
+        ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "cors", "sec-fetch-dest": "iframe",
+          "origin": "https://app.example"}, False),
+        ({"sec-fetch-site": "same-site", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty",
+          "origin": "https://evil.app.example"}, False),
+        ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}, False),
+        ({"origin": "null"}, False),
+        ({}, False),  # an <img> in a browser without Fetch Metadata
+    ],
+)  # fmt: skip
+def test_cross_site_refusal(headers: dict[str, str], allowed: bool) -> None:
+    why = cross_site_refusal(Headers(headers), ALLOWED, OWN)
+    assert (why is None) == allowed, why
+
+
+def test_what_changes_state() -> None:
+    assert changes_state("POST", {})
+    assert changes_state("DELETE", {})
+    assert changes_state("PUT", {})
+    assert changes_state("GET", {"group": ["g"]})  # a stream joins, a pull heartbeats
+    assert changes_state("HEAD", {"group": [""]})
+    assert not changes_state("GET", {"from": ["earliest"]})
+
+
+def test_every_route_has_an_authorization_rule(app: Starlette) -> None:
+    """Deny by default: a route without a rule is refused to everyone, so a new route
+    must come with its rule (CONTRIBUTING.md, adding a route)."""
+    public = {"/healthz", "/readyz", "/openapi.json", "/console", "/console/{asset}"}
+    for route in app.routes:
+        assert isinstance(route, Route)
+        if route.path in public:
+            continue
+        path = route.path.format(topic="t", group="g", partition="0", member_id="m", version="1")
+        for method in route.methods or ():
+            assert required_permissions(method, path, {}) is not None, (method, route.path)
+    assert required_permissions("GET", "/v1/no-such-route", {}) is None
+
+
+@pytest.fixture(scope="module")
+def fuzz_authenticator(tmp_path_factory: pytest.TempPathFactory) -> Authenticator:
+    """Every credential source on: the HS256 secret, a JWKS with an RSA and an EC key (the
+    kids the hostile headers name), API keys."""
+    directory = tmp_path_factory.mktemp("fuzz-auth")
+    rsa_public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    ec_public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwks = directory / "jwks.json"
+    keys = [
+        {**json.loads(RSAAlgorithm.to_jwk(rsa_public)), "kid": "rsa-1"},
+        {**json.loads(ECAlgorithm.to_jwk(ec_public)), "kid": "ec-1"},
+    ]
+    jwks.write_text(json.dumps({"keys": keys}))
+    return Authenticator(
+        Settings(
+            auth_api_keys_file=_keys_file(directory),
+            jwt_hs256_secret=HS256_SECRET,
+            jwt_jwks_file=jwks,
+        )
+    )
+
+
+def _principal_or_401(authenticator: Authenticator, token: str) -> None:
+    outcome: Principal | Problem
+    try:
+        outcome = authenticator.authenticate(token)
+    except Problem as problem:
+        outcome = problem
+    assert isinstance(outcome, Principal) or outcome.type.status == 401, outcome
+
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(header=HEADERS, claims=CLAIMS)
+def test_any_signed_token_is_a_principal_or_a_401(
+    fuzz_authenticator: Authenticator, header: Any, claims: dict[str, Any]
+) -> None:
+    """The token boundary in process, with more examples than tests/security/test_tokens.py
+    sends over HTTP: whatever the header and claims, nothing but a Principal or a 401."""
+    _principal_or_401(fuzz_authenticator, hs256_raw(header, json.dumps(claims)))
+
+
+@FUZZ
+@given(token=CREDENTIALS)
+def test_any_credential_is_a_principal_or_a_401(
+    fuzz_authenticator: Authenticator, token: str
+) -> None:
+    _principal_or_401(fuzz_authenticator, token)

@@ -248,9 +248,36 @@ async def test_begin_shutdown_ends_open_streams_cleanly(
         rest = await asyncio.wait_for(_drain(events), 10)
         assert any("reconnect" in c for e in rest for c in e.comments)
         assert await asyncio.wait_for(ndjson.aread(), 10) == b""
-    refused = await live.get("/v1/topics/t/events", headers=SSE)
-    assert refused.status_code == 503
-    assert problem_type(refused) == "shutting-down"
+    await _assert_refused_until_later(live, "shutting-down")
+
+
+async def _assert_refused_until_later(client: httpx.AsyncClient, slug: str) -> None:
+    """A stream that cannot be served now: an SSE client (Accept names text/event-stream, as
+    EventSource's does) gets a 200 empty stream with only `retry:`, which EventSource
+    retries; NDJSON, no Accept and other routes get the 503 problem."""
+    for accept in ("text/event-stream", "text/event-stream, */*;q=0.1"):
+        retry = await client.get("/v1/topics/t/events", headers={"accept": accept})
+        assert retry.status_code == 200
+        assert retry.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert retry.headers["cache-control"] == "no-cache"
+        assert retry.text == "retry: 1000\n\n"  # Retry-After: 1
+    for headers in (NDJSON, {"accept": "application/x-ndjson, text/event-stream;q=0.5"}, {}):
+        refused = await client.get("/v1/topics/t/events", headers=headers)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert problem_type(refused) == slug
+    ready = await client.get("/readyz", headers=SSE)
+    assert ready.status_code == 503
+    assert problem_type(ready) == slug
+
+
+async def test_streams_asked_for_while_starting_are_told_to_retry(settings: Settings) -> None:
+    """Before the lifespan has opened the backend (a server that accepts early)."""
+    starting = create_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(starting), base_url="http://test"
+    ) as client:
+        await _assert_refused_until_later(client, "storage-unavailable")
 
 
 async def _drain(events: AsyncIterator[SseEvent]) -> list[SseEvent]:

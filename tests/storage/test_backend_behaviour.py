@@ -10,18 +10,22 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from storage.errors import (
+    AppendTooLarge,
     GroupNotFound,
     InvalidTopicName,
     OffsetOutOfRange,
     PartitionNotFound,
+    SchemaVersionConflict,
+    SchemaVersionNotFound,
     TopicExists,
     TopicNotFound,
 )
 from storage.types import NewRecord, TopicConfig, TopicPartition, ValueFormat
-from tests.jetstream.conftest import AnyBackend
+from tests.storage.conftest import AnyBackend
 
 CONFIG = TopicConfig()
 MiB = 1024 * 1024
+WAIT_S = 30.0  # a guard against hanging only; nothing asserts a duration
 
 # Keys and headers NATS headers cannot carry as text: they must round-trip byte for byte.
 HOSTILE_RECORDS = [
@@ -145,6 +149,51 @@ async def test_cancelled_appends_leave_the_log_dense(backend: AnyBackend) -> Non
     records = await backend.read("t", 0, 0, 1000, MiB)
     assert [r.offset for r in records] == list(range(len(records)))
     assert records[result.base_offset].value == b"last"
+
+
+async def test_started_appends_finish_when_their_caller_is_cancelled(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+
+    async def produce() -> None:
+        started = [backend.start_append("t", p, [NewRecord(b"a"), NewRecord(b"b")]) for p in (0, 1)]
+        for future in started:
+            await future
+
+    caller = asyncio.ensure_future(produce())
+    await asyncio.sleep(0)  # the caller started both appends and awaits the first
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for p in (0, 1):
+        assert await backend.wait_for_records("t", {p: 1}, WAIT_S)
+        assert [r.value for r in await backend.read("t", p, 0, 10, MiB)] == [b"a", b"b"]
+
+
+async def test_started_appends_resolve_like_appends(backend: AnyBackend) -> None:
+    await backend.create_topic("t", 2, CONFIG)
+    started = [backend.start_append("t", p, [NewRecord(b"x")] * (p + 1)) for p in (0, 1, 0)]
+    results = [await future for future in started]
+    assert [(r.base_offset, r.count) for r in results] == [(0, 1), (0, 2), (1, 1)]
+    with pytest.raises(TopicNotFound):
+        await backend.start_append("missing", 0, [NewRecord(b"x")])
+    with pytest.raises(PartitionNotFound):
+        await backend.start_append("t", 2, [NewRecord(b"x")])
+
+
+async def test_max_append_records_is_the_largest_whole_append(backend: AnyBackend) -> None:
+    """None: no limit of the backend's own (the embedded log takes 1,500 records, more
+    than one JetStream atomic batch, as one append); else that many and no more."""
+    await backend.create_topic("t", 1, CONFIG)
+    limit = backend.max_append_records
+    size = 1500 if limit is None else limit
+    result = await backend.append("t", 0, [NewRecord(b"%d" % i) for i in range(size)])
+    assert (result.base_offset, result.count) == (0, size)
+    if limit is not None:
+        with pytest.raises(AppendTooLarge):
+            await backend.append("t", 0, [NewRecord(b"x")] * (limit + 1))
+    assert (await backend.partition_info("t", 0)).end_offset == size
 
 
 async def test_records_round_trip_exactly(backend: AnyBackend) -> None:
@@ -327,3 +376,73 @@ async def test_idempotent_results(backend: AnyBackend) -> None:
 
 async def test_check_writable(backend: AnyBackend) -> None:
     await backend.check_writable()
+
+
+# -- topic schemas ----------------------------------------------------------------------------
+
+
+async def test_schema_versions_are_numbered_kept_and_survive_reopen(
+    backend: AnyBackend, reopen_backend: Callable[[], Awaitable[AnyBackend]]
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    assert await backend.schema_versions("orders") == []
+    assert await backend.latest_schema("orders") is None
+    first = await backend.add_schema_version("orders", b'{"schema":true}', 0)
+    second = await backend.add_schema_version("orders", b'{"schema":{}}', 1)
+    assert (first.version, second.version) == (1, 2)
+    with pytest.raises(SchemaVersionConflict):  # a check made against version 1 is stale
+        await backend.add_schema_version("orders", b'{"schema":false}', 1)
+    await backend.set_schema_compatibility("orders", "FULL")
+    reopened = await reopen_backend()
+    assert await reopened.schema_versions("orders") == [first, second]
+    assert await reopened.latest_schema("orders") == second
+    assert await reopened.schema_compatibility("orders") == "FULL"
+
+
+async def test_only_the_newest_schema_version_is_deleted_and_its_number_stays_used(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    for latest in (0, 1):
+        await backend.add_schema_version("orders", b"{}", latest)
+    with pytest.raises(SchemaVersionConflict):
+        await backend.delete_schema_version("orders", 1)
+    with pytest.raises(SchemaVersionNotFound):
+        await backend.delete_schema_version("orders", 7)
+    await backend.delete_schema_version("orders", 2)
+    assert [v.version for v in await backend.schema_versions("orders")] == [1]
+    assert (await backend.latest_schema("orders")).version == 1  # type: ignore[union-attr]
+    assert (await backend.add_schema_version("orders", b"{}", 1)).version == 3
+
+
+async def test_schemas_belong_to_an_existing_topic_and_go_with_it(backend: AnyBackend) -> None:
+    with pytest.raises(TopicNotFound):
+        await backend.add_schema_version("nope", b"{}", 0)
+    with pytest.raises(TopicNotFound):
+        await backend.schema_versions("nope")
+    with pytest.raises(TopicNotFound):
+        await backend.set_schema_compatibility("nope", "NONE")
+    assert await backend.latest_schema("nope") is None
+    await backend.create_topic("orders", 1, CONFIG)
+    await backend.add_schema_version("orders", b"{}", 0)
+    await backend.set_schema_compatibility("orders", "NONE")
+    await backend.delete_topic("orders")
+    await backend.create_topic("orders", 1, CONFIG)
+    assert await backend.schema_versions("orders") == []
+    assert await backend.latest_schema("orders") is None
+    assert await backend.schema_compatibility("orders") is None
+    assert (await backend.add_schema_version("orders", b"{}", 0)).version == 1
+
+
+async def test_concurrent_registrations_against_one_version_let_one_win(
+    backend: AnyBackend,
+) -> None:
+    await backend.create_topic("orders", 1, CONFIG)
+    outcomes = await asyncio.gather(
+        *(backend.add_schema_version("orders", f'{{"n":{i}}}'.encode(), 0) for i in range(5)),
+        return_exceptions=True,
+    )
+    won = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(o, SchemaVersionConflict) for o in outcomes if o not in won)
+    assert await backend.schema_versions("orders") == won

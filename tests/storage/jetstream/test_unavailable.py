@@ -12,7 +12,7 @@ import pytest
 from storage.errors import StorageError, StorageUnavailable
 from storage.jetstream import JetStreamBackend
 from storage.types import NewRecord, TopicConfig
-from tests.jetstream.cluster import NatsCluster, free_port
+from tests.nats_cluster import NatsCluster, free_port
 
 RECOVERY_DEADLINE_S = 30.0
 
@@ -23,6 +23,7 @@ async def test_open_without_a_server_fails_fast() -> None:
     assert exc_info.value.retriable
 
 
+@pytest.mark.nats
 @pytest.mark.slow
 async def test_a_lost_server_is_unavailable_then_serves_again(
     nats_single_node: NatsCluster,

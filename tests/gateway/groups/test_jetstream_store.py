@@ -16,10 +16,9 @@ from gateway.groups.membership import Membership
 from gateway.groups.service import ConsumerGroups
 from storage.jetstream import JetStreamBackend
 from storage.types import TopicConfig, TopicPartition
-from tests.jetstream.cluster import NatsCluster
-from tests.jetstream.conftest import fresh_namespace
+from tests.nats_cluster import NatsCluster, fresh_namespace
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(60)]
 
 SESSION_TIMEOUT_S = 2.0
 WAIT_S = 20.0  # a guard against hanging only; nothing asserts a duration

@@ -14,8 +14,9 @@ import pytest
 from storage.errors import StorageError
 from storage.jetstream import JetStreamBackend
 from storage.types import NewRecord, Record, TopicConfig
-from tests.jetstream.cluster import NatsCluster
-from tests.jetstream.conftest import fresh_namespace
+from tests.nats_cluster import NatsCluster, fresh_namespace
+
+pytestmark = pytest.mark.nats
 
 MiB = 1024 * 1024
 PARTITIONS = 2
@@ -92,7 +93,7 @@ async def test_kill_a_node_under_load_loses_no_acknowledged_record(
         for p in range(PARTITIONS)
         for i in range(PRODUCERS_PER_PARTITION)
     ]
-    info = await backend._api(f"STREAM.INFO.{backend.namespace.upper()}_load_0")
+    info = await backend._js.call(f"STREAM.INFO.{backend.namespace.upper()}_load_0")
     victim = nats_cluster.index_of(info["cluster"]["leader"])  # partition 0's stream leader
     try:
         await load.until(ACKS_BEFORE_KILL)
@@ -137,7 +138,7 @@ async def test_waiters_wake_when_the_connection_moves_to_another_node(
     await backend.create_topic("t", 1, TopicConfig())
     waiter = asyncio.create_task(backend.wait_for_records("t", {0: 0}, None))
     await asyncio.sleep(0.05)
-    connected = backend._nc.connected_url
+    connected = backend._js.connected_url
     assert connected is not None
     victim = next(i for i, n in enumerate(nats_cluster.nodes) if n.client_port == connected.port)
     try:

@@ -16,10 +16,12 @@ from storage.errors import (
     StorageWriteError,
     TopicNotFound,
 )
-from storage.jetstream import MAX_ATOMIC_BATCH, JetStreamBackend
+from storage.jetstream import JetStreamBackend
+from storage.jetstream.api import MAX_ATOMIC_BATCH
 from storage.types import NewRecord, TopicConfig, TopicPartition
-from tests.jetstream.cluster import NatsCluster
-from tests.jetstream.conftest import fresh_namespace
+from tests.nats_cluster import NatsCluster, fresh_namespace
+
+pytestmark = pytest.mark.nats
 
 MiB = 1024 * 1024
 

@@ -1,0 +1,160 @@
+"""The CPU cost of checking records against a topic's schema, in instructions (callgrind),
+which repeat on a shared, noisy machine where seconds do not.
+
+    apt-get install -y valgrind
+    .venv/bin/python -m bench.schemas              # a few minutes
+    .venv/bin/python -m bench.schemas --requests 10
+
+Two sections, each measured beside its baseline in the same run:
+
+- produce: one 1,000-order batch request (bench.http's ORDERS_BODY, 10 properties each)
+  through the gateway's ASGI app in process (embedded backend, fsync never), to a topic
+  without a schema, with ORDER_SCHEMA (the msgspec fast path) and with the same schema plus
+  a `format` (no fast path: jsonschema_rs checks every value). Each variant runs in its own
+  process under callgrind twice, with 0 and with N requests; the difference divided by N is
+  the instructions per request, startup excluded. The ratio to the no-schema request is
+  what a CPU-bound batch producer loses.
+- validators: instructions per record of the candidates on the same 1,000 values, beside
+  the parse they follow: jsonschema (Python, a cached Draft202012Validator), jsonschema_rs
+  (loads + is_valid), and the msgspec type compiled from the schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import jsonschema_rs
+import msgspec
+import orjson
+
+from bench.http import ORDER_SCHEMA, ORDERS_BODY, SLOW_ORDER_SCHEMA
+from gateway.app import create_app
+from gateway.schemas.validation import fast_type
+from gateway.settings import Settings
+from storage.embedded import EmbeddedBackend
+from storage.types import Durability, DurabilityPolicy
+
+VARIANTS = {"plain": None, "checked": ORDER_SCHEMA, "checked-slow": SLOW_ORDER_SCHEMA}
+VALIDATORS = ("parse", "jsonschema", "jsonschema_rs", "msgspec")
+
+
+# -- what runs under callgrind ----------------------------------------------------------------
+
+
+async def _produce(variant: str, requests: int) -> None:
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(data_dir=Path(data_dir), durability=DurabilityPolicy(Durability.NEVER))
+        backend = await EmbeddedBackend.open(settings.data_dir, settings.durability)
+        transport = httpx.ASGITransport(create_app(settings, backend))
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            await client.put("/v1/topics/bench", json={"partitions": 3})
+            schema = VARIANTS[variant]
+            if schema is not None:
+                (
+                    await client.post("/v1/topics/bench/schemas", json={"schema": schema})
+                ).raise_for_status()
+            headers = {"content-type": "application/json"}
+            warm = await client.post(
+                "/v1/topics/bench/records", content=ORDERS_BODY, headers=headers
+            )
+            warm.raise_for_status()
+            for _ in range(requests):
+                answer = await client.post(
+                    "/v1/topics/bench/records", content=ORDERS_BODY, headers=headers
+                )
+                answer.raise_for_status()
+        await backend.close()
+
+
+def _validator(name: str, rounds: int) -> None:
+
+    values = [orjson.dumps(r["value"]) for r in orjson.loads(ORDERS_BODY)["records"]]
+    checker = jsonschema.Draft202012Validator(ORDER_SCHEMA)
+    rs = jsonschema_rs.Draft202012Validator(ORDER_SCHEMA)
+    decode = msgspec.json.Decoder(fast_type(ORDER_SCHEMA)).decode
+
+    def parse() -> Any:
+        return [orjson.dumps(r["value"]) for r in orjson.loads(ORDERS_BODY)["records"]]
+
+    def python() -> Any:
+        return all(checker.is_valid(orjson.loads(v)) for v in values)
+
+    def rust() -> Any:
+        return all(rs.is_valid(orjson.loads(v)) for v in values)
+
+    def fast() -> Any:
+        return [decode(v) for v in values]
+
+    run: Callable[[], Any] = {
+        "parse": parse, "jsonschema": python, "jsonschema_rs": rust, "msgspec": fast
+    }[name]  # fmt: skip
+    run()
+    for _ in range(rounds):
+        assert run() is not False
+
+
+# -- the parent: callgrind runs and the report --------------------------------------------------
+
+
+def _instructions(args: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as out:
+        target = os.path.join(out, "callgrind.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={target}", sys.executable,
+             "-m", "bench.schemas", *args],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        summary = re.search(r"^(?:summary|totals): (\d+)", Path(target).read_text(), re.M)
+        assert summary is not None
+        return int(summary[1])
+
+
+def _per_run(args: list[str], count: int) -> float:
+    return (_instructions([*args, str(count)]) - _instructions([*args, "0"])) / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["child-produce"]:
+        asyncio.run(_produce(argv[1], int(argv[2])))
+        return 0
+    if argv[:1] == ["child-validator"]:
+        _validator(argv[1], int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.schemas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    print("produce: instructions per 1,000-order request (callgrind, startup excluded)")
+    per_request = {v: _per_run(["child-produce", v], args.requests) for v in VARIANTS}
+    for variant, cost in per_request.items():
+        extra = cost / per_request["plain"] - 1
+        print(
+            f"  {variant:13s} {cost / 1e6:8.1f} M instructions  (+{extra:.1%} over no schema;"
+            f" throughput x {per_request['plain'] / cost:.2f} when CPU-bound)"
+        )
+    print("validators: instructions per record on the same values")
+    per_record = {v: _per_run(["child-validator", v], args.rounds) / 1000 for v in VALIDATORS}
+    for name, cost in per_record.items():
+        print(f"  {name:13s} {cost:10,.0f}  ({cost / per_record['parse']:.2f} x the parse)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
