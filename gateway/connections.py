@@ -119,8 +119,9 @@ def raise_fd_limit() -> tuple[int, int]:
 
 
 def open_fd_count() -> int:
-    """Descriptors open in this process now (the one listing /proc/self/fd not counted)."""
-    return len(os.listdir(_FD_DIR)) - 1
+    """Descriptors open in this process now (the one listing them not counted)."""
+    directory = _FD_DIR if _FD_DIR.is_dir() else Path("/dev/fd")  # /dev/fd: BSD, macOS
+    return len(os.listdir(directory)) - 1
 
 
 class DescriptorShortage(RuntimeError):
