@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
@@ -24,6 +25,9 @@ from gateway.routes import routes
 from gateway.routes.ops import openapi_document
 from gateway.settings import Settings
 from storage.backend import Backend
+
+if TYPE_CHECKING:
+    from gateway.kafka.server import KafkaListener
 from storage.segment import fsync_observers
 
 
@@ -38,13 +42,18 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             owned = await open_backend(settings)
             app.state.logway = _context(settings, owned)
             fsync_observers.append(app.state.logway.metrics.observe_fsync)
+        ctx: Context = app.state.logway
+        kafka: KafkaListener | None = None
         try:
+            if settings.kafka_port is not None:
+                kafka = await start_kafka(ctx)
             yield
         finally:
             if owned is not None:
                 fsync_observers.remove(app.state.logway.metrics.observe_fsync)
             begin_shutdown(app)
-            ctx: Context = app.state.logway
+            if kafka is not None:
+                await kafka.close()
             await ctx.groups.close()
             if owned is not None:
                 await owned.close()
@@ -58,6 +67,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     if backend is not None:
         app.state.logway = _context(settings, backend)
     return app
+
+
+async def start_kafka(ctx: Context) -> KafkaListener:
+    """The Kafka listener (gateway.kafka, the kafka extra), loaded only when it is chosen."""
+    from gateway.kafka.server import start_listener
+
+    return await start_listener(ctx)
 
 
 def _context(settings: Settings, backend: Backend) -> Context:

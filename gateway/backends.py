@@ -29,14 +29,16 @@ from storage.embedded import EmbeddedBackend
 NATS_SCHEMES = ("nats://", "tls://")
 DEFAULT_NAMESPACE = "logway"
 JETSTREAM_EXTRA = "jetstream"
+KAFKA_EXTRA = "kafka"
+KAFKA_MODULES = ("crc32c", "cramjam")
 
 
 class MissingExtra(RuntimeError):
-    """The chosen backend needs an optional dependency that is not installed."""
+    """The chosen backend or listener needs an optional dependency that is not installed."""
 
-    def __init__(self, extra: str, module: str) -> None:
+    def __init__(self, extra: str, module: str, what: str = "backend") -> None:
         super().__init__(
-            f"the {extra} backend needs the {module!r} module: pip install 'logway[{extra}]'"
+            f"the {extra} {what} needs the {module!r} module: pip install 'logway[{extra}]'"
         )
 
 
@@ -75,6 +77,13 @@ def check_extra(target: JetStreamTarget | None) -> None:
     """Raise MissingExtra now if the chosen backend's library is not installed."""
     if target is not None and importlib.util.find_spec("nats") is None:
         raise MissingExtra(JETSTREAM_EXTRA, "nats")
+
+
+def check_kafka_extra() -> None:
+    """Raise MissingExtra now if the Kafka listener's libraries are not installed."""
+    for module in KAFKA_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(KAFKA_EXTRA, module, "listener")
 
 
 async def open_backend(settings: Settings) -> Backend:

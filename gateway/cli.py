@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway import config
 from gateway.app import begin_shutdown, create_app
-from gateway.backends import MissingExtra, check_extra, parse_backend
+from gateway.backends import MissingExtra, check_extra, check_kafka_extra, parse_backend
 from gateway.server import SERVERS, run
 from gateway.settings import Settings
 from storage.types import Durability
@@ -95,6 +95,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listen.add_argument("--certfile", type=Path, help="PEM certificate chain; enables TLS with h2")
     listen.add_argument("--keyfile", type=Path, help="PEM private key for --certfile")
     listen.add_argument("--root-path", help="path prefix when mounted behind a proxy")
+    listen.add_argument(
+        "--kafka-port",
+        type=_port,
+        help="also speak the Kafka protocol on this TCP port (needs the kafka extra)",
+    )
+    listen.add_argument(
+        "--kafka-advertised-host",
+        help="host name Kafka clients are told to connect to (default: --host)",
+    )
     listen.add_argument(
         "--shutdown-timeout-s",
         type=_positive_float,
@@ -286,6 +295,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 0
     try:
         check_extra(target)
+        if settings.kafka_port is not None:
+            check_kafka_extra()
     except MissingExtra as exc:
         print(f"logway serve: {exc}", file=sys.stderr)
         return 2

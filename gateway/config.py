@@ -188,6 +188,21 @@ def validate(settings: Settings) -> None:
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative (0 turns it off)")
+    if settings.kafka_port is not None and not 1 <= settings.kafka_port <= 65535:
+        raise ConfigError("kafka_port: must be between 1 and 65535")
+    if settings.kafka_port == settings.port:
+        raise ConfigError("kafka_port: must differ from port (HTTP)")
+    if settings.kafka_group_initial_rebalance_delay_ms < 0:
+        raise ConfigError("kafka_group_initial_rebalance_delay_ms: must not be negative")
+    if (
+        not 1
+        <= settings.kafka_group_min_session_timeout_ms
+        <= settings.kafka_group_max_session_timeout_ms
+    ):
+        raise ConfigError(
+            "kafka_group_min_session_timeout_ms: must be at least 1 and at most"
+            " kafka_group_max_session_timeout_ms"
+        )
     _validate_connections(settings)
 
 

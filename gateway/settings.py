@@ -72,3 +72,13 @@ class Settings:
     jwt_audience: str | None = None  # checked when set
     auth_cookie: str = "logway_token"  # HttpOnly cookie carrying a token (EventSource)
     auth_query_token: bool = False  # accept ?access_token= (leaks into logs): opt in
+    # Kafka protocol listener (gateway/kafka/, the `kafka` extra): off unless a port is set.
+    # It binds `host`; Metadata advertises kafka_advertised_host (default: host).
+    kafka_port: int | None = None
+    kafka_advertised_host: str | None = None
+    # Kafka consumer groups (gateway/kafka/groups/): Kafka's broker settings of the same names
+    kafka_group_initial_rebalance_delay_ms: int = (
+        3000  # a new group waits this long for more members
+    )
+    kafka_group_min_session_timeout_ms: int = 6000  # JoinGroup's session timeout range
+    kafka_group_max_session_timeout_ms: int = 1_800_000

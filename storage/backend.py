@@ -81,6 +81,16 @@ class Backend(Protocol):
         offset == end_offset returns [].
         """
 
+    async def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        """Whole stored batches (storage.codec's format, checksums checked) from the one that
+        holds `offset`, as many as fit in `max_bytes` but always one if any exists.
+
+        For readers that forward batches rather than records (the Kafka listener converts
+        each batch once, with no Record per record). The first batch may begin below
+        `offset`, as a Kafka fetch may. The same range errors as `read`; offset ==
+        end_offset returns b"".
+        """
+
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> int:
         """The first offset whose timestamp is >= timestamp_ms, or end_offset if none."""
 

@@ -312,3 +312,36 @@ def decode(
             return Decoded(records, next_position, used_bytes, True)
         position = header.end_position
     return Decoded(records, position, used_bytes, False)
+
+
+def encode_records(records: Sequence[Record]) -> list[bytes]:
+    """Records read back (offsets and timestamps already assigned) as stored batches: one
+    per run of consecutive records sharing a timestamp, so a backend that keeps records
+    one by one (JetStream) can answer `Backend.read_batches` in this format too."""
+    out: list[bytes] = []
+    start = 0
+    for i in range(1, len(records) + 1):
+        if i == len(records) or records[i].timestamp_ms != records[start].timestamp_ms:
+            run = records[start:i]
+            first = run[0]
+            out.append(
+                encode_batch(
+                    first.offset,
+                    first.timestamp_ms,
+                    [NewRecord(r.value, r.key, r.headers, r.value_format) for r in run],
+                )
+            )
+            start = i
+    return out
+
+
+def take_batches(batches: Sequence[bytes], max_bytes: int) -> bytes:
+    """The leading batches that fit in `max_bytes` (always the first, if any), joined."""
+    size = 0
+    count = 0
+    for batch in batches:
+        if count and size + len(batch) > max_bytes:
+            break
+        size += len(batch)
+        count += 1
+    return b"".join(batches[:count])

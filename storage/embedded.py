@@ -204,6 +204,9 @@ class EmbeddedBackend:
     ) -> list[Record]:
         return await self._engine.read(topic, partition, offset, max_records, max_bytes)
 
+    async def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        return await self._engine.read_batches(topic, partition, offset, max_bytes)
+
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return await self._engine.offset_for_timestamp(topic, partition, timestamp_ms)
 

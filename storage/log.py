@@ -150,6 +150,9 @@ class LogEngine:
     ) -> list[Record]:
         return await self.partition(topic, partition).read(offset, max_records, max_bytes)
 
+    async def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        return await self.partition(topic, partition).read_batches(offset, max_bytes)
+
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return await self.partition(topic, partition).offset_for_timestamp(timestamp_ms)
 

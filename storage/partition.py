@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from concurrent.futures import Future as ConcurrentFuture
 from pathlib import Path
+from typing import TypeVar
 
 from storage import codec
 from storage.errors import (
@@ -64,6 +65,9 @@ from storage.types import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_BATCH_CHUNK_BYTES = 256 * 1024
+_MAX_BATCH_CHUNK_BYTES = codec.MAX_BATCH_BYTES
 
 # Recently written batches are kept in memory per partition (shared by all readers, not a
 # copy per subscriber) so consumers tailing the log decode without a thread hop.
@@ -414,6 +418,24 @@ class Partition:
             return []
         if self._tail_bases and offset >= self._tail_bases[0]:
             return self._read_tail(offset, max_records, max_bytes)
+        return await self._on_segments(offset, _read_segments, offset, max_records, max_bytes)
+
+    async def read_batches(self, offset: int, max_bytes: int) -> bytes:
+        """Whole stored batches from the one holding `offset` (see Backend.read_batches)."""
+        self._check_open()
+        end_offset = self._end_offset
+        if offset < self.log_start_offset or offset > end_offset:
+            raise OffsetOutOfRange(offset, self.log_start_offset, end_offset)
+        if offset == end_offset:
+            return b""
+        if self._tail_bases and offset >= self._tail_bases[0]:
+            first = bisect_right(self._tail_bases, offset) - 1
+            return codec.take_batches(self._tail_batches[first:], max_bytes)
+        return await self._on_segments(offset, _read_segment_batches, offset, max_bytes)
+
+    async def _on_segments(self, offset: int, work: Callable[..., _T], *args: int) -> _T:
+        """Run `work(segments, limits, *args)` in the I/O pool over the segments from the one
+        holding `offset`, each read only below its published size and kept open meanwhile."""
         first = bisect_right(self._bases, offset) - 1
         segments = self._segments[first:]
         limits = [s.readable_size for s in segments]
@@ -421,7 +443,7 @@ class Partition:
             segment.readers += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, _read_segments, segments, limits, offset, max_records, max_bytes
+                self._executor, work, segments, limits, *args
             )
         finally:
             for segment in segments:
@@ -661,6 +683,37 @@ def _read_segments(
                     f"offsets {offset}..{next_base - 1} are missing from {segment.log_path}"
                 )
     return records
+
+
+def _read_segment_batches(
+    segments: list[Segment], limits: list[int], offset: int, max_bytes: int
+) -> bytes:
+    """Worker thread: whole checked batches from the one holding `offset`, across segments."""
+    out: list[bytes] = []
+    size = 0
+    for segment, limit in zip(segments, limits, strict=True):
+        _indexed, position = segment.index.lookup(offset)
+        want_at_least = 0
+        while position < limit:
+            want = min(limit - position, max(_BATCH_CHUNK_BYTES, want_at_least, max_bytes - size))
+            buf = os.pread(segment.fd, min(want, _MAX_BATCH_CHUNK_BYTES), position)
+            cursor = 0
+            while (header := codec.read_header(buf, cursor)) and header.end_position <= len(buf):
+                if header.next_offset > offset:
+                    if out and size + header.size > max_bytes:
+                        return b"".join(out)
+                    codec.check_batch(buf, header)
+                    out.append(buf[cursor : header.end_position])
+                    size += header.size
+                    offset = header.next_offset
+                cursor = header.end_position
+            if cursor == 0:  # a batch longer than the chunk: read it whole next time
+                header = codec.read_header(buf, 0)
+                if header is None or position + header.size > limit:
+                    raise CorruptRecord(f"batch at {segment.log_path}:{position} overruns it")
+                want_at_least = header.size
+            position += cursor
+    return b"".join(out)
 
 
 def _open_segments(directory: Path) -> list[Segment]:

@@ -31,6 +31,7 @@ DEFERRED_IMPORTS = {
     "logway_client.cli": "the client package, installed on its own",
     "granian": "one of two HTTP servers; jemalloc's settings must precede its import",
     "hypercorn": "the other HTTP server",
+    "gateway.kafka": "the Kafka listener (the kafka extra: crc32c, cramjam), only with a port",
 }
 # Modules that load nats-py, and so only the jetstream backend may load them.
 NATS_MODULES = ("storage.jetstream", "gateway.groups.jetstream_store")

@@ -76,6 +76,7 @@ export declare class FencedGeneration extends LogwayError {
 }
 export declare class NotPartitionOwner extends LogwayError {}
 export declare class GroupNotEmpty extends LogwayError {}
+export declare class GroupProtocolConflict extends LogwayError {}
 export declare class BodyTooLarge extends LogwayError {}
 export declare class RecordTooLarge extends LogwayError {}
 export declare class TooManyRecords extends LogwayError {}

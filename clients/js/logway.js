@@ -115,6 +115,7 @@ export const FencedGeneration = problemClass('FencedGeneration', 'fenced-generat
 });
 export const NotPartitionOwner = problemClass('NotPartitionOwner', 'not-partition-owner');
 export const GroupNotEmpty = problemClass('GroupNotEmpty', 'group-not-empty');
+export const GroupProtocolConflict = problemClass('GroupProtocolConflict', 'group-protocol-conflict');
 export const BodyTooLarge = problemClass('BodyTooLarge', 'body-too-large');
 export const RecordTooLarge = problemClass('RecordTooLarge', 'record-too-large');
 export const TooManyRecords = problemClass('TooManyRecords', 'too-many-records');

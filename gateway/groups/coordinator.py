@@ -27,6 +27,8 @@ computed inside one event, so there is no "preparing rebalance" state to be stuc
 | any    | Tick(now)                      | no deadline <= now                  | same   | None                           |
 | any    | Seek(topic)                    | topic has members                   | Stable | Rebalance(g+1), topic restarts |
 | any    | Seek(topic)                    | topic has no members                | same   | None                           |
+| any    | Advance(n)                     | n > g                               | same   | Rebalance(n), assignment kept  |
+| any    | Advance(n)                     | n <= g                              | same   | None                           |
 | any    | Leave(m), Heartbeat(m)         | m not a member                      | same   | Rejected(UNKNOWN_MEMBER)       |
 | any    | Commit(m, gen, offsets, p)     | m not a member, or not p's          | same   | Rejected(UNKNOWN_MEMBER)       |
 | any    | Commit(m, gen, offsets)        | gen != g                            | same   | Rejected(FENCED_GENERATION)    |
@@ -37,7 +39,10 @@ computed inside one event, so there is no "preparing rebalance" state to be stuc
 to when it joins: another principal naming it is told what it would be told of an id nobody
 has. A Rebalance lists every member of the new generation with its
 partitions and the partitions it gained and lost; after a Seek every partition of the
-topic's members counts as gained, so each restarts at the new committed offset.)
+topic's members counts as gained, so each restarts at the new committed offset. Advance
+carries a generation that another protocol's members of the group used (Kafka's classic
+groups, gateway/kafka/groups/): a group has one sequence of generations whichever protocol
+its members speak, so a commit naming a generation can never be confused across them.)
 
 Invariants: within one generation no partition is owned by two members; while a topic has
 members, each of its partitions is owned by one of them; generations only grow, also across
@@ -100,6 +105,14 @@ class Seek:
 
 
 @dataclass(frozen=True, slots=True)
+class Advance:
+    """Generations up to `generation` were used by the group's members of another protocol:
+    continue after them."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """A request to commit; the coordinator only validates it (storage is the adapter's)."""
 
@@ -109,15 +122,20 @@ class Commit:
     principal: str | None = None
 
 
-MembershipEvent = Join | Leave | Heartbeat | Tick | Seek
+MembershipEvent = Join | Leave | Heartbeat | Tick | Seek | Advance
 Event = MembershipEvent | Commit
 
 # -- decisions ------------------------------------------------------------------------------
 
 
 class GroupState(enum.Enum):
+    """HTTP's coordinator is Empty or Stable; Kafka's classic groups (gateway/kafka/groups/)
+    also spend time preparing and completing a rebalance, while their members rejoin."""
+
     EMPTY = "Empty"
     STABLE = "Stable"
+    PREPARING_REBALANCE = "PreparingRebalance"
+    COMPLETING_REBALANCE = "CompletingRebalance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +190,8 @@ class MemberInfo:
     member_id: str
     topic: str
     partitions: tuple[int, ...]
+    client: str = "http"  # or "kafka": the protocol the member speaks
+    client_id: str | None = None  # a Kafka member's client.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +346,11 @@ class GroupCoordinator:
                 if not any(m.topic == topic for m in self._members.values()):
                     return None
                 return self._rebalance(restart_topic=topic)
+            case Advance(generation):
+                if generation <= self.generation:
+                    return None
+                self.generation = generation - 1
+                return self._rebalance()
             case Commit():
                 return self._validate_commit(event)
         raise TypeError(f"not a coordinator event: {event!r}")

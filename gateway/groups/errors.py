@@ -9,7 +9,9 @@
     │                             or the gateway restarted since it joined: join again
     ├── FencedGeneration     409  the commit names a generation that is no longer current
     ├── NotPartitionOwner    409  the member does not own every partition it commits
-    └── GroupNotEmpty        409  a group with members cannot be deleted
+    ├── GroupNotEmpty        409  a group with members cannot be deleted
+    └── GroupProtocolConflict 409 the group has members of another protocol (Kafka): a
+                                  group has members of one protocol at a time
 
 `status` is the HTTP status the API answers with and `code` the stable suffix of the
 problem+json `type`, so the HTTP layer maps every one of them in a single place.
@@ -101,4 +103,19 @@ class GroupNotEmpty(GroupError):
     def __init__(self, group: str, members: int) -> None:
         super().__init__(f"consumer group {group!r} still has {members} member(s)")
         self.group = group
+        self.members = members
+
+
+class GroupProtocolConflict(GroupError):
+    status = 409
+    code = "group-protocol-conflict"
+
+    def __init__(self, group: str, protocol: str, members: int) -> None:
+        super().__init__(
+            f"consumer group {group!r} has {members} {protocol} member(s): a group has members"
+            f" of one protocol at a time (its committed offsets are shared); join once they"
+            f" have left, or use another group"
+        )
+        self.group = group
+        self.protocol = protocol
         self.members = members

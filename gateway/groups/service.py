@@ -47,6 +47,13 @@ chosen by clients: a rejoin names a member of the same principal that is still a
 Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
 has members, opens a new generation in which every partition of the topic restarts from
 them (older-generation commits are fenced, so none can undo the seek).
+
+Other protocols. A group may instead have members that speak Kafka (gateway/kafka/groups/,
+attached as `ForeignGroups`, see gateway/groups/foreign.py): one protocol's members at a
+time (`join` and `seek` raise GroupProtocolConflict while the other has members), one set
+of committed offsets (`commit_as` writes the other protocol's commits, `committed_offsets`
+reads them), one sequence of generations (`advance`), and lists and descriptions show
+whichever members the group has.
 """
 
 from __future__ import annotations
@@ -54,14 +61,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from gateway.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
 from gateway.groups.coordinator import (
+    Advance,
     Commit,
     GroupCoordinator,
+    GroupSnapshot,
     GroupState,
     Join,
     Leave,
@@ -75,6 +84,7 @@ from gateway.groups.errors import (
     FencedGeneration,
     GroupError,
     GroupNotEmpty,
+    GroupProtocolConflict,
     InvalidGroupName,
     InvalidMemberId,
     InvalidOffsets,
@@ -82,6 +92,7 @@ from gateway.groups.errors import (
     UnknownGroup,
     UnknownMember,
 )
+from gateway.groups.foreign import ForeignGroups
 from gateway.groups.membership import Membership
 from gateway.groups.store import LocalGroup, MembershipStore, now_ms
 from storage.backend import Backend
@@ -152,6 +163,11 @@ class ConsumerGroups:
         self._open_lock = asyncio.Lock()
         self._store = store
         self._store.bind(self._announce)
+        self._foreign: ForeignGroups | None = None
+
+    def attach(self, foreign: ForeignGroups | None) -> None:
+        """The groups of another protocol (the Kafka listener's), or None to detach them."""
+        self._foreign = foreign
 
     # -- members --------------------------------------------------------------------------
 
@@ -188,7 +204,10 @@ class ConsumerGroups:
         if existing is not None:
             await self._leave(g, member_id)
         membership = Membership(self, group, member_id, topic, principal)
-        g.members[member_id] = membership
+        g.members[member_id] = membership  # from here on the other protocol sees it
+        if (foreign := self._foreign_snapshot(group)) is not None:
+            del g.members[member_id]
+            raise GroupProtocolConflict(group, self._foreign_protocol(), len(foreign.members))
         try:
             decision = await self._store.change(g, join)
         except BaseException:
@@ -232,37 +251,66 @@ class ConsumerGroups:
         g = self._groups.get(group)
         if g is None:
             raise UnknownMember(group, member_id)
-        if not offsets:
-            raise InvalidOffsets("a commit needs at least one offset")
-        negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
-        if negative:
-            raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
         commit = Commit(member_id, generation, offsets, principal)
-        async with g.lock:
+
+        async def check() -> None:
             await self._check_commit(g, commit)
-            for tp, offset in sorted(offsets.items()):
-                end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
-                if offset > end_offset:
-                    raise InvalidOffsets(
-                        f"offset {offset} of {tp.topic}/{tp.partition} is beyond its end"
-                        f" offset {end_offset}"
-                    )
-            # the awaits allowed a rebalance
-            await self._check_commit(g, commit)
-            await self._backend.commit_offsets(group, dict(offsets))
-            g.committed.update(offsets)
-            self._store.heartbeat(g, member_id, now_ms())
+
+        await self._write_commit(g, offsets, check)
+        self._store.heartbeat(g, member_id, now_ms())
+
+    async def commit_as(
+        self, group: str, offsets: Mapping[TopicPartition, int], check: Callable[[], None]
+    ) -> None:
+        """Commit offsets that another protocol's coordinator validates: `check` raises to
+        refuse, and runs before and after the end-offset checks (whose awaits allow a
+        rebalance there). Creates the group. Raises GroupProtocolConflict while the group has
+        HTTP members (then no other protocol's member may commit), InvalidOffsets."""
+        _check_group_name(group)
+        g = await self._open(group, create=True)
+
+        async def check_both() -> None:
+            if count := self._http_members(g):
+                raise GroupProtocolConflict(group, "HTTP", count)
+            check()
+
+        await self._write_commit(g, offsets, check_both)
+
+    async def committed_offsets(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets ({} for a group that never committed)."""
+        g = self._groups.get(group)
+        if g is not None and not self._store.shared:
+            return dict(g.committed)
+        return await self._backend.committed_offsets(group)
+
+    async def http_membership(self, group: str) -> tuple[int, int]:
+        """(members, generation) of the group on HTTP's side, members still joining on this
+        gateway included: what another protocol checks before it admits a member."""
+        _check_group_name(group)
+        g = await self._open(group, create=True)
+        return self._http_members(g), g.coordinator.generation
+
+    async def advance(self, group: str, generation: int) -> None:
+        """Generations up to `generation` were used by another protocol's members: HTTP's
+        next one comes after them (and the generation is saved like HTTP's own)."""
+        g = await self._open(group, create=True)
+        decision = await self._store.change(g, Advance(generation))
+        if isinstance(decision, Rebalance):
+            await self._announce(g, decision)
 
     # -- groups ---------------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:
-        """Every group with members, committed offsets or saved metadata, by name."""
+        """Every group with members (of either protocol), committed offsets or saved
+        metadata, by name."""
         names = set(await self._backend.list_groups()) | set(self._groups)
         names |= await self._store.group_names()
+        if self._foreign is not None:
+            names |= self._foreign.group_names()
         summaries = []
         for name in sorted(names):
             g = await self._open(name, create=True)
-            snapshot = g.coordinator.snapshot()
+            snapshot = self._foreign_snapshot(name) or g.coordinator.snapshot()
             summaries.append(
                 GroupSummary(name, snapshot.state, snapshot.generation, len(snapshot.members))
             )
@@ -274,10 +322,11 @@ class ConsumerGroups:
         Partitions listed: every partition of the topics the members read, and every one the
         group has committed (of topics that still exist). Raises UnknownGroup.
         """
-        g = await self._open(group, create=False)
+        foreign = self._foreign_snapshot(group)
+        g = await self._open(group, create=foreign is not None)
         if self._store.shared:  # other gateways commit too
             g.committed = await self._backend.committed_offsets(group)
-        snapshot = g.coordinator.snapshot()
+        snapshot = foreign or g.coordinator.snapshot()
         wanted = set(g.committed)
         for member in snapshot.members:
             wanted.update(TopicPartition(member.topic, p) for p in member.partitions)
@@ -322,6 +371,9 @@ class ConsumerGroups:
         g = await self._open(group, create=True)
         committed = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
         async with g.lock:
+            if (foreign := self._foreign_snapshot(group)) is not None:
+                # their clients keep their positions and would commit over the seek
+                raise GroupProtocolConflict(group, self._foreign_protocol(), len(foreign.members))
             await self._backend.commit_offsets(group, committed)
             g.committed.update(committed)
             decision = await self._store.change(g, Seek(topic))
@@ -332,6 +384,8 @@ class ConsumerGroups:
     async def delete(self, group: str) -> None:
         """Forget an empty group's offsets and metadata. Raises GroupNotEmpty, UnknownGroup."""
         async with self._open_lock:
+            if (foreign := self._foreign_snapshot(group)) is not None:
+                raise GroupNotEmpty(group, len(foreign.members))
             g = self._groups.get(group)
             if g is not None:
                 if g.members:
@@ -382,6 +436,43 @@ class ConsumerGroups:
             g.announced_generation = g.coordinator.generation
             self._groups[group] = g
             return g
+
+    def _foreign_snapshot(self, group: str) -> GroupSnapshot | None:
+        return None if self._foreign is None else self._foreign.snapshot(group)
+
+    def _foreign_protocol(self) -> str:
+        return "other" if self._foreign is None else self._foreign.protocol
+
+    @staticmethod
+    def _http_members(g: LocalGroup) -> int:
+        """Members of the coordinator (any gateway's) and local ones still joining."""
+        return len(set(g.members) | {m.member_id for m in g.coordinator.snapshot().members})
+
+    async def _write_commit(
+        self,
+        g: LocalGroup,
+        offsets: Mapping[TopicPartition, int],
+        check: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Validate the offsets and write them, serialised per group; `check` runs before and
+        after the end-offset checks, whose awaits allowed a rebalance."""
+        if not offsets:
+            raise InvalidOffsets("a commit needs at least one offset")
+        negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
+        if negative:
+            raise InvalidOffsets(f"negative offset for {negative[0].topic}/{negative[0].partition}")
+        async with g.lock:
+            await check()
+            for tp, offset in sorted(offsets.items()):
+                end_offset = (await self._backend.partition_info(tp.topic, tp.partition)).end_offset
+                if offset > end_offset:
+                    raise InvalidOffsets(
+                        f"offset {offset} of {tp.topic}/{tp.partition} is beyond its end"
+                        f" offset {end_offset}"
+                    )
+            await check()
+            await self._backend.commit_offsets(g.name, dict(offsets))
+            g.committed.update(offsets)
 
     def heartbeat(self, group: str, member_id: str) -> None:
         """A member is alive (Membership.heartbeat). Raises UnknownMember."""

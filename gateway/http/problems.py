@@ -67,6 +67,7 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("group-not-empty", 409, "Consumer group not empty"),
     ProblemType("incompatible-schema", 409, "Schema incompatible under the topic's rule"),
     ProblemType("schema-version-conflict", 409, "Schema version conflict"),
+    ProblemType("group-protocol-conflict", 409, "Consumer group has members of another protocol"),
     ProblemType("body-too-large", 413, "Request body too large"),
     ProblemType("record-too-large", 413, "Record too large"),
     ProblemType("too-many-records", 413, "Too many records in one request"),

@@ -110,7 +110,13 @@ async def describe_group(request: Request) -> Response:
             "generation": d.generation,
             "protocol": d.protocol,
             "members": [
-                {"member_id": m.member_id, "topic": m.topic, "partitions": list(m.partitions)}
+                {
+                    "member_id": m.member_id,
+                    "topic": m.topic,
+                    "partitions": list(m.partitions),
+                    "client": m.client,
+                    "client_id": m.client_id,
+                }
                 for m in d.members
                 if m.topic in visible
             ],

@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
+from storage.codec import encode_records, take_batches
 from storage.errors import (
     AppendTooLarge,
     DiskFull,
@@ -520,6 +521,11 @@ class JetStreamBackend:
             if len(records) == max_records:
                 break
         return records
+
+    async def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        """JetStream keeps records one by one: read them and encode them as stored batches."""
+        records = await self.read(topic, partition, offset, MAX_READ_BATCH, max_bytes)
+        return take_batches(encode_records(records), max_bytes)
 
     async def _check_offset(self, topic: str, partition: int, stream: str, offset: int) -> int:
         """Raise OffsetOutOfRange unless log_start <= offset <= end; returns end_offset."""

@@ -108,6 +108,7 @@ def test_the_readme_run_command_works_on_a_fresh_checkout(tmp_path: Path) -> Non
         check=True,
     )
     assert no_extras.stdout.strip() == "True", "the run command must not install nats-py"
+    _optional_backends_name_their_extra(checkout / ".venv/bin/logway", env)
 
     stderr_path = tmp_path / "serve.stderr"
     with stderr_path.open("wb") as stderr:
@@ -135,6 +136,25 @@ def test_the_readme_run_command_works_on_a_fresh_checkout(tmp_path: Path) -> Non
     assert f"listening on http://127.0.0.1:{port}" in output, output
     assert f"embedded log in {checkout / 'logway-data'}" in output, output
     assert (checkout / "logway-data").is_dir()
+
+
+def _optional_backends_name_their_extra(logway: Path, env: dict[str, str]) -> None:
+    """Choosing what needs an extra that is not installed: one line naming it, exit 2."""
+    for args, extra in (
+        (["--backend", "nats://127.0.0.1:4222"], "logway[jetstream]"),
+        (["--kafka-port", "9092"], "logway[kafka]"),
+    ):
+        result = subprocess.run(
+            [str(logway), "serve", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"pip install '{extra}'" in result.stderr, result.stderr
 
 
 def _wait_healthy(base: str, gateway: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from storage import codec
 from storage.errors import (
     AppendTooLarge,
     GroupNotFound,
@@ -20,7 +21,7 @@ from storage.errors import (
     TopicExists,
     TopicNotFound,
 )
-from storage.types import NewRecord, TopicConfig, TopicPartition, ValueFormat
+from storage.types import NewRecord, Record, TopicConfig, TopicPartition, ValueFormat
 from tests.storage.conftest import AnyBackend
 
 CONFIG = TopicConfig()
@@ -446,3 +447,49 @@ async def test_concurrent_registrations_against_one_version_let_one_win(
     assert len(won) == 1
     assert all(isinstance(o, SchemaVersionConflict) for o in outcomes if o not in won)
     assert await backend.schema_versions("orders") == won
+
+
+def _batches(data: bytes) -> list[tuple[int, list[Record]]]:
+    """(base offset, records) of each stored batch in `data`, checksums checked."""
+    out = []
+    position = 0
+    while position < len(data):
+        header = codec.read_header(data, position)
+        assert header is not None
+        codec.check_batch(data, header)
+        out.append((header.base_offset, codec.decode_batch(data, header)))
+        position = header.end_position
+    return out
+
+
+@pytest.mark.parametrize("reopen", [False, True], ids=["fresh", "reopened"])
+async def test_read_batches_returns_whole_batches_from_the_one_holding_the_offset(
+    backend: AnyBackend, reopen_backend: Callable[[], Awaitable[AnyBackend]], reopen: bool
+) -> None:
+    """Fresh, the embedded log answers from its tail cache; reopened, from its segments
+    (small segments, so batches span several files)."""
+    await backend.create_topic("t", 1, TopicConfig(segment_bytes=1024))
+    appended = [
+        await backend.append("t", 0, [NewRecord(bytes([b]) * 100, key=b"k")] * (1 + b % 3))
+        for b in range(12)
+    ]
+    if reopen:
+        backend = await reopen_backend()
+    everything = _batches(await backend.read_batches("t", 0, 0, MiB))
+    records = [r for _base, batch in everything for r in batch]
+    assert [r.offset for r in records] == list(range(sum(a.count for a in appended)))
+    assert records == await backend.read("t", 0, 0, 1000, MiB)
+    # from inside the fourth append: its whole batch first (JetStream: the run of records
+    # sharing its timestamp), then as many as fit
+    inside = appended[3].base_offset + 1
+    found = _batches(await backend.read_batches("t", 0, inside, 1))
+    assert len(found) == 1
+    base, batch = found[0]
+    assert base <= inside < base + len(batch)
+    some = await backend.read_batches("t", 0, appended[5].base_offset, 500)
+    assert len(_batches(some)) == 1 or len(some) <= 500  # what fits, or one whole batch
+    assert _batches(some)[0][0] == appended[5].base_offset
+    end = appended[-1].base_offset + appended[-1].count
+    assert await backend.read_batches("t", 0, end, MiB) == b""
+    with pytest.raises(OffsetOutOfRange):
+        await backend.read_batches("t", 0, end + 1, MiB)

@@ -168,4 +168,4 @@ LogModel.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_log_model = LogModel.TestCase
+test_log_model = pytest.mark.slow(LogModel.TestCase)

@@ -170,6 +170,11 @@ class GroupNotEmpty(LogwayError):
     pass
 
 
+@_problem("group-protocol-conflict")
+class GroupProtocolConflict(LogwayError):
+    """The group has Kafka members: a group has members of one protocol at a time."""
+
+
 @_problem("invalid-group-name")
 class InvalidGroupName(LogwayError):
     pass

@@ -299,5 +299,5 @@ class CoordinatorModel(RuleBasedStateMachine):
         assert (snapshot.state is GroupState.EMPTY) == (not self.topic_of)
 
 
-TestCoordinatorModel = CoordinatorModel.TestCase
+TestCoordinatorModel = pytest.mark.slow(CoordinatorModel.TestCase)
 TestCoordinatorModel.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
