@@ -220,7 +220,8 @@ def _instructions(requests: int, limiter: bool) -> int:
         sys.executable, "-m", "bench.security", "auth-run",
         "--requests", str(requests), "--limiter", "on" if limiter else "off",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     assert match is not None, result.stderr[-2000:]
     return int(match.group(1))
