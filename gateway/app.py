@@ -28,7 +28,6 @@ from storage.backend import Backend
 
 if TYPE_CHECKING:
     from gateway.kafka.server import KafkaListener
-from storage.segment import fsync_observers
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
@@ -39,9 +38,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned: Backend | None = None
         if backend is None:
-            owned = await open_backend(settings)
-            app.state.logway = _context(settings, owned)
-            fsync_observers.append(app.state.logway.metrics.observe_fsync)
+            metrics = Metrics()
+            owned = await open_backend(settings, on_fsync=metrics.observe_fsync)
+            app.state.logway = _context(settings, owned, metrics)
         ctx: Context = app.state.logway
         kafka: KafkaListener | None = None
         try:
@@ -49,8 +48,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 kafka = await start_kafka(ctx)
             yield
         finally:
-            if owned is not None:
-                fsync_observers.remove(app.state.logway.metrics.observe_fsync)
             begin_shutdown(app)
             if kafka is not None:
                 await kafka.close()
@@ -76,7 +73,7 @@ async def start_kafka(ctx: Context) -> KafkaListener:
     return await start_listener(ctx)
 
 
-def _context(settings: Settings, backend: Backend) -> Context:
+def _context(settings: Settings, backend: Backend, metrics: Metrics | None = None) -> Context:
     limit = backend.max_append_records
     if limit is not None and settings.max_records_per_request > limit:
         # A request is written whole or not at all, so it may not outgrow one atomic append.
@@ -87,7 +84,7 @@ def _context(settings: Settings, backend: Backend) -> Context:
         session_timeout_s=settings.group_session_timeout_s,
         assignor=settings.group_assignor,
     )
-    return Context(settings, backend, groups, Metrics())
+    return Context(settings, backend, groups, metrics or Metrics())
 
 
 def begin_shutdown(app: Starlette) -> None:

@@ -17,6 +17,7 @@ plain install runs the embedded default without them.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -86,11 +87,14 @@ def check_kafka_extra() -> None:
             raise MissingExtra(KAFKA_EXTRA, module, "listener")
 
 
-async def open_backend(settings: Settings) -> Backend:
-    """Open the backend the settings name (the caller closes it)."""
+async def open_backend(
+    settings: Settings, on_fsync: Callable[[float], None] | None = None
+) -> Backend:
+    """Open the backend the settings name (the caller closes it); `on_fsync` is told the
+    duration of every local fsync an append waits for (the embedded backend's)."""
     target = parse_backend(settings.backend)
     if target is None:
-        return await EmbeddedBackend.open(settings.data_dir, settings.durability)
+        return await EmbeddedBackend.open(settings.data_dir, settings.durability, on_fsync=on_fsync)
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen
 

@@ -23,6 +23,11 @@ little-endian; lengths are unsigned unless marked signed.
 
 The fixed part of a record is unpacked with one struct call, so decoding a batch of small
 records costs a few C calls per record and no per-byte Python loop.
+
+A segment file may end in zeros after its last batch (segments are zero-filled ahead of the
+writer, storage.segment). A batch never starts with a zero length, so four zero bytes where a
+batch would start mark the end of the data when every byte after them is zero too; any
+other byte there is damage, cut like a torn batch.
 """
 
 from __future__ import annotations
@@ -45,13 +50,16 @@ _HEADER_VALUE_LENGTH = struct.Struct("<I")
 _LENGTH_AND_CRC = struct.Struct("<II")
 _AFTER_CRC = struct.Struct("<qIq")
 _LENGTH = struct.Struct("<I")
-_LENGTH_AND_CRC = struct.Struct("<II")
+_ZEROS = bytes(1024 * 1024)
 
 # A batch may not be larger than this (a sanity bound that stops a corrupt length field
 # from making recovery read gigabytes).
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 _VALUE_FORMATS = {int(f): f for f in ValueFormat}
+# `new_tuple(Record, (fields...))` builds a NamedTuple without its Python-level __new__:
+# 0.7 k instead of about 2 k instructions, for the Record of every record read.
+new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,42 +85,34 @@ def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecor
     """Encode `records` as one checksummed batch (layout in the module docstring).
 
     Raises ValueError for what the format cannot hold (no records, a header name over
-    65535 bytes or not encodable as UTF-8, a batch over MAX_BATCH_BYTES).
+    65535 bytes or not encodable as UTF-8, a batch over MAX_BATCH_BYTES). Records are
+    unpacked as tuples, not read by field name: a third fewer instructions per record.
     """
     if not records:
         raise ValueError("a batch needs at least one record")
-    try:
-        return _encode_batch(base_offset, timestamp_ms, records)
-    except struct.error as exc:
-        raise ValueError(f"record does not fit the batch format: {exc}") from exc
-
-
-def _encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecord]) -> bytes:
     pack_record = _RECORD_HEADER.pack
-    pack_name = _HEADER_NAME_LENGTH.pack
-    pack_value = _HEADER_VALUE_LENGTH.pack
     parts: list[bytes] = [_AFTER_CRC.pack(base_offset, len(records), timestamp_ms)]
     append = parts.append
-    for record in records:
-        key = record.key
-        headers = record.headers
-        value = record.value
-        if key is None and not headers:  # the common case, kept short
-            append(pack_record(record.value_format, -1, len(value), 0))
+    try:
+        for value, key, headers, value_format in records:
+            if key is None and not headers:  # the common case, kept short
+                append(pack_record(value_format, -1, len(value), 0))
+                append(value)
+                continue
+            if key is None:
+                append(pack_record(value_format, -1, len(value), len(headers)))
+            else:
+                append(pack_record(value_format, len(key), len(value), len(headers)))
+                append(key)
             append(value)
-            continue
-        if key is None:
-            append(pack_record(record.value_format, -1, len(value), len(headers)))
-        else:
-            append(pack_record(record.value_format, len(key), len(value), len(headers)))
-            append(key)
-        append(value)
-        for name, header_value in headers:
-            name_bytes = name.encode()
-            append(pack_name(len(name_bytes)))
-            append(name_bytes)
-            append(pack_value(len(header_value)))
-            append(header_value)
+            for name, header_value in headers:
+                name_bytes = name.encode()
+                append(_HEADER_NAME_LENGTH.pack(len(name_bytes)))
+                append(name_bytes)
+                append(_HEADER_VALUE_LENGTH.pack(len(header_value)))
+                append(header_value)
+    except struct.error as exc:
+        raise ValueError(f"record does not fit the batch format: {exc}") from exc
     body = b"".join(parts)
     if len(body) + 4 > MAX_BATCH_BYTES:
         raise ValueError(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
@@ -151,7 +151,8 @@ class ScanResult:
     batches: list[BatchHeader]  # empty when the caller visited them instead
     last: BatchHeader | None  # the last valid batch
     valid_end: int  # position just after the last valid batch
-    error: str | None  # None when the buffer ends exactly at a batch boundary
+    # None when the buffer ends at a batch boundary, or only zeros follow valid_end
+    error: str | None
 
 
 def scan(
@@ -163,7 +164,8 @@ def scan(
     """Walk batches from `start`, checking length, checksum and offset continuity.
 
     Stops at the first torn, corrupt or out-of-sequence batch; that is the recovery cut
-    point. `expected_offset` is the base offset the first batch must have (the next ones
+    point. Zeros from a batch boundary to the end of `buf` are the unwritten rest of a
+    zero-filled file: the scan ends there without an error. `expected_offset` is the base offset the first batch must have (the next ones
     must follow densely). With `visit`, each valid batch goes to it instead of into
     `batches`, so a whole segment scans in constant memory.
     """
@@ -174,6 +176,10 @@ def scan(
     end = len(buf)
     error: str | None = None
     while position < end:
+        if end - position >= 4 and _LENGTH.unpack_from(buf, position)[0] == 0:
+            if not is_zero(buf, position, end):
+                error = f"non-zero bytes after the end of the data at position {position}"
+            break
         try:
             header = read_header(buf, position)
         except CorruptRecord as exc:
@@ -198,6 +204,16 @@ def scan(
         expected_offset = header.next_offset
         position = header.end_position
     return ScanResult(batches, last, position, error)
+
+
+def is_zero(buf: bytes | memoryview | mmap.mmap, start: int, end: int) -> bool:
+    """Whether buf[start:end] holds only zero bytes (compared a MiB at a time, in C)."""
+    view = memoryview(buf)
+    for position in range(start, end, len(_ZEROS)):
+        piece = bytes(view[position : min(end, position + len(_ZEROS))])
+        if piece != _ZEROS[: len(piece)]:
+            return False
+    return True
 
 
 def decode_batch(
@@ -250,7 +266,9 @@ def decode_batch(
                 break
             if offset >= first_offset:
                 records.append(
-                    Record(offset, timestamp_ms, value, key, headers, formats[attributes])
+                    new_tuple(
+                        Record, (offset, timestamp_ms, value, key, headers, formats[attributes])
+                    )
                 )
                 if len(records) >= limit:
                     return records

@@ -37,6 +37,7 @@ from storage.errors import (
 from storage.log import DEFAULT_RETENTION_INTERVAL_S, LogEngine
 from storage.names import validate_topic_name
 from storage.partition import now_ms
+from storage.segment import FsyncObserver
 from storage.types import (
     AppendResult,
     DurabilityPolicy,
@@ -79,13 +80,19 @@ class EmbeddedBackend:
         durability: DurabilityPolicy | None = None,
         *,
         retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
+        on_fsync: FsyncObserver | None = None,
     ) -> EmbeddedBackend:
-        """Open (creating if needed) a data directory and reconcile catalog and files."""
+        """Open (creating if needed) a data directory and reconcile catalog and files.
+
+        `on_fsync` is told the duration in seconds of every fsync an append waits for.
+        """
         durability = durability or DurabilityPolicy()
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         catalog = await Catalog.open(data_dir / CATALOG_FILE)
         try:
-            engine = await LogEngine.open(data_dir / TOPICS_DIR, durability, retention_interval_s)
+            engine = await LogEngine.open(
+                data_dir / TOPICS_DIR, durability, retention_interval_s, on_fsync=on_fsync
+            )
         except BaseException:
             await catalog.close()
             raise

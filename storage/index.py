@@ -48,11 +48,21 @@ class SparseIndex:
 
     def maybe_add(self, base_offset: int, position: int, timestamp_ms: int) -> None:
         """Record the batch at `position` if it starts a new interval."""
-        if position - self._last_position >= self.interval_bytes or not self.offsets:
-            self.offsets.append(base_offset)
-            self.positions.append(position)
-            self.timestamps.append(timestamp_ms)
-            self._last_position = position
+        if position >= self.next_entry_position:
+            self.add(base_offset, position, timestamp_ms)
+
+    @property
+    def next_entry_position(self) -> int:
+        """The first position at which a batch gets an entry (0 while there is none), so a
+        writer compares one number per batch instead of calling `maybe_add`."""
+        return self._last_position + self.interval_bytes if self.offsets else 0
+
+    def add(self, base_offset: int, position: int, timestamp_ms: int) -> None:
+        """Record the batch at `position` (see `next_entry_position`)."""
+        self.offsets.append(base_offset)
+        self.positions.append(position)
+        self.timestamps.append(timestamp_ms)
+        self._last_position = position
 
     def truncate(self, position: int) -> None:
         """Forget entries at or after `position` (after a failed write was cut off)."""

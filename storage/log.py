@@ -3,9 +3,10 @@
     <topics_dir>/<topic>/<partition>/<base offset, 20 digits>.log|.index|.timeindex
 
 The engine knows nothing of the catalog: the embedded backend tells it which topics exist.
-Every topic name is validated (storage.names) before any path is built from it. Blocking
-I/O runs in one shared thread pool; each partition serialises its own writes (see
-storage.partition).
+Every topic name is validated (storage.names) before any path is built from it. Every
+write-side job of every partition runs on the engine's one writer thread (storage.writer);
+reads, opening and zero-filling run in its thread pool; each partition serialises its own
+writes (see storage.partition).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from storage.errors import PartitionNotFound, StorageClosed, TopicNotFound
 from storage.names import validate_topic_name
-from storage.partition import Partition, TailCacheBudget, now_ms
-from storage.segment import fsync_dir
+from storage.partition import Partition, PartitionIO, TailCacheBudget, now_ms
+from storage.segment import FsyncObserver, data_sync, fsync_dir
 from storage.types import (
     AppendResult,
     Durability,
@@ -32,6 +33,7 @@ from storage.types import (
     Record,
     TopicConfig,
 )
+from storage.writer import WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,18 @@ class LogEngine:
     """Partitions by topic, with background retention (and fsync for fsync=interval)."""
 
     def __init__(
-        self, topics_dir: Path, durability: DurabilityPolicy, retention_interval_s: float
+        self,
+        topics_dir: Path,
+        durability: DurabilityPolicy,
+        retention_interval_s: float,
+        on_fsync: FsyncObserver | None = None,
     ) -> None:
         self.topics_dir = topics_dir
         self.durability = durability
         self.retention_interval_s = retention_interval_s
         self._executor = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="logway-io")
+        self._writer = WriterThread()
+        self._io = PartitionIO(self._executor, self._writer, data_sync(on_fsync))
         self._topics: dict[str, list[Partition]] = {}
         self._tail_budget = TailCacheBudget()
         self._closed = False
@@ -60,9 +68,14 @@ class LogEngine:
         topics_dir: Path,
         durability: DurabilityPolicy,
         retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
+        *,
+        on_fsync: FsyncObserver | None = None,
     ) -> LogEngine:
-        """Start an engine over `topics_dir` (created if missing); no topic is opened yet."""
-        engine = cls(topics_dir, durability, retention_interval_s)
+        """Start an engine over `topics_dir` (created if missing); no topic is opened yet.
+
+        `on_fsync` is told how long each fsync that appends wait for took (metrics).
+        """
+        engine = cls(topics_dir, durability, retention_interval_s, on_fsync)
         await asyncio.to_thread(topics_dir.mkdir, parents=True, exist_ok=True)
         engine._background.append(asyncio.create_task(engine._retention_loop()))
         if durability.mode is Durability.INTERVAL:
@@ -94,7 +107,7 @@ class LogEngine:
                     f"{name}/{p}",
                     config,
                     self.durability,
-                    self._executor,
+                    self._io,
                     self._tail_budget,
                 )
                 for p in range(partitions)
@@ -143,7 +156,10 @@ class LogEngine:
         self, topic: str, partition: int, records: Sequence[NewRecord]
     ) -> asyncio.Future[AppendResult]:
         """Enqueue an append now (see Partition.start_append); await the future for its result."""
-        return self.partition(topic, partition).start_append(records)
+        partitions = self._topics.get(topic)  # `partition()` inlined: this runs per append
+        if partitions is None or not 0 <= partition < len(partitions):
+            return self.partition(topic, partition).start_append(records)  # raises
+        return partitions[partition].start_append(records)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
@@ -240,6 +256,7 @@ class LogEngine:
         for partitions in topics:
             for partition in partitions:
                 await partition.close()
+        await asyncio.to_thread(self._writer.stop)
         self._executor.shutdown(wait=True)
 
 

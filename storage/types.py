@@ -108,12 +108,15 @@ class Record(NamedTuple):
     value_format: ValueFormat
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Records of one append get offsets base_offset .. base_offset + count - 1."""
+class AppendResult(NamedTuple):
+    """Records of one append get offsets base_offset .. base_offset + count - 1.
+
+    A NamedTuple for the reason NewRecord is one: one is made per append, and a frozen
+    dataclass's __init__ cost 5.6 k instructions against 0.7 k for `tuple.__new__`.
+    """
 
     base_offset: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, on purpose
     timestamp_ms: int
 
 

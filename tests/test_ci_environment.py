@@ -15,7 +15,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("tool", ["curl", "nginx", "haproxy", "caddy", "node", "openssl", "kcat"])
+@pytest.mark.parametrize(
+    "tool", ["curl", "nginx", "haproxy", "caddy", "node", "openssl", "kcat", "strace"]
+)
 def test_tool_is_installed(tool: str) -> None:
     assert shutil.which(tool) or Path("/usr/sbin", tool).exists(), f"{tool} is missing; see .ci/run"
 

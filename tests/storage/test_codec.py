@@ -176,3 +176,37 @@ def test_what_the_format_cannot_hold_is_a_value_error() -> None:
         codec.encode_batch(0, 0, [NewRecord(b"", headers=(("n" * 70_000, b""),))])
     with pytest.raises(UnicodeEncodeError):  # a ValueError
         codec.encode_batch(0, 0, [NewRecord(b"", headers=(("\ud800", b""),))])
+
+
+@given(
+    st.lists(st.lists(new_records, min_size=1, max_size=3), max_size=4),
+    st.integers(4, 5000),
+    st.none() | st.tuples(st.integers(0, 10**6), st.integers(1, 255)),
+)
+def test_zeros_after_the_data_end_the_scan(
+    batches: list[list[NewRecord]], zeros: int, stray: tuple[int, int] | None
+) -> None:
+    """Zeros after the last batch are the end of the data, not damage; one non-zero byte
+    anywhere in them is damage, cut at the end of the data."""
+    data = b""
+    offset = 0
+    for records in batches:
+        data += codec.encode_batch(offset, 1, records)
+        offset += len(records)
+    buf = bytearray(data + bytes(zeros))
+    if stray is not None:
+        buf[len(data) + stray[0] % zeros] = stray[1]
+    result = codec.scan(bytes(buf))
+    assert result.valid_end == len(data)
+    assert len(result.batches) == len(batches)
+    assert (result.error is None) == (stray is None)
+
+
+def test_zeros_inside_a_batch_are_a_torn_batch() -> None:
+    data = _batches(3)
+    first = codec.read_header(data, 0)
+    assert first is not None
+    torn = data[: first.end_position + 10] + bytes(len(data))
+    result = codec.scan(torn, 0, 0)
+    assert result.valid_end == first.end_position
+    assert result.error is not None

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from storage import codec
 from storage.errors import OffsetOutOfRange, PartitionNotFound, StorageClosed, TopicNotFound
 from storage.log import LogEngine
-from storage.partition import TAIL_CACHE_BYTES, TailCacheBudget
-from storage.segment import parse_segment_name
+from storage.partition import (
+    PREFILL_AHEAD_S,
+    PREFILL_MAX_BYTES,
+    PREFILL_MIN_BYTES,
+    TAIL_CACHE_BYTES,
+    Partition,
+    PrefillSizer,
+    TailCacheBudget,
+)
+from storage.segment import PREPARED_SUFFIX, parse_segment_name
 from storage.types import Durability, DurabilityPolicy, NewRecord, TopicConfig, ValueFormat
 
 SMALL = TopicConfig(segment_bytes=4096, retention_ms=None)
@@ -241,3 +250,75 @@ def test_tail_cache_budget_is_shared_among_partitions() -> None:
     assert budget.per_partition == TailCacheBudget.MIN_PER_PARTITION
     budget.resize(-10_099)
     assert budget.per_partition == TAIL_CACHE_BYTES
+
+
+async def _prefilled(partition: Partition) -> None:
+    """Wait for the zero-filling job the last write started, if any."""
+    while partition._prefilling is not None:
+        await asyncio.wait([partition._prefilling])
+
+
+@pytest.mark.parametrize("mode", list(Durability), ids=lambda d: d.value)
+async def test_segments_are_zero_filled_ahead_under_fsync_always(
+    tmp_path: Path, mode: Durability
+) -> None:
+    """Under fsync=always the active segment ends in zeros and the next segment's file is
+    prepared before the roll that renames it; `bytes` counts data only; the other policies
+    leave files at their data."""
+    engine = await LogEngine.open(tmp_path, DurabilityPolicy(mode), 3600)
+    try:
+        await engine.open_topic("t", 1, SMALL)
+        partition = engine.partition("t", 0)
+        directory = tmp_path / "t" / "0"
+        prepared_inode = None
+        rolls = 0
+        for i in range(120):
+            before = sorted(directory.glob("*.log"))
+            await engine.append("t", 0, [NewRecord(_value(i))])
+            files = sorted(directory.glob("*.log"))
+            if len(files) > len(before) and prepared_inode is not None:
+                # the roll renamed the prepared file: its first append grew nothing
+                assert files[-1].stat().st_ino == prepared_inode
+                rolls += 1
+            await _prefilled(partition)
+            active = files[-1]
+            data = active.read_bytes()
+            scanned = codec.scan(data, 0, int(active.stem))
+            assert scanned.error is None
+            info = engine.partition_info("t", 0)
+            sealed_bytes = sum(f.stat().st_size for f in files[:-1])
+            assert info.size_bytes == sealed_bytes + scanned.valid_end
+            prepared = list(directory.glob("*" + PREPARED_SUFFIX))
+            if mode is Durability.ALWAYS:
+                assert len(data) == SMALL.segment_bytes  # zeros up to segment.bytes
+                assert len(prepared) == 1
+                assert prepared[0].stat().st_size == SMALL.segment_bytes
+                prepared_inode = prepared[0].stat().st_ino
+            else:
+                assert len(data) == scanned.valid_end
+                assert not prepared
+        assert len(files) > 3
+        assert rolls == (len(files) - 1 if mode is Durability.ALWAYS else 0)
+        # Sealed segments were trimmed to their data (they scan to their very end).
+        for sealed in files[:-1]:
+            assert codec.scan(sealed.read_bytes(), 0, int(sealed.stem)).valid_end == (
+                sealed.stat().st_size
+            )
+        assert [r.value for r in await engine.read("t", 0, 0, 1000, 10**9)] == [
+            _value(i) for i in range(120)
+        ]
+    finally:
+        await engine.close()
+    assert not list(directory.glob("*" + PREPARED_SUFFIX))  # close removes it
+
+
+def test_prefill_follows_the_append_rate_within_bounds() -> None:
+    sizer = PrefillSizer(now_s=0.0)
+    assert sizer.chunk_bytes == PREFILL_MIN_BYTES
+    sizer.appended_bytes = 1000
+    assert sizer.next_chunk(now_s=60.0) == PREFILL_MIN_BYTES  # a slow partition
+    sizer.appended_bytes = 400_000  # 200 KB/s for 2 s
+    assert sizer.next_chunk(now_s=62.0) == -(-2_000_000 // PREFILL_MIN_BYTES) * PREFILL_MIN_BYTES
+    assert sizer.chunk_bytes >= 200_000 * PREFILL_AHEAD_S
+    sizer.appended_bytes = 10**9
+    assert sizer.next_chunk(now_s=63.0) == PREFILL_MAX_BYTES
