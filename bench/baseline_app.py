@@ -119,6 +119,7 @@ def main() -> int:
         server=args.server,
         certfile=Path(args.certfile) if args.certfile else None,
         keyfile=Path(args.keyfile) if args.keyfile else None,
+        max_connections_per_client=0,  # as the gateway in bench/http.py: all load is local
     )
     app = create_baseline_app()
     state: BaselineState = app.state.baseline

@@ -156,8 +156,13 @@ def _wait_healthy(server: Server) -> None:
     raise RuntimeError(f"{server.name} not healthy")
 
 
-# All load comes from 127.0.0.1: lift the gateway's per-client and total stream caps.
-GATEWAY_ENV = {"LOGWAY_MAX_STREAMS": "100000", "LOGWAY_MAX_STREAMS_PER_CLIENT": "100000"}
+# All load comes from 127.0.0.1: lift the gateway's per-client and total stream caps, and
+# its per-client connection cap (10,000 idle streams are 10,000 connections).
+GATEWAY_ENV = {
+    "LOGWAY_MAX_STREAMS": "100000",
+    "LOGWAY_MAX_STREAMS_PER_CLIENT": "100000",
+    "LOGWAY_MAX_CONNECTIONS_PER_CLIENT": "0",
+}
 
 
 @contextlib.contextmanager

@@ -47,6 +47,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -94,6 +108,58 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--shutdown-timeout-s",
         type=_positive_float,
         help="on SIGTERM/SIGINT, exit within this many seconds",
+    )
+
+    connections = parser.add_argument_group("connections")
+    connections.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        help="open connections, all clients (further ones wait in the listen backlog); "
+        "also bounded by the open-files limit less --reserved-fds",
+    )
+    connections.add_argument(
+        "--max-connections-per-client",
+        type=_non_negative_int,
+        help="open connections per client address (IPv6: /64; trusted proxies exempt); "
+        "the newest quiet ones beyond are closed; 0 = no cap",
+    )
+    connections.add_argument(
+        "--reserved-fds",
+        type=_non_negative_int,
+        help="file descriptors kept from connections for the log's files",
+    )
+    connections.add_argument(
+        "--request-head-timeout-s",
+        type=_positive_float,
+        help="a new or idle connection that sends no complete request head within this is closed",
+    )
+    connections.add_argument(
+        "--connection-idle-timeout-s",
+        type=_positive_float,
+        help="a connection with no data either way for this long is closed "
+        "(above --heartbeat-s and the 60 s long polls)",
+    )
+    connections.add_argument(
+        "--max-request-head-bytes",
+        type=_positive_int,
+        help="a request's decoded HTTP/2 header list, and its HTTP/1.1 head under "
+        "Hypercorn (431 beyond)",
+    )
+    connections.add_argument(
+        "--h2-max-concurrent-streams",
+        type=_positive_int,
+        help="concurrent streams per HTTP/2 connection",
+    )
+    connections.add_argument(
+        "--auth-failure-limit-per-s",
+        type=_non_negative_float,
+        help="failed authentications per second per client address, after a burst of "
+        "--auth-failure-burst; beyond, 429 (0 = no limit)",
+    )
+    connections.add_argument(
+        "--auth-failure-burst",
+        type=_positive_int,
+        help="failed authentications a client address may have before the limit applies",
     )
 
     storage = parser.add_argument_group("storage")

@@ -33,6 +33,9 @@ ENV_PREFIX = "LOGWAY_"
 DURABILITY_KEYS = ("fsync", "fsync_interval_ms")
 SECRET_MARKERS = ("secret", "password", "token", "api_key", "private")
 MASK = "********"
+# a request line and a few headers must fit; past 16 MiB a header list is no cap at all
+MIN_REQUEST_HEAD_BYTES = 8 * 1024
+MAX_REQUEST_HEAD_BYTES = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -167,13 +170,24 @@ def validate(settings: Settings) -> None:
             Authenticator(settings)
         except (OSError, ValueError) as exc:  # also tomllib and PyJWT's errors
             raise ConfigError(f"auth: {exc}") from None
-    for name in ("max_streams", "rate_limit_burst", "port"):
+    for name in (
+        "max_streams",
+        "rate_limit_burst",
+        "port",
+        "auth_failure_burst",
+        "h2_max_concurrent_streams",
+        "max_connections",
+    ):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
-    if settings.max_streams_per_client < 0:
-        raise ConfigError("max_streams_per_client: must not be negative (0 turns it off)")
-    if settings.rate_limit_per_s < 0:
-        raise ConfigError("rate_limit_per_s: must not be negative (0 turns it off)")
+    for name in (
+        "max_streams_per_client",
+        "rate_limit_per_s",
+        "auth_failure_limit_per_s",
+        "max_connections_per_client",
+    ):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name}: must not be negative (0 turns it off)")
     if settings.kafka_port is not None and not 1 <= settings.kafka_port <= 65535:
         raise ConfigError("kafka_port: must be between 1 and 65535")
     if settings.kafka_port == settings.port:
@@ -189,6 +203,24 @@ def validate(settings: Settings) -> None:
             "kafka_group_min_session_timeout_ms: must be at least 1 and at most"
             " kafka_group_max_session_timeout_ms"
         )
+    _validate_connections(settings)
+
+
+def _validate_connections(settings: Settings) -> None:
+    if not MIN_REQUEST_HEAD_BYTES <= settings.max_request_head_bytes <= MAX_REQUEST_HEAD_BYTES:
+        raise ConfigError(
+            f"max_request_head_bytes: must be between {MIN_REQUEST_HEAD_BYTES} and "
+            f"{MAX_REQUEST_HEAD_BYTES}"
+        )
+    if not settings.request_head_timeout_s > 0:
+        raise ConfigError("request_head_timeout_s: must be positive")
+    if not settings.connection_idle_timeout_s > settings.heartbeat_s:
+        raise ConfigError(
+            "connection_idle_timeout_s: must be longer than heartbeat_s "
+            f"({settings.heartbeat_s:g} s), or idle streams would be cut"
+        )
+    if settings.reserved_fds < 0:
+        raise ConfigError("reserved_fds: must not be negative")
 
 
 def is_secret(name: str) -> bool:

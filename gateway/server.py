@@ -38,17 +38,19 @@ from typing import Any, NoReturn, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.connections import (
+    ConnectionGuard,
+    DescriptorShortage,
+    GuardedListener,
+    measure_budget,
+    raise_fd_limit,
+)
 from gateway.process import tune_for_serving
 from gateway.settings import Settings
 
 logger = logging.getLogger("logway.server")
 
 SERVERS = ("granian", "hypercorn")
-H2_MAX_CONCURRENT_STREAMS = 1000  # browsers multiplex every EventSource of a page on one connection
-# Every open SSE/NDJSON stream holds a connection and a request in flight, so no server-side
-# cap may sit below the file-descriptor limit (Granian's `backpressure` defaults to its
-# backlog, 128 in embedded mode).
-MAX_CONCURRENT_REQUESTS = 1_000_000
 LISTEN_BACKLOG = 1024  # accept bursts: thousands of EventSources reconnecting after a restart
 # Granian allocates with jemalloc, which pads every allocation of 16 KiB or more with a page
 # to start it at a random cache line ("cache-oblivious" layout). hyper's read buffer of each
@@ -93,6 +95,9 @@ def run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], None]) ->
         settings.server.capitalize(),
         h2,
     )
+    before, after = raise_fd_limit()
+    if after != before:
+        logger.info("raised the open-files limit from %d to %d", before, after)
     tune_for_serving()
     returncode = asyncio.run(_run(app, settings, begin_shutdown))
     if settings.server == "granian":
@@ -209,6 +214,9 @@ async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], No
 
     _install_signal_handlers(loop, on_signal)
     ticker = asyncio.create_task(_tick())
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    guard = ConnectionGuard(settings, family)
+    guarding = asyncio.create_task(guard.run()) if ConnectionGuard.supported() else None
 
     async def shutdown_trigger() -> None:
         await shutdown.requested.wait()
@@ -219,14 +227,19 @@ async def _run(app: ASGIApp, settings: Settings, begin_shutdown: Callable[[], No
 
     try:
         if settings.server == "granian":
-            await _serve_granian(drained_app, settings, shutdown_trigger, shutdown)
+            await _serve_granian(drained_app, settings, shutdown_trigger, shutdown, guard)
         else:
-            await _serve_hypercorn(drained_app, settings, shutdown_trigger)
+            await _serve_hypercorn(drained_app, settings, shutdown_trigger, guard)
+    except DescriptorShortage as exc:
+        logger.error("%s", exc)
+        return 1
     except Exception:
         logger.exception("the %s server failed", settings.server)
         return 1
     finally:
         ticker.cancel()
+        if guarding is not None:
+            guarding.cancel()
     if not shutdown.requested.is_set():
         logger.error("the %s server stopped without being asked to", settings.server)
         return 1
@@ -299,6 +312,7 @@ async def _serve_granian(
     settings: Settings,
     shutdown_trigger: ShutdownTrigger,
     shutdown: _Shutdown,
+    guard: ConnectionGuard,
 ) -> None:
     """Granian's embedded server: its Rust HTTP stack on this process's asyncio loop.
 
@@ -310,13 +324,24 @@ async def _serve_granian(
     client to answer a PING after GOAWAY, which an idle client (httpx, a dead peer) never
     does. So: stop accepting, drain requests, close the log, then give the connections
     a moment (at most what is left of the bound) and leave.
+
+    Connections are capped in total by `backpressure`, a semaphore each connection holds
+    for its life (not per request, whatever its name says): set once the log is open, to
+    the descriptors left for connections (gateway/connections.py).
     """
     os.environ.setdefault(*GRANIAN_MALLOC_CONF)
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
-    from granian.http import HTTP2Settings
+    from granian.http import HTTP1Settings, HTTP2Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
+    lifespan = _Lifespan(app)
+    await lifespan.startup()
+    try:
+        guard.budget = measure_budget(settings)
+    except DescriptorShortage:
+        await lifespan.shutdown()
+        raise
     # Granian's own INFO lines (start, bind, worker spawn) repeat what `run` logged; they
     # show with --log-level debug.
     debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
@@ -328,16 +353,23 @@ async def _serve_granian(
         http=HTTPModes.auto,
         websockets=False,
         backlog=LISTEN_BACKLOG,
-        backpressure=MAX_CONCURRENT_REQUESTS,
-        http2_settings=HTTP2Settings(max_concurrent_streams=H2_MAX_CONCURRENT_STREAMS),
+        backpressure=guard.budget.connections,
+        # hyper's HTTP/1.1 read buffer keeps Granian's 408 KiB: it holds bodies too, and
+        # at 64 KiB batch produce took 10% more CPU (bench/RESULTS.md, security); an
+        # HTTP/1.1 head costs what was sent, so there is nothing to amplify.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.request_head_timeout_s * 1000)
+        ),
+        http2_settings=HTTP2Settings(
+            max_concurrent_streams=settings.h2_max_concurrent_streams,
+            max_headers_size=settings.max_request_head_bytes,
+        ),
         ssl_cert=settings.certfile,
         ssl_key=settings.keyfile,
         ssl_protocol_min=SSLProtocols.tls12,
         log_level=LogLevels.debug if debug else LogLevels.warning,
     )
     logging.getLogger("_granian").addFilter(_drop_embedded_notice)  # Server() set its logging up
-    lifespan = _Lifespan(app)
-    await lifespan.startup()
     serving = asyncio.create_task(server.serve())
     triggered = asyncio.create_task(shutdown_trigger())
     try:
@@ -370,20 +402,42 @@ def _drop_embedded_notice(record: logging.LogRecord) -> bool:
 
 
 async def _serve_hypercorn(
-    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger
+    app: ASGIApp, settings: Settings, shutdown_trigger: ShutdownTrigger, guard: ConnectionGuard
 ) -> None:
-    """Hypercorn on this loop. Its h11 protocol switches to h2 on the prior-knowledge preface."""
+    """Hypercorn on this loop. Its h11 protocol switches to h2 on the prior-knowledge preface.
+
+    Hypercorn creates its listening sockets after the lifespan startup (the log is open
+    then), through `Config.create_sockets`: there the budget is measured and the sockets
+    become `GuardedListener`s, which reset connections beyond it.
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
+    from hypercorn.config import Config, Sockets
     from hypercorn.typing import ASGIFramework
 
-    config = Config()
+    class GuardedConfig(Config):
+        def create_sockets(self) -> Sockets:
+            sockets = super().create_sockets()
+            guard.budget = measure_budget(settings)
+            ceiling = guard.budget.fd_ceiling
+            return Sockets(
+                [GuardedListener.wrap(s, ceiling) for s in sockets.secure_sockets],
+                [GuardedListener.wrap(s, ceiling) for s in sockets.insecure_sockets],
+                sockets.quic_sockets,
+            )
+
+    config = GuardedConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     if settings.certfile is not None and settings.keyfile is not None:
         config.certfile = str(settings.certfile)
         config.keyfile = str(settings.keyfile)
-    config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
+    config.h2_max_concurrent_streams = settings.h2_max_concurrent_streams
+    config.h2_max_header_list_size = settings.max_request_head_bytes
+    config.h11_max_incomplete_size = settings.max_request_head_bytes
+    # Hypercorn's idle timer runs from a connection's start and between its requests, over
+    # a partial head too: the same bound as Granian's header_read_timeout.
+    config.keep_alive_timeout = settings.request_head_timeout_s
+    config.ssl_handshake_timeout = settings.request_head_timeout_s
     config.backlog = LISTEN_BACKLOG
     # Hypercorn closes a connection after 1,000 requests by default; Granian never does, and
     # a producer or a page's h2 connection gains nothing from being cut periodically.

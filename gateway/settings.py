@@ -46,6 +46,22 @@ class Settings:
     max_streams_per_client: int = 0
     rate_limit_per_s: float = 0.0  # requests per second per API key or client address; 0 = off
     rate_limit_burst: int = 100  # token bucket size for rate_limit_per_s
+    # Failed authentication (401) per client address (IPv6: per /64), a token bucket: beyond
+    # the burst every request from it is a 429 until a token is back; 0 = off.
+    auth_failure_limit_per_s: float = 0.2
+    auth_failure_burst: int = 10
+    # Connections (gateway/server.py, gateway/connections.py). A request's decoded HTTP/2
+    # header list (HPACK lets 4 KB on the wire decode to megabytes), and under Hypercorn
+    # its HTTP/1.1 head: 431 beyond. 16 KiB heads (long cursors, cookies) pass. Granian
+    # reads HTTP/1.1 through its own 408 KiB buffer (see gateway/server.py).
+    max_request_head_bytes: int = 64 * KiB
+    h2_max_concurrent_streams: int = 100  # per HTTP/2 connection (RFC 9113's floor)
+    request_head_timeout_s: float = 10.0  # a new or idle connection must send a request head
+    connection_idle_timeout_s: float = 75.0  # no data either way: closed (above long polls)
+    max_connections: int = 100_000  # all clients; beyond, new ones wait in the listen backlog
+    # Per client address (IPv6: per /64); trusted_proxies are exempt; 0 = no cap.
+    max_connections_per_client: int = 1000
+    reserved_fds: int = 1024  # file descriptors no connection may take: the log's files
     cors_origins: tuple[str, ...] = ()  # exact browser origins let in; "*" = any (no credentials)
     cors_allow_credentials: bool = False  # only with an explicit cors_origins list
     # Auth (gateway/auth.py): on when any credential source is set.

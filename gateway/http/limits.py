@@ -1,5 +1,13 @@
-"""Admission limits checked before a request reaches its route: request rate and open streams.
+"""Admission limits checked before a request reaches its route: failed authentication,
+request rate and open streams.
 
+- Failed authentication: a token bucket per client address (`auth_failure_limit_per_s`
+  refill, `auth_failure_burst` size) that every 401 takes a token from; while it is empty,
+  every request from that address is a 429 `rate-limited` with `Retry-After`, before its
+  credentials are looked at, so guessing keys or tokens costs time and tells nothing.
+  Another address with a valid key is not affected. Addresses are those after
+  gateway/http/proxy.py; an IPv6 client is its /64, as one host usually holds a whole one.
+  The unauthenticated paths (/healthz, the console's files...) are never refused.
 - Rate: a token bucket per client (`rate_limit_per_s` refill, `rate_limit_burst` size);
   a request finding the bucket empty gets a 429 `rate-limited` problem with `Retry-After`
   (whole seconds until a token is back). The client is its address — after
@@ -14,12 +22,14 @@ Rejections are answered here, before the body is read or storage is touched.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.http.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
 from gateway.http.problems import Problem
 from gateway.settings import Settings
 
@@ -37,6 +47,12 @@ class TokenBuckets:
         self.burst = float(burst)
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def wait_s(self, key: str, now: float) -> float:
+        """Like `take`, without taking: 0 when a token is there."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate_per_s
+
     def take(self, key: str, now: float) -> float:
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
@@ -49,6 +65,66 @@ class TokenBuckets:
         if len(self._buckets) > MAX_TRACKED_CLIENTS:
             self._buckets.popitem(last=False)
         return wait_s
+
+
+def client_key(address: str) -> str:
+    """The client an address stands for: itself for IPv4 (also IPv4-mapped IPv6), its /64
+    for IPv6 (a host is usually given a whole /64), the text itself if it is no address."""
+    if ":" not in address:  # IPv4 (or a name): as it is, without parsing on every request
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
+def _is_public(scope: Scope) -> bool:
+    """A path authentication lets anyone reach (gateway/http/auth.py)."""
+    path: str = scope["path"].removeprefix(scope.get("root_path", ""))
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _retry_after(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))
+
+
+class AuthFailureLimitMiddleware:
+    """Counts 401s per client address and refuses an address whose bucket is empty.
+
+    Sits just outside AuthMiddleware (gateway/http/middleware.py), so it sees every 401
+    that authentication gives and can refuse before credentials are checked.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(settings.auth_failure_limit_per_s, settings.auth_failure_burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = client_key(str(client[0])) if client else "unknown"
+        wait_s = self.buckets.wait_s(key, time.monotonic())
+        if wait_s > 0 and not _is_public(scope):
+            retry_after = _retry_after(wait_s)
+            problem = Problem(
+                "rate-limited",
+                f"too many failed authentications from this address; retry in {retry_after} s",
+                headers={"Retry-After": retry_after},
+            )
+            await problem.to_response()(scope, receive, send)
+            return
+
+        async def count_failure(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                self.buckets.take(key, time.monotonic())
+            await send(message)
+
+        await self.app(scope, receive, count_failure)
 
 
 def _client(scope: Scope) -> str:
@@ -89,12 +165,12 @@ class LimitsMiddleware:
         if self.buckets is not None:
             wait_s = self.buckets.take(client, time.monotonic())
             if wait_s > 0:
-                retry_after = max(1, math.ceil(wait_s))
+                retry_after = _retry_after(wait_s)
                 problem = Problem(
                     "rate-limited",
                     f"more than {self.buckets.rate_per_s:g} requests per second; "
                     f"retry in {retry_after} s",
-                    headers={"Retry-After": str(retry_after)},
+                    headers={"Retry-After": retry_after},
                 )
                 await problem.to_response()(scope, receive, send)
                 return

@@ -6,8 +6,11 @@
 3. ProblemCORSMiddleware (only with cors_origins): CORS headers on every answer below it,
    401s, 429s and 503s included, so a browser can read why it was refused (and preflights
    are answered before auth, as browsers send them without credentials);
-4. AuthMiddleware (only when auth is configured): who is asking and may they;
-5. LimitsMiddleware: request rate (per API key or token subject, else per address) and
+4. AuthFailureLimitMiddleware (with auth, unless auth_failure_limit_per_s is 0): an address
+   that failed authentication too often gets 429s before its credentials are looked at,
+   so it sits outside auth, where it sees every 401;
+5. AuthMiddleware (only when auth is configured): who is asking and may they;
+6. LimitsMiddleware: request rate (per API key or token subject, else per address) and
    open streams.
 """
 
@@ -17,7 +20,7 @@ from starlette.middleware import Middleware
 
 from gateway.http.auth import Authenticator, AuthMiddleware, auth_enabled, warn_if_open
 from gateway.http.cors import ProblemCORSMiddleware, check_cors_settings
-from gateway.http.limits import LimitsMiddleware
+from gateway.http.limits import AuthFailureLimitMiddleware, LimitsMiddleware
 from gateway.http.observe import ObservingMiddleware
 from gateway.http.proxy import TrustedProxyMiddleware, parse_networks
 from gateway.settings import Settings
@@ -38,6 +41,8 @@ def middleware(settings: Settings) -> list[Middleware]:
     if auth_enabled(settings):
         # built now, so a bad key file or JWKS fails at startup, not on the first request
         authenticator = Authenticator(settings)
+        if settings.auth_failure_limit_per_s > 0:
+            stack.append(Middleware(AuthFailureLimitMiddleware, settings=settings))
         stack.append(Middleware(AuthMiddleware, settings=settings, authenticator=authenticator))
     stack.append(Middleware(LimitsMiddleware, settings=settings))
     return stack

@@ -28,7 +28,8 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
 
 
-def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
+def is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether `address` (an IP, IPv6 possibly in brackets) is in one of `networks`."""
     try:
         ip = ipaddress.ip_address(address.strip().removeprefix("[").split("]")[0])
     except ValueError:
@@ -59,7 +60,7 @@ class TrustedProxyMiddleware:
             scope["type"] == "http"
             and self.networks
             and client is not None
-            and _is_trusted(client[0], self.networks)
+            and is_trusted(client[0], self.networks)
         ):
             scope = self._apply(scope)
         await self.app(scope, receive, send)
@@ -77,7 +78,7 @@ class TrustedProxyMiddleware:
         scope = dict(scope)
         if forwarded_for is not None:
             hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-            while len(hops) > 1 and _is_trusted(hops[-1], self.networks):
+            while len(hops) > 1 and is_trusted(hops[-1], self.networks):
                 hops.pop()
             if hops:
                 scope["client"] = (hops[-1].removeprefix("[").split("]")[0], 0)

@@ -9,8 +9,10 @@ every test that uses it over Granian and Hypercorn.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -106,6 +108,10 @@ def _wait_healthy(gateway: Gateway) -> None:
     raise AssertionError(f"logway serve not healthy after {STARTUP_TIMEOUT_S} s:\n{gateway.log()}")
 
 
+def _limit_fds(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 @pytest.fixture(params=SERVERS)
 def server(request: pytest.FixtureRequest) -> str:
     """The HTTP server under test; every real-server test runs once per server."""
@@ -144,7 +150,9 @@ def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
         data_dir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
         port: int | None = None,
+        fd_limit: int | None = None,
     ) -> Gateway:
+        """`fd_limit`: the gateway's RLIMIT_NOFILE, soft and hard (it may not raise it)."""
         port = port or free_port()
         data_dir = data_dir or tmp_path / "data"
         args = [
@@ -166,6 +174,7 @@ def start_gateway(server: str, tmp_path: Path) -> Iterator[GatewayFactory]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=None if fd_limit is None else functools.partial(_limit_fds, fd_limit),
             )
         gateway = Gateway(
             server=server,

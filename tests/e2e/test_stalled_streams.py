@@ -63,8 +63,9 @@ async def test_thousand_stalled_streams_cost_bounded_memory(
     start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _raise_fd_limit(STALLED * 2 + 1024)
-    # every socket comes from 127.0.0.1: lift the per-client cap above the test's streams
+    # every socket comes from 127.0.0.1: lift the per-client caps above the test's streams
     monkeypatch.setenv("LOGWAY_MAX_STREAMS_PER_CLIENT", str(STALLED + 10))
+    monkeypatch.setenv("LOGWAY_MAX_CONNECTIONS_PER_CLIENT", str(STALLED + 10))
     gateway = start_gateway("--heartbeat-s", "1")
     port = int(gateway.url.rsplit(":", 1)[1])
     sockets: list[socket.socket] = []

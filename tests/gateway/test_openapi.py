@@ -129,7 +129,9 @@ async def test_401_and_403_are_listed_exactly_where_the_app_gives_them(
     keys.write_text(
         f'[keys.nobody]\nsha256 = "{digest}"\npermissions = ["admin:topic:other", "admin:group:other"]\n'
     )
-    app = create_app(with_settings(settings, auth_api_keys_file=keys), backend)
+    # every anonymous call fails authentication: not limited here (see the 429 test)
+    unlimited = with_settings(settings, auth_api_keys_file=keys, auth_failure_limit_per_s=0)
+    app = create_app(unlimited, backend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
         anonymous = await _each_operation(client)
         nobody = await _each_operation(client, {"Authorization": f"Bearer {NOBODY_KEY}"})
@@ -143,21 +145,31 @@ async def test_401_and_403_are_listed_exactly_where_the_app_gives_them(
 
 
 async def test_429_is_listed_exactly_where_the_app_rate_limits(
-    settings: Settings, backend: EmbeddedBackend
+    settings: Settings, backend: EmbeddedBackend, tmp_path: Path
 ) -> None:
+    """Two limiters give 429s: the request rate, and failed authentication per address."""
     # one token per 1,000 s: once the first request took it, every limited request is a 429
     limited = with_settings(settings, rate_limit_per_s=0.001, rate_limit_burst=1)
     app = create_app(limited, backend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
         assert (await client.get("/v1/topics")).status_code == 200
-        answers = await _each_operation(client)
-    for path, method, documented, response in answers:
-        assert (response.status_code == 429) == ("429" in documented), (
-            path, method, response.status_code, response.text
-        )  # fmt: skip
-        if response.status_code == 429:
-            assert int(response.headers["retry-after"]) >= 1
-            check_response(response, path)
+        by_rate = await _each_operation(client)
+    keys = tmp_path / "keys.toml"
+    keys.write_text("[keys]\n")
+    failing = with_settings(settings, auth_api_keys_file=keys, auth_failure_burst=1)
+    app = create_app(failing, backend)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+        assert (await client.get("/v1/topics")).status_code == 401  # the one failure allowed
+        by_failures = await _each_operation(client)
+    for (path, method, documented, response), (*_, after_failures) in zip(
+        by_rate, by_failures, strict=True
+    ):
+        statuses = {response.status_code, after_failures.status_code}
+        assert (429 in statuses) == ("429" in documented), (path, method, statuses)
+        for limited_response in (response, after_failures):
+            if limited_response.status_code == 429:
+                assert int(limited_response.headers["retry-after"]) >= 1
+                check_response(limited_response, path)
 
 
 # -- the stream formats, against real streams ----------------------------------------------

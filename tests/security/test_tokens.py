@@ -22,10 +22,18 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import LOGWAY, free_port
 from tests.gateway.conftest import check_response, problem_type
-from tests.security.conftest import SecureGateway
+from tests.security.conftest import SecureGateway, SecureGatewayFactory
 from tests.security.tokens import CLAIMS, CREDENTIALS, HEADERS, hs256_raw
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def secure_gateway(secure_gateway_factory: SecureGatewayFactory) -> SecureGateway:
+    """The suite's gateway without the limit on failed authentications per address
+    (tests/security/test_auth_failures.py): every token here fails on purpose, hundreds of
+    times from 127.0.0.1, and from the eleventh the answer would be a 429."""
+    return secure_gateway_factory(extra="auth_failure_limit_per_s = 0\n")
 
 
 def _assert_401(secured: SecureGateway, token: str, why: str) -> None:
