@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from logway_client._closing import ClosesOnExit
@@ -238,7 +239,7 @@ class Consumer(ClosesOnExit):
         partitions: Iterable[int] | None = None,
         cursor: str | None = None,
         group: str | None = None,
-        commit: Literal["auto", "manual"] = "manual",
+        commit: Literal["auto", "manual"] = "auto",
         on_assignment: Callable[[Assignment], Awaitable[None] | None] | None = None,
         on_expired: Callable[[], Awaitable[None] | None] | None = None,
         **options: Any,
@@ -280,5 +281,14 @@ class Consumer(ClosesOnExit):
     ) -> None:
         self._client.run(self.aio.commit(records, offsets=offsets))
 
-    def close(self) -> None:
-        self._client.run(self.aio.close())
+    def close(self, *, processed_last: bool = False) -> None:
+        """See AsyncConsumer.close."""
+        self._client.run(self.aio.close(processed_last=processed_last))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(processed_last=exc_type is None)
