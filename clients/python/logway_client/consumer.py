@@ -42,7 +42,6 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
@@ -169,13 +168,9 @@ class AsyncConsumer(AsyncClosesOnExit):
         if self._records is not None and not getattr(self._records, "ag_running", False):
             await self._records.aclose()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close(processed_last=exc_type is None)
+    async def close_on_exit(self, clean: bool) -> None:
+        """Leaving `async with` without an exception: the record in hand was processed."""
+        await self.close(processed_last=clean)
 
     async def commit(
         self, records: Iterable[Record] | None = None, *, offsets: Mapping[int, int] | None = None

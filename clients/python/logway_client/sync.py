@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from logway_client._closing import ClosesOnExit
@@ -285,10 +284,6 @@ class Consumer(ClosesOnExit):
         """See AsyncConsumer.close."""
         self._client.run(self.aio.close(processed_last=processed_last))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(processed_last=exc_type is None)
+    def close_on_exit(self, clean: bool) -> None:
+        """Leaving `with` without an exception: the record in hand was processed."""
+        self.close(processed_last=clean)
