@@ -197,6 +197,7 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
         membership,
         heartbeat_s=session_s / 3,
         cursor_epoch=functools.partial(ctx.groups.cursor_epoch, group),
+        auto_commit=commit == "auto",
     )
     try:
         assignment = membership.assignment

@@ -96,9 +96,9 @@ class GroupStream(LogStream):
     the connection (`membership.owns`), heartbeats the membership after every write (so a
     client that stops reading stops heartbeating once the connection's buffers are full,
     and is removed after the session timeout), and keeps, per partition, the next offset
-    after the last record written to the connection since the last assignment, and in
-    `ledger` which of those writes the client has shown it received — what commit=auto
-    commits. Its cursors carry the group's offsets epoch as `cursor_epoch()` gives it.
+    after the last record written to the connection since the last assignment, and (with
+    commit=auto) in `ledger` which of those writes the client has shown it received: what
+    it commits. Its cursors carry the group's offsets epoch as `cursor_epoch()` gives it.
     """
 
     def __init__(
@@ -107,6 +107,7 @@ class GroupStream(LogStream):
         membership: Membership,
         heartbeat_s: float,
         cursor_epoch: Callable[[], int | None],
+        auto_commit: bool,
     ) -> None:
         super().__init__(backend, membership.topic, {})
         self.membership = membership
@@ -115,7 +116,7 @@ class GroupStream(LogStream):
         self.generation = 0  # of the last assignment sent to the client
         self.written: dict[int, int] = {}
         self.committed: dict[int, int] = {}
-        self.ledger = ReceiptLedger(AUTO_COMMIT_INTERVAL_S)
+        self.ledger = ReceiptLedger(AUTO_COMMIT_INTERVAL_S) if auto_commit else None
         self.client_gone = False
         self._problem: Problem | None = None
 
@@ -140,6 +141,7 @@ class GroupStream(LogStream):
         if heartbeat_s is not None:
             interval = min(interval, heartbeat_s)
         clock = asyncio.get_running_loop().time
+        ledger = self.ledger
         async with aclosing(super().events(interval)) as events:
             async for event in events:
                 if isinstance(event, RecordBatch):
@@ -148,7 +150,8 @@ class GroupStream(LogStream):
                     yield event
                     next_offset = event.records[-1].offset + 1
                     self.written[event.partition] = next_offset
-                    self.ledger.wrote(clock(), event.partition, next_offset)
+                    if ledger is not None:
+                        ledger.wrote(clock(), event.partition, next_offset)
                 elif isinstance(event, Reassigned):
                     self.generation = int(event.announcement["generation"])
                     # keep only what continues exactly where this connection left off
@@ -156,15 +159,18 @@ class GroupStream(LogStream):
                         p: o for p, o in self.written.items() if event.positions.get(p) == o
                     }
                     self.committed = {p: o for p, o in self.committed.items() if p in self.written}
-                    self.ledger.keep(self.written.keys())
+                    if ledger is not None:
+                        ledger.keep(self.written.keys())
                     yield event
-                    self.ledger.wrote(clock())
+                    if ledger is not None:
+                        ledger.wrote(clock())
                 elif isinstance(event, End):
                     yield End(event.problem or self._problem)
                     return
                 else:
                     yield event
-                    self.ledger.wrote(clock())
+                    if ledger is not None:
+                        ledger.wrote(clock())
                 try:
                     self.membership.heartbeat()
                 except UnknownMember as exc:
@@ -172,13 +178,14 @@ class GroupStream(LogStream):
 
     def check_receipts(self) -> None:
         """Wake a quiet stream for a heartbeat when a write now would prove something."""
-        if self.ledger.needs_write(asyncio.get_running_loop().time()):
+        ledger = self.ledger
+        if ledger is not None and ledger.needs_write(asyncio.get_running_loop().time()):
             self.wake()
 
     async def auto_commit(self) -> None:
         """Commit what the client has shown it received (commit=auto); a fenced or no longer
         owned partition's commit is dropped (its records go to the next owner again)."""
-        if self.client_gone:
+        if self.client_gone or self.ledger is None:
             return
         offsets = {
             p: o
