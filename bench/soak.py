@@ -194,9 +194,11 @@ def _assignment_line(doc: dict[str, Any]) -> str:
 
 async def _read(
     http: httpx.AsyncClient, kind: str, group: str, pipeline: _Pipeline, leave_at: float
-) -> None:
+) -> bool:
     """One connection: hand what arrives to the pipeline until `leave_at`, then let it
-    process everything before the stream closes."""
+    process everything before the stream closes. False if it never joined (an error, or a
+    draining gateway's empty stream)."""
+    joined = False
     params = {"group": group, "commit": "auto", "from": "earliest"}
     headers = {"Accept": "text/event-stream" if kind == "sse" else "application/x-ndjson"}
     if pipeline.cursor and kind == "sse":
@@ -208,7 +210,7 @@ async def _read(
     ) as response:
         if response.status_code != 200:
             pipeline.out.line(f"E stream {response.status_code}")
-            return
+            return False
         if kind == "sse":
             async for event, event_id, data in _sse_lines(response):
                 doc = orjson.loads(data)
@@ -216,6 +218,7 @@ async def _read(
                     line = _record_line(doc["partition"], doc["offset"], doc["value"])
                     pipeline.received(line, event_id)
                 elif event == "assignment":
+                    joined = True
                     pipeline.received(_assignment_line(doc), event_id)
                 elif event == "gap":
                     pipeline.received(None, event_id)
@@ -235,6 +238,7 @@ async def _read(
                 elif control == "cursor":
                     pipeline.received(None, doc["cursor"])
                 elif control == "assignment":
+                    joined = True
                     pipeline.received(_assignment_line(doc))
                 elif control == "error":
                     pipeline.out.line(f"E error {doc.get('type')}")
@@ -242,6 +246,7 @@ async def _read(
                 if time.monotonic() >= leave_at:
                     break
         await pipeline.items.join()  # process what was received, then leave
+    return joined
 
 
 async def raw_member(args: argparse.Namespace) -> None:
@@ -255,10 +260,12 @@ async def raw_member(args: argparse.Namespace) -> None:
         while True:
             leave_at = time.monotonic() + rng.uniform(*args.reconnect_s)
             try:
-                await _read(http, args.kind, args.group, pipeline, leave_at)
+                joined = await _read(http, args.kind, args.group, pipeline, leave_at)
             except httpx.HTTPError as exc:
                 out.line(f"E stream {type(exc).__name__}")
                 await pipeline.items.join()
+                joined = False
+            if not joined:
                 await asyncio.sleep(RECONNECT_PAUSE_S)
             out.flush()
             if processor.done():
@@ -409,6 +416,15 @@ class GroupLedger:
         last record) the record had been processed."""
         return [self._stint_last[stint] - at for stint, at in self.redelivered]
 
+    def widest(self, count: int) -> list[tuple[float, float]]:
+        """(when processed, when its stint ended) of the `count` widest redelivery windows,
+        one per stint."""
+        ends: dict[int, float] = {}
+        for stint, at in self.redelivered:
+            ends[stint] = min(at, ends.get(stint, at))
+        ordered = sorted(ends.items(), key=lambda item: item[1] - self._stint_last[item[0]])
+        return [(at, self._stint_last[stint]) for stint, at in ordered[:count]]
+
     def most_after_one_stint(self) -> int:
         return max(Counter(stint for stint, _ in self.redelivered).values(), default=0)
 
@@ -427,7 +443,7 @@ class Soak:
     acked: Bitmap = field(default_factory=Bitmap)
     groups: dict[str, GroupLedger] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
-    kills: int = 0
+    kills: list[str] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
     stopping: bool = False
 
@@ -486,10 +502,10 @@ class Slot:
         elif kind == "E":
             self.soak.errors[f"{self.kind} {rest}"] += 1
 
-    def kill(self) -> None:
+    def kill(self, elapsed_s: float) -> None:
+        self.soak.kills.append(f"t={elapsed_s:.0f}s {self.group}/{self.index}")
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
-            self.soak.kills += 1
 
     def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -535,6 +551,7 @@ class GroupResult:
     stints: int
     windows_s: list[float]
     most_after_one_stint: int
+    widest: list[tuple[float, float]]  # (processed at, stint ended at), s since the start
 
     def window_percentile(self, fraction: float) -> float:
         ordered = sorted(self.windows_s)
@@ -547,7 +564,7 @@ class Result:
     elapsed_s: float
     groups: list[GroupResult]
     errors: Counter[str]
-    kills: int
+    kills: list[str]
     restarts: list[str]
     gateway_exit: int
 
@@ -598,7 +615,7 @@ async def run(args: argparse.Namespace) -> Result:
             await asyncio.sleep(min(0.25, duration_s - elapsed))
             elapsed = time.monotonic() - began
             if elapsed >= next_kill:
-                victims[soak.kills % len(victims)].kill()
+                victims[len(soak.kills) % len(victims)].kill(elapsed)
                 next_kill += args.kill_every_s
             if restart_at and elapsed >= restart_at[0]:
                 restart_at.pop(0)
@@ -617,7 +634,7 @@ async def run(args: argparse.Namespace) -> Result:
                     + "".join(
                         f" {g} {(processed[g] - processed_then[g]) / span:6.0f}/s" for g in chosen
                     )
-                    + f" kills {soak.kills} errors {sum(soak.errors.values())}"
+                    + f" kills {len(soak.kills)} errors {sum(soak.errors.values())}"
                     f" rss {gateway.rss_mib():4.0f} MiB",
                     flush=True,
                 )
@@ -646,6 +663,7 @@ async def run(args: argparse.Namespace) -> Result:
                 ledger.stints,
                 ledger.windows_s(),
                 ledger.most_after_one_stint(),
+                [(at - began, end - began) for at, end in ledger.widest(3)],
             )
         )
     return Result(
@@ -657,10 +675,10 @@ def print_summary(result: Result, args: argparse.Namespace) -> None:
     print("summary:")
     print(
         f"  acknowledged records {result.acknowledged}"
-        f" ({result.acknowledged / result.elapsed_s:.0f}/s overall);"
-        f" {result.kills} consumer processes killed; gateway restarts: "
+        f" ({result.acknowledged / result.elapsed_s:.0f}/s overall); gateway restarts: "
         f"{'; '.join(result.restarts) or 'none'}; exit code at the end {result.gateway_exit}"
     )
+    print(f"  consumer processes killed: {'; '.join(result.kills) or 'none'}")
     for g in result.groups:
         rate = g.delivered / result.elapsed_s / args.partitions
         print(
@@ -670,7 +688,8 @@ def print_summary(result: Result, args: argparse.Namespace) -> None:
             f" {g.most_after_one_stint} after one;"
             f" redelivery window p50 {g.window_percentile(0.5):.2f} s,"
             f" p99 {g.window_percentile(0.99):.2f} s, max {max(g.windows_s, default=0):.2f} s"
-            f" (~{rate:.0f} records per partition per second)"
+            f" (~{rate:.0f} records per partition per second); widest after stints ending at "
+            + ", ".join(f"t={end:.1f}s ({end - at:.2f} s)" for at, end in g.widest)
         )
     print(f"  errors {dict(result.errors) or 0}")
 
