@@ -41,6 +41,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -276,10 +277,11 @@ class AsyncConsumer(AsyncClosesOnExit):
 
     async def _run(self) -> AsyncGenerator[Record, None]:
         try:
-            async for record in self._reconnecting():
-                self._handing_out(record)
-                yield record
-                self._moved_past()
+            async with aclosing(self._reconnecting()) as records:
+                async for record in records:
+                    self._handing_out(record)
+                    yield record
+                    self._moved_past()
         finally:
             if self._committer is not None and not self._closed:  # an error ended the stream
                 self._committer.cancel()
