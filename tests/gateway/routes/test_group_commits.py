@@ -16,11 +16,13 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import begin_shutdown
+from gateway.context import app_context
 from gateway.streams import group_stream
 from gateway.streams.cursor import decode_cursor_epoch, encode_cursor
 from storage.embedded import EmbeddedBackend
+from storage.types import TopicPartition
 from tests.gateway.conftest import problem_type, sse_events
-from tests.gateway.routes.test_groups import create_topic, describe, produce
+from tests.gateway.routes.test_groups import create_topic, describe, produce, until
 
 WAIT_S = 20.0  # only bounds a hang
 Format = Literal["sse", "ndjson"]
@@ -231,3 +233,22 @@ async def test_shutting_down_commits_nothing_unproven(
         comments = await _stream_until_ended(live, app, 6)
     assert any("closed by the server" in c for c in comments)
     assert await backend.committed_offsets("g") == {}
+
+
+async def test_a_cursor_from_before_another_protocols_commit_commits_nothing(
+    app: Starlette, live: httpx.AsyncClient
+) -> None:
+    """Kafka members share the group's offsets and may commit them back on purpose (as
+    ConsumerGroups.commit_as hands them in): an older cursor must not move them forward."""
+    await create_topic(live, "t", 1)
+    await produce(live, "t", {0: 3})
+    before = await read_group(live, 3)
+
+    async def left() -> bool:
+        return not (await describe(live, "g"))["members"]
+
+    await until(left, "the stream's member never left")
+    groups = app_context(app).groups
+    await groups.commit_as("g", {TopicPartition("t", 0): 1}, lambda: None)
+    await read_group(live, 2, cursor=before.cursor)
+    assert await committed(live, 1) == [1]
