@@ -387,8 +387,14 @@ export interface ConsumerOptions {
   cursor?: string | null;
   /** Join this consumer group. */
   group?: string | null;
-  /** 'auto': the gateway commits what it sent; 'manual' (default): call commit(). */
+  /**
+   * 'auto' (default): the consumer commits what the application processed (a record counts
+   * once the next one is asked for) every `autoCommitIntervalMs` and on close();
+   * 'manual': call commit().
+   */
   commit?: 'auto' | 'manual';
+  /** How often commit 'auto' commits. Default 1000. */
+  autoCommitIntervalMs?: number;
   /** Called (and awaited) on each new generation of the group. */
   onAssignment?: (assignment: Assignment) => void | Promise<void>;
   /** 'auto' (default): EventSource when usable, else fetch. */
@@ -423,9 +429,12 @@ export declare class Consumer implements AsyncIterableIterator<LogRecord> {
   [Symbol.asyncIterator](): AsyncIterableIterator<LogRecord>;
   next(): Promise<IteratorResult<LogRecord, undefined>>;
   return(): Promise<IteratorResult<LogRecord, undefined>>;
-  /** End the stream; a group member leaves the group. */
-  close(): Promise<void>;
-  /** Commit after `records`, explicit `offsets`, or (default) everything handed out. */
+  /**
+   * End the stream; a group member leaves the group. With commit 'auto', first commits what
+   * was processed (and, with `processedLast`, the record last handed out).
+   */
+  close(options?: { processedLast?: boolean }): Promise<void>;
+  /** Commit after `records`, explicit `offsets`, or (default) what was handed out since the latest assignment. */
   commit(options?: { records?: Iterable<LogRecord>; offsets?: Offsets }): Promise<void>;
 }
 

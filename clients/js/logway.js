@@ -17,6 +17,7 @@
 export const PROBLEM_BASE = 'https://logway.dev/problems/';
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_RECONNECT_DELAY_MS = 1000;
+const DEFAULT_AUTO_COMMIT_INTERVAL_MS = 1000;
 
 // -- errors ------------------------------------------------------------------------------------
 
@@ -825,10 +826,20 @@ export class SseParser {
  *
  * Options: `from` ('earliest', 'latest' (the gateway's default) or a time in ms) for
  * partitions without a cursor or group commit; `partitions` to read only those; `cursor` to
- * resume a saved stream; `group` to join a consumer group, with `commit: 'auto'` (the
- * gateway commits what it sent) or 'manual' (call `commit()` after processing: at least
- * once; a member that reconnects starts from its group's commits, not from a cursor);
- * `onAssignment(assignment)` on each generation. Reconnects wait the server's
+ * resume a saved stream; `group` to join a consumer group (a member that reconnects starts
+ * from its group's commits, not from a cursor: at least once), with `commit: 'auto'`
+ * (default) or 'manual'; `onAssignment(assignment)` on each generation.
+ *
+ * Commits, as Kafka's consumers make them. With `commit: 'auto'` the consumer commits what
+ * your code has processed: a record counts as processed once you ask for the next one;
+ * every `autoCommitIntervalMs` (1000) it commits the processed positions with the
+ * generation they were delivered in, and once more on `close()`. Never a record it merely
+ * received: when your code crashes or the member is replaced, at most one interval of
+ * processed records comes again, plus the one in hand. Leaving a `for await` loop (by
+ * `break` or by an exception: an iterator cannot tell them apart) leaves the record in hand
+ * uncommitted; `close({ processedLast: true })` commits it too. Hand records to other work
+ * and move on, and they count as processed: then use 'manual' and call `commit()` once they
+ * are done. Reconnects wait the server's
  * `retry:` (or `reconnectDelayMs`), doubling while the gateway stays away, up to
  * `maxReconnectDelayMs`; `maxReconnectAttempts` bounds consecutive failures (default:
  * forever, like EventSource). A stream silent for `readTimeoutMs` (heartbeats arrive every
@@ -843,7 +854,8 @@ export class Consumer {
       partitions,
       cursor = null,
       group = null,
-      commit = 'manual',
+      commit = 'auto',
+      autoCommitIntervalMs = DEFAULT_AUTO_COMMIT_INTERVAL_MS,
       onAssignment,
       transport = 'auto',
       reconnectDelayMs = null,
@@ -855,6 +867,7 @@ export class Consumer {
   ) {
     if (group != null && partitions != null) throw new Error('a group member reads the partitions the group assigns it');
     if (commit !== 'auto' && commit !== 'manual') throw new Error("commit must be 'auto' or 'manual'");
+    if (!(autoCommitIntervalMs > 0)) throw new Error('autoCommitIntervalMs must be positive');
     if (!['auto', 'eventsource', 'fetch'].includes(transport)) throw new Error("transport must be 'auto', 'eventsource' or 'fetch'");
     this.client = client;
     this.topic = topic;
@@ -862,6 +875,7 @@ export class Consumer {
     this.partitions = partitions == null ? null : [...new Set(partitions)].sort((a, b) => a - b);
     this.group = group;
     this.commitMode = commit;
+    this.autoCommitIntervalMs = autoCommitIntervalMs;
     this.onAssignment = onAssignment ?? null;
     this.cursor = cursor;
     this.assignment = null;
@@ -880,6 +894,12 @@ export class Consumer {
     this.readTimeoutMs = readTimeoutMs;
     this.withCredentials = withCredentials;
     this._delivered = new Map();
+    // commit: 'auto': the record in hand (not processed yet), and what was processed
+    this._inHand = null;
+    this._processed = new Map();
+    this._processedIn = null; // { memberId, generation } the processed records came in
+    this._committed = new Map();
+    this._committer = null;
     this._closed = false;
     this._stop = new AbortController();
     this._records = null;
@@ -901,10 +921,17 @@ export class Consumer {
     return { value: undefined, done: true };
   }
 
-  /** End the stream (a group member leaves when its connection closes). */
-  async close() {
+  /**
+   * End the stream (a group member leaves when its connection closes). With commit 'auto',
+   * first commits what was processed; `processedLast` counts the record last handed out as
+   * processed too.
+   */
+  async close({ processedLast = false } = {}) {
     if (this._closed) return;
     this._closed = true;
+    clearTimeout(this._committer);
+    if (processedLast) this._movedPast();
+    if (this._autoCommits()) await this._commitProcessed();
     this._stop.abort();
     this._wake?.();
     await this._records?.return(); // runs the transport's cleanup (closes an EventSource)
@@ -913,7 +940,7 @@ export class Consumer {
   /**
    * Commit the group's position: after `records` (each partition's last), or explicit
    * `offsets` ({partition: next offset to read}), or by default everything this consumer has
-   * handed out in the current generation. FencedGeneration when a rebalance happened since.
+   * handed out since the latest assignment. FencedGeneration when a rebalance happened since.
    */
   async commit({ records, offsets } = {}) {
     if (this.group == null) throw new Error('commit() needs a consumer in a group');
@@ -927,14 +954,63 @@ export class Consumer {
     await this.client.commitOffsets(this.group, this.assignment.memberId, this.assignment.generation, this.topic, positions);
   }
 
+  _autoCommits() {
+    return this.group != null && this.commitMode === 'auto';
+  }
+
+  _handingOut(record) {
+    if (!this._autoCommits() || this.assignment == null) return;
+    const { memberId, generation } = this.assignment;
+    this._inHand = { memberId, generation, partition: record.partition, nextOffset: record.nextOffset };
+    if (this._committer == null) this._scheduleCommit();
+  }
+
+  _scheduleCommit() {
+    this._committer = setTimeout(() => this._commitEvery(), this.autoCommitIntervalMs);
+    this._committer.unref?.(); // Node: a pending commit alone does not keep the process alive
+  }
+
+  /** The record in hand is processed (the application asked for the next one). */
+  _movedPast() {
+    const hand = this._inHand;
+    if (hand == null) return;
+    this._inHand = null;
+    const from = this._processedIn;
+    if (from == null || from.memberId !== hand.memberId || from.generation !== hand.generation) {
+      // positions of a fenced generation are of no use
+      this._processed = new Map();
+      this._committed = new Map();
+      this._processedIn = { memberId: hand.memberId, generation: hand.generation };
+    }
+    this._processed.set(hand.partition, hand.nextOffset);
+  }
+
+  async _commitEvery() {
+    await this._commitProcessed();
+    if (!this._closed) this._scheduleCommit();
+  }
+
+  /** Commit what was processed and not committed yet; a refusal or failure leaves those records to come again. */
+  async _commitProcessed() {
+    const from = this._processedIn;
+    const positions = new Map([...this._processed].filter(([p, o]) => this._committed.get(p) !== o));
+    if (from == null || !positions.size) return;
+    try {
+      await this.client.commitOffsets(this.group, from.memberId, from.generation, this.topic, positions);
+    } catch (err) {
+      if (!(err instanceof LogwayError)) throw err;
+      const refused = err instanceof FencedGeneration || err instanceof NotPartitionOwner || err instanceof UnknownMember;
+      if (refused && from === this._processedIn) this._processed = new Map(); // it never will be accepted
+      return;
+    }
+    if (from === this._processedIn) for (const [p, o] of positions) this._committed.set(p, o);
+  }
+
   _params() {
     const params = {};
     if (this.from != null) params.from = String(this.from);
     if (this.partitions != null) params.partitions = this.partitions.join(',');
-    if (this.group != null) {
-      params.group = this.group;
-      if (this.commitMode === 'auto') params.commit = 'auto';
-    }
+    if (this.group != null) params.group = this.group; // the gateway never commits for this client
     return params;
   }
 
@@ -948,6 +1024,14 @@ export class Consumer {
   }
 
   async *_run() {
+    try {
+      yield* this._reconnecting();
+    } finally {
+      clearTimeout(this._committer); // an error ended the stream: nothing more to commit
+    }
+  }
+
+  async *_reconnecting() {
     let failures = 0;
     let first = true;
     while (!this._closed) {
@@ -961,7 +1045,9 @@ export class Consumer {
             failures = 0;
             this.cursor = sse.id || this.cursor;
             this._delivered.set(record.partition, record.nextOffset);
+            this._handingOut(record);
             yield record;
+            this._movedPast();
           }
         }
         failures = 0; // a clean end (the gateway restarting): reconnect and resume
@@ -989,8 +1075,8 @@ export class Consumer {
         const assignment = decodeAssignment(parseData(sse.data));
         this.assignment = assignment;
         this.cursor = assignment.partitions.length ? sse.id || null : null; // empty: no id
-        // what was handed out of partitions the member still owns can still be committed
-        this._delivered = new Map([...this._delivered].filter(([p]) => assignment.partitions.includes(p)));
+        // a position handed out before may belong to a partition that restarted (a seek)
+        this._delivered = new Map();
         if (this.onAssignment) await this.onAssignment(assignment);
         return null;
       }

@@ -27,16 +27,12 @@ Commits are serialised per group and validated against the coordinator both befo
 after the end-offset check. A commit validated just before a rebalance may land after the
 new owner read its starting offset: that can only cause redelivery, never loss.
 
-commit=auto (what a stream should do): remember, per owned partition, the next offset
-after the last record written to the connection, and commit those with
-`membership.assignment.generation` every second or so (Kafka's auto.commit.interval.ms),
-never ahead of what was sent, with no final commit when the connection drops or the member
-expires (a vanished client may never have processed its last records; they are redelivered
-to the next owner). On FencedGeneration or NotPartitionOwner, drop that commit; the next one
-uses the generation from `changed()`. That is at least once for everything not yet written
-to a connection, with duplicates bounded by one interval after a rebalance; a client that
-receives records and crashes before processing them loses those, so applications that need
-at-least-once processing commit manually after processing (POST .../offsets).
+commit=auto (what a stream does, gateway/streams/group_stream.py): commit, per owned
+partition, only what the client has shown it received. While the connection is healthy that
+is a position written to it at least one commit interval before a later write to it
+succeeded; nothing is committed for the last window when the connection drops or the member
+expires (those records are redelivered to the next owner). On FencedGeneration or
+NotPartitionOwner the commit is dropped; the next one uses the generation from `changed()`.
 
 Principals. With auth on, a member id belongs to the principal that joined with it (the
 gateway's `Principal.identity`, kept in the coordinator's state, so every gateway knows it):
@@ -44,9 +40,21 @@ gateway's `Principal.identity`, kept in the coordinator's state, so every gatewa
 any other one the id is unknown, with the same answer as an id nobody has. Ids are never
 chosen by clients: a rejoin names a member of the same principal that is still alive.
 
-Seek policy: allowed at any time. It writes the new committed offsets and, when the topic
-has members, opens a new generation in which every partition of the topic restarts from
-them (older-generation commits are fenced, so none can undo the seek).
+Cursors (`commit_received`). A reconnecting commit=auto stream proves with its cursor what
+its client received before. The cursor names the group's offsets epoch (`cursor_epoch`): a
+random number drawn when this gateway loads the group and again at every seek, so a cursor
+made before a seek, a delete or a restart of this gateway commits nothing. Within one epoch
+the cursor's offsets are committed where they are ahead of the committed offset and within
+the log, whoever owns the partition now: a cursor only proves receipt, so committing it can
+only skip records that client already has; committed offsets never move back for it. With
+a store shared by several gateways there is no shared epoch, and cursors commit nothing;
+nor do they while the group has members of another protocol, and a commit of that protocol
+draws a new epoch (its clients may have moved the offsets back on purpose).
+
+Seek policy: allowed at any time. It writes the new committed offsets, draws a new offsets
+epoch, and, when the topic has members, opens a new generation in which every partition of
+the topic restarts from them (older-generation commits are fenced, and older cursors carry
+the old epoch, so none can undo the seek).
 
 Other protocols. A group may instead have members that speak Kafka (gateway/kafka/groups/,
 attached as `ForeignGroups`, see gateway/groups/foreign.py): one protocol's members at a
@@ -94,7 +102,7 @@ from gateway.groups.errors import (
 )
 from gateway.groups.foreign import ForeignGroups
 from gateway.groups.membership import Membership
-from gateway.groups.store import LocalGroup, MembershipStore, now_ms
+from gateway.groups.store import LocalGroup, MembershipStore, new_offsets_epoch, now_ms
 from storage.backend import Backend
 from storage.errors import GroupNotFound, PartitionNotFound, StorageError, TopicNotFound
 from storage.names import is_valid_group_name
@@ -273,6 +281,8 @@ class ConsumerGroups:
             if count := self._http_members(g):
                 raise GroupProtocolConflict(group, "HTTP", count)
             check()
+            # its clients may move offsets back on purpose: no older cursor may undo that
+            g.offsets_epoch = new_offsets_epoch()
 
         await self._write_commit(g, offsets, check_both)
 
@@ -297,6 +307,44 @@ class ConsumerGroups:
         decision = await self._store.change(g, Advance(generation))
         if isinstance(decision, Rebalance):
             await self._announce(g, decision)
+
+    def cursor_epoch(self, group: str) -> int | None:
+        """The epoch a group stream's cursors carry, read when it joins and at each `changed()`;
+        None when cursors cannot commit (a shared store, or a group not loaded here)."""
+        g = self._groups.get(group)
+        return None if g is None or self._store.shared else g.offsets_epoch
+
+    async def commit_received(
+        self, group: str, topic: str, epoch: int, offsets: Mapping[int, int]
+    ) -> dict[int, int]:
+        """Commit {partition: next offset} that a client's cursor of `epoch` proves it
+        received (see the module's Cursors rule); return what was committed.
+
+        Partitions where the group's committed offset is at or beyond the cursor, or where
+        the cursor is beyond the end offset (another incarnation of the topic), are left
+        alone; a cursor of another epoch commits nothing, and so does any while the group has
+        members of another protocol. Needs no membership: the stream commits before it
+        joins, so its member starts from what the cursor proves.
+        """
+        g = self._groups.get(group)
+        if g is None or self._store.shared or epoch != g.offsets_epoch:
+            return {}
+        async with g.lock:
+            if epoch != g.offsets_epoch or self._foreign_snapshot(group) is not None:
+                return {}  # a seek (or another protocol's commit) came first
+            ahead: dict[TopicPartition, int] = {}
+            for partition, offset in sorted(offsets.items()):
+                tp = TopicPartition(topic, partition)
+                committed = g.committed.get(tp)
+                if committed is not None and offset <= committed:
+                    continue
+                info = await self._backend.partition_info(topic, partition)
+                if offset <= info.end_offset:
+                    ahead[tp] = offset
+            if ahead:
+                await self._backend.commit_offsets(group, ahead)
+                g.committed.update(ahead)
+        return {tp.partition: offset for tp, offset in ahead.items()}
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -379,6 +427,9 @@ class ConsumerGroups:
             decision = await self._store.change(g, Seek(topic))
             if isinstance(decision, Rebalance):
                 await self._announce(g, decision)
+            # after the announce, with no await since: a stream that reads the new epoch
+            # (at `changed()`) already has the restart positions (see `cursor_epoch`)
+            g.offsets_epoch = new_offsets_epoch()
         return offsets
 
     async def delete(self, group: str) -> None:

@@ -15,6 +15,7 @@ gateway/backends.py picks the store that fits the backend.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +34,11 @@ from storage.types import TopicPartition
 Decision = Rebalance | Rejected | None
 
 
+def new_offsets_epoch() -> int:
+    """A fresh epoch for a group's committed offsets: random, so none repeats across restarts."""
+    return secrets.randbits(32)
+
+
 @dataclass(slots=True, eq=False)
 class LocalGroup:
     """This gateway's view of one group: the coordinator mirror and its local members."""
@@ -43,6 +49,8 @@ class LocalGroup:
     saved_generation: int
     members: dict[str, Membership] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # commits, seeks and delete
+    # names this gateway's incarnation of the committed offsets (ConsumerGroups.commit_received)
+    offsets_epoch: int = field(default_factory=new_offsets_epoch)
     announced_generation: int = 0
     revision: int = 0  # JetStreamStore: the KV revision the mirror was read at
     timer: asyncio.TimerHandle | None = None

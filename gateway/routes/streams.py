@@ -11,19 +11,19 @@ and reads only what G's coordinator assigns it. Every generation is announced wi
 assignment` before any of its records (`LogStream.reassign`); `membership.owns(p)` is
 checked as each batch is handed to the connection, so records of a lost partition stop at
 once. A (re)started partition begins at G's committed offset, clamped into the log, else at
-`from=`; the cursor is ignored, because the committed offsets are the group's resume point
-and another member may have read the partition since the cursor was made. The stream
-heartbeats after every write, so a client that stops reading (or vanishes without a FIN)
-stops heartbeating once its buffers fill and expires after the session timeout.
-commit=auto commits, about every second and when the server ends the stream, the offset
-after the last record written to the connection in the current generation; never on a
-client disconnect (at least once for what was not yet written; a client that crashes
-after receiving may lose up to a second of committed-but-unprocessed records).
+`from=`: the cursor does not choose the start, because the committed offsets are the
+group's resume point and another member may have read the partition since the cursor was
+made. With commit=auto the cursor is proof of receipt instead: before the stream joins, G
+commits the cursor's offsets where they are ahead (ConsumerGroups.commit_received), so the
+new member starts after what its client already has. commit=auto then commits only what
+the client has shown it received (gateway/streams/group_stream.py), never the window in
+flight at a disconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
@@ -38,7 +38,7 @@ from gateway.http.problems import Problem, from_storage_error
 from gateway.streams.formats import ndjson_chunks, sse_chunks
 from gateway.streams.group_stream import GroupStream, announcement, follow, group_starts
 from gateway.streams.log_stream import LogStream
-from gateway.streams.positions import resume_positions, start_positions
+from gateway.streams.positions import read_cursor, resume_positions, start_positions
 from gateway.streams.response import StreamResponse, encode_headers
 from storage import errors
 from storage.names import validate_topic_name
@@ -179,20 +179,33 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
     if commit not in ("manual", "auto"):
         raise _parameter_error("commit", "commit must be manual or auto")
     start = params.get("from", "latest")
-    await ctx.backend.get_topic(topic)
+    info = await ctx.backend.get_topic(topic)
     await start_positions(ctx.backend, topic, [], start)  # validates from= before joining
+    cursor = request.headers.get("last-event-id") or params.get("cursor")
+    received_epoch, received = (
+        read_cursor(cursor, list(range(info.partitions))) if cursor else (None, {})
+    )
     if request.method == "HEAD":  # headers only: no membership for a response with no body
         return Response(media_type=format, headers=STREAM_HEADERS)
+    if commit == "auto" and received_epoch is not None:
+        await ctx.groups.commit_received(group, topic, received_epoch, received)
     membership = await ctx.groups.join(group, topic, principal=principal_identity(request.scope))
+    epoch = ctx.groups.cursor_epoch(group)  # before any await: see ConsumerGroups.cursor_epoch
     session_s = ctx.settings.group_session_timeout_s
-    stream = GroupStream(ctx.backend, membership, heartbeat_s=session_s / 3)
+    stream = GroupStream(
+        ctx.backend,
+        membership,
+        heartbeat_s=session_s / 3,
+        cursor_epoch=functools.partial(ctx.groups.cursor_epoch, group),
+        auto_commit=commit == "auto",
+    )
     try:
         assignment = membership.assignment
         starts = await group_starts(ctx.backend, topic, assignment.starting_offsets, start)
     except BaseException:
         await membership.leave()
         raise
-    stream.reassign(starts, announcement(membership, assignment))
+    stream.reassign(starts, announcement(membership, assignment), epoch)
 
     async def session(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
         follower = asyncio.get_running_loop().create_task(follow(stream, start, commit == "auto"))
@@ -203,8 +216,8 @@ async def group_events(request: Request, ctx: Context, topic: str, format: str) 
         finally:
             follower.cancel()
             try:
-                if commit == "auto" and ctx.streams.closing and not stream.client_gone:
-                    await stream.auto_commit()  # the server ended a healthy connection
+                if commit == "auto" and ctx.streams.closing:
+                    await stream.auto_commit()  # the server ended the connection: what is proven
             finally:
                 await membership.leave()
 

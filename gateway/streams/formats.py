@@ -144,7 +144,7 @@ async def sse_chunks(
                     data.decode(), event="gap", id=encoder.encode(), sep="\n"
                 ).encode()
             elif isinstance(event, Reassigned):
-                encoder = CursorEncoder(event.positions) if event.positions else None
+                encoder = CursorEncoder(event.positions, event.epoch) if event.positions else None
                 # an empty id resets EventSource's last event id: no partitions, no cursor
                 cursor = encoder.encode() if encoder else ""
                 announcement = orjson.dumps(dict(event.announcement)).decode()
@@ -165,25 +165,35 @@ def _ndjson_records(topic: str, batch: RecordBatch) -> bytes:
     return b"".join(render_record(topic, partition, record) + b"\n" for record in batch.records)
 
 
+def _ndjson_cursor(encoder: CursorEncoder) -> bytes:
+    return b'{"event":"cursor","cursor":"' + encoder.encode().encode("ascii") + b'"}\n'
+
+
 async def ndjson_chunks(
     stream: LogStream, heartbeat_s: float, cache: ChunkCache | None = None
 ) -> AsyncGenerator[bytes, None]:
     """NDJSON bytes: one record object per line (one chunk per batch); an empty line is a
-    heartbeat; control lines are objects with an "event" member (gap, assignment, error),
-    which record lines never have."""
+    heartbeat; control lines are objects with an "event" member (gap, assignment, cursor,
+    error), which record lines never have. A consumer group's stream (from its first
+    assignment on) follows each batch, gap and assignment with a `cursor` line: the cursor
+    after it, what SSE puts in `id:`."""
     topic = stream.topic
+    encoder: CursorEncoder | None = None  # set by a group's assignments only
     async with aclosing(stream.events(heartbeat_s)) as events:
         async for event in events:
             if isinstance(event, RecordBatch):
                 if cache is None:
                     yield _ndjson_records(topic, event)
-                    continue
-                key = cache.key(topic, event, "ndjson")
-                chunk = cache.get(key)
-                if chunk is None:
-                    chunk = _ndjson_records(topic, event)
-                    cache.put(key, chunk)
-                yield chunk
+                else:
+                    key = cache.key(topic, event, "ndjson")
+                    chunk = cache.get(key)
+                    if chunk is None:
+                        chunk = _ndjson_records(topic, event)
+                        cache.put(key, chunk)
+                    yield chunk
+                if encoder is not None:
+                    encoder.advance(event.partition, event.records[-1].offset + 1)
+                    yield _ndjson_cursor(encoder)
             elif isinstance(event, Idle):
                 yield b"\n"
             elif isinstance(event, Gap):
@@ -198,8 +208,14 @@ async def ndjson_chunks(
                     )
                     + b"\n"
                 )
+                if encoder is not None:
+                    encoder.advance(event.partition, event.to_offset)
+                    yield _ndjson_cursor(encoder)
             elif isinstance(event, Reassigned):
                 yield orjson.dumps({"event": "assignment", **event.announcement}) + b"\n"
+                encoder = CursorEncoder(event.positions, event.epoch) if event.positions else None
+                if encoder is not None:
+                    yield _ndjson_cursor(encoder)
             elif isinstance(event, End):
                 if event.problem is not None:
                     yield orjson.dumps({"event": "error", **event.problem.body()}) + b"\n"

@@ -53,10 +53,12 @@ class Gap:
 
 @dataclass(frozen=True, slots=True)
 class Reassigned:
-    """The stream now reads `positions`; `announcement` is sent to the client as is."""
+    """The stream now reads `positions`; `announcement` is sent to the client as is; the
+    cursors sent from here on carry `epoch` (a consumer group's offsets epoch), if any."""
 
     positions: Mapping[int, int]
     announcement: Mapping[str, Any]
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +169,18 @@ class LogStream(Interruptible):
         """The next offset to send, per partition (a copy)."""
         return dict(self._positions)
 
-    def reassign(self, positions: Mapping[int, int], announcement: Mapping[str, Any]) -> None:
+    def reassign(
+        self,
+        positions: Mapping[int, int],
+        announcement: Mapping[str, Any],
+        epoch: int | None = None,
+    ) -> None:
         """Read `positions` from now on; the stream emits Reassigned before any of their records.
 
         Safe to call from any task on the loop at any time; a newer call replaces an
         assignment not yet emitted.
         """
-        self._pending = Reassigned(dict(positions), dict(announcement))
+        self._pending = Reassigned(dict(positions), dict(announcement), epoch)
         self.wake()
 
     async def events(self, heartbeat_s: float | None = None) -> AsyncGenerator[StreamEvent, None]:

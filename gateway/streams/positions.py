@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.http.problems import Problem, offset_out_of_range
-from gateway.streams.cursor import CursorError, decode_cursor
+from gateway.streams.cursor import CursorError, decode_cursor_epoch
 from storage.backend import Backend
 
 
@@ -32,8 +32,19 @@ async def resume_positions(
     backend: Backend, topic: str, partitions: list[int], cursor: str
 ) -> dict[int, int]:
     """The cursor's positions for the partitions it names (validated against the log)."""
+    positions = read_cursor(cursor, partitions)[1]
+    for p, offset in positions.items():
+        info = await backend.partition_info(topic, p)
+        if offset > info.end_offset:  # from another incarnation of the topic
+            raise offset_out_of_range(offset, info.log_start_offset, info.end_offset)
+    return positions
+
+
+def read_cursor(cursor: str, partitions: list[int]) -> tuple[int | None, dict[int, int]]:
+    """A cursor's epoch (None without one) and positions; a bad-cursor problem when it is
+    malformed or names a partition outside `partitions`."""
     try:
-        positions = decode_cursor(cursor)
+        epoch, positions = decode_cursor_epoch(cursor)
     except CursorError as exc:
         raise Problem("bad-cursor", f"the cursor is not valid: {exc}") from None
     stray = positions.keys() - set(partitions)
@@ -41,8 +52,4 @@ async def resume_positions(
         raise Problem(
             "bad-cursor", f"the cursor names partitions this stream does not read: {sorted(stray)}"
         )
-    for p, offset in positions.items():
-        info = await backend.partition_info(topic, p)
-        if offset > info.end_offset:  # from another incarnation of the topic
-            raise offset_out_of_range(offset, info.log_start_offset, info.end_offset)
-    return positions
+    return epoch, positions

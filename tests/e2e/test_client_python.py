@@ -498,7 +498,8 @@ async def test_group_auto_commit_resumes_a_new_member_after_the_last_commit(
             return sum(p.committed_offset or 0 for p in described.partitions)
 
         async with asyncio.timeout(GUARD_S):
-            # the gateway's state, with nothing to wait on: poll it (it commits every second)
+            # the gateway's state, with nothing to wait on: poll it (the consumer commits
+            # what was processed every second; the 10th once the reader asked for more)
             while await committed() < 10:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         await first.close()
@@ -508,6 +509,57 @@ async def test_group_auto_commit_resumes_a_new_member_after_the_last_commit(
         await _until(progress, lambda: len(second.records) == 4, "the new member read 4")
         assert sorted(r.value for r in second.records) == [10, 11, 12, 13]
         await second.close()
+
+
+async def _committed_offset(client: AsyncLogwayClient, group: str) -> int | None:
+    (partition,) = (await client.describe_group(group)).partitions
+    return partition.committed_offset
+
+
+async def test_a_group_consumer_commits_what_the_application_processed_by_default(
+    gateway: Gateway,
+) -> None:
+    """A record counts as processed once the application asks for the next one, or leaves
+    the `async with` block without an exception; the one in hand is never committed."""
+    async with AsyncLogwayClient(gateway.url) as client:
+        await client.create_topic("work", 1)
+        await client.produce("work", [NewRecord(i) for i in range(10)])
+        never = 3_600_000.0  # only close() commits here
+
+        async def fail_at_offset_4() -> None:
+            async with AsyncConsumer(
+                client, "work", group="g", start="earliest", auto_commit_interval_ms=never
+            ) as consumer:
+                async for record in consumer:
+                    if record.offset == 4:
+                        raise RuntimeError("processing failed")
+
+        with pytest.raises(RuntimeError, match="processing failed"):
+            await fail_at_offset_4()
+        assert await _committed_offset(client, "g") == 4, "0-3 processed, 4 was in hand"
+
+        async with AsyncConsumer(
+            client, "work", group="g", start="earliest", auto_commit_interval_ms=never
+        ) as consumer:
+            assert (await anext(consumer)).offset == 4  # delivered again: at least once
+        assert await _committed_offset(client, "g") == 5, "a clean exit processed it"
+
+        async with AsyncConsumer(
+            client, "work", group="g", start="earliest", auto_commit_interval_ms=50
+        ) as consumer:
+            assert [(await anext(consumer)).offset for _ in range(3)] == [5, 6, 7]
+            async with asyncio.timeout(GUARD_S):  # periodic commits while it reads on
+                while await _committed_offset(client, "g") != 7:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await consumer.close()  # no exit from the block yet: 7 is still in hand
+        assert await _committed_offset(client, "g") == 7
+
+        with (
+            LogwayClient(gateway.url) as sync_client,
+            Consumer(sync_client, "work", group="g", start="earliest") as blocking,
+        ):
+            assert next(blocking).offset == 7
+        assert await _committed_offset(client, "g") == 8
 
 
 async def test_group_member_rejoins_after_a_gateway_restart_and_loses_nothing(
@@ -536,7 +588,7 @@ async def test_group_member_rejoins_after_a_gateway_restart_and_loses_nothing(
             assert consumer.assignment is not None
             before = consumer.assignment.member_id
 
-            # SIGTERM: the gateway commits what it wrote to the stream, then ends it
+            # SIGTERM: the gateway ends the stream; what was processed and committed stays
             new = await _restart(start_gateway, gateway, relay, kill=False)
             async with AsyncLogwayClient(new.url) as admin:
                 await admin.produce("work", [NewRecord(i, partition=i % 2) for i in range(30, 50)])

@@ -251,7 +251,7 @@ async def test_every_kind_of_stream_event_matches_the_spec(
     settings: Settings, backend: EmbeddedBackend
 ) -> None:
     """retry, record, gap, assignment, error and expired events of real SSE streams, and
-    record, assignment, error and expired lines of NDJSON streams, match the schemas."""
+    record, assignment, cursor, error and expired lines of NDJSON streams, match the schemas."""
     app = create_app(with_settings(settings, jwt_hs256_secret=STREAM_SECRET), backend)
     url, stop, task = await serve_app(app)
     try:
@@ -306,7 +306,7 @@ async def test_every_kind_of_stream_event_matches_the_spec(
                 asyncio.gather(deleted("text/event-stream"), deleted("application/x-ndjson")), 15
             )
             assert (sse[:3], sse[-1]) == (["retry", "assignment", "record"], "error")
-            assert (ndjson[:2], ndjson[-1]) == (["assignment", "record"], "error")
+            assert (ndjson[:3], ndjson[-1]) == (["assignment", "cursor", "record"], "error")
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

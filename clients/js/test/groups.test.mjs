@@ -1,6 +1,6 @@
 // Consumer groups through the JS client against a real gateway (LOGWAY_URL), run by
-// tests/e2e/test_client_js.py: assignment callbacks, rebalancing, manual and auto commit,
-// fencing, group admin.
+// tests/e2e/test_client_js.py: assignment callbacks, rebalancing, manual commits and the
+// default commits of what the application processed, fencing, group admin.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
@@ -42,8 +42,9 @@ test('two members split the partitions, announce each generation, and commit man
   const group = uniqueTopic('billing');
   await client.createTopic(topic, { partitions: 4 });
   const announced = { a: [], b: [] };
-  const a = client.consumer(topic, { group, from: 'earliest', onAssignment: (x) => announced.a.push(x) });
-  const b = client.consumer(topic, { group, from: 'earliest', onAssignment: (x) => announced.b.push(x) });
+  const options = { group, from: 'earliest', commit: 'manual' };
+  const a = client.consumer(topic, { ...options, onAssignment: (x) => announced.a.push(x) });
+  const b = client.consumer(topic, { ...options, onAssignment: (x) => announced.b.push(x) });
   const got = { a: [], b: [] };
   const errors = [];
   const running = [drain(a, got.a, errors), drain(b, got.b, errors)];
@@ -107,20 +108,23 @@ test('a commit from a replaced generation is fenced', async () => {
   assert.deepEqual(errors, []);
 });
 
-test('commit: auto commits what was delivered; a new member starts after it; seek and delete', async () => {
+test('by default a member commits what was processed, never the record in hand; seek and delete', async () => {
   const topic = uniqueTopic('auto');
   const group = uniqueTopic('g');
   await client.createTopic(topic, { partitions: 1 });
   await client.produce(topic, Array.from({ length: 10 }, (_, i) => ({ value: i })));
-  const first = client.consumer(topic, { group, commit: 'auto', from: 'earliest' });
+  const first = client.consumer(topic, { group, from: 'earliest', autoCommitIntervalMs: 50 });
   assert.deepEqual((await take(first, 10)).map((r) => r.value), [...Array(10).keys()]);
-  await until(async () => (await committed(group)).get(0) === 10, 'auto commit of 10');
+  // records 0..8 were processed (the next one was asked for); 9 is still in hand
+  await until(async () => (await committed(group)).get(0) === 9, 'periodic commit of 9');
   await first.close();
+  assert.equal((await committed(group)).get(0), 9, 'close() commits what was processed, not 9');
 
   await client.produce(topic, [{ value: 10 }, { value: 11 }]);
-  const second = client.consumer(topic, { group, from: 'earliest' });
-  assert.deepEqual((await take(second, 2)).map((r) => r.value), [10, 11], 'starts at the committed offset');
-  await second.close();
+  const second = client.consumer(topic, { group, from: 'earliest', autoCommitIntervalMs: 3_600_000 });
+  assert.deepEqual((await take(second, 3)).map((r) => r.value), [9, 10, 11], 'starts at the committed offset');
+  await second.close({ processedLast: true });
+  assert.equal((await committed(group)).get(0), 12, 'the record in hand counted as processed');
 
   assert.deepEqual(await client.seekGroup(group, topic, 'earliest'), new Map([[0, 0]]));
   const described = await client.describeGroup(group);
@@ -139,6 +143,7 @@ test('a member reconnects across a gateway restart and resumes from its commits 
   const member = client.consumer(topic, {
     group,
     from: 'earliest',
+    commit: 'manual',
     reconnectDelayMs: 50,
     maxReconnectDelayMs: 300,
     onAssignment: (a) => assignments.push(a),

@@ -11,6 +11,10 @@ class ClosesOnExit(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def close_on_exit(self, clean: bool) -> None:
+        """What leaving the block does (`clean`: without an exception): close()."""
+        self.close()
+
     def __enter__(self) -> Self:
         return self
 
@@ -20,12 +24,16 @@ class ClosesOnExit(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self.close_on_exit(exc_type is None)
 
 
 class AsyncClosesOnExit(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    async def close_on_exit(self, clean: bool) -> None:
+        """What leaving the block does (`clean`: without an exception): close()."""
+        await self.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -36,4 +44,4 @@ class AsyncClosesOnExit(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.close_on_exit(exc_type is None)

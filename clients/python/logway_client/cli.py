@@ -23,7 +23,9 @@ Consume prints the API's record objects as NDJSON, one flushed line per record, 
 cleanly on SIGINT/SIGTERM, a closed stdout (`| head`), `--max-records` or `--timeout-s` of
 silence. With `--group`, `--commit auto` (the default) commits, about every second and when
 it stops, the offsets after the records it has written to stdout, never records it merely
-received (so a consume stopped by `--max-records` is continued exactly by the next one);
+received (so a consume stopped by `--max-records` is continued exactly by the next one,
+and one killed redelivers at most a second of printed records), with the generation they
+were delivered in (a rebalance fences them: the partition's next owner prints them again);
 `--commit manual` never commits (move the group with `logway groups seek`).
 
 Exit codes: 0 success · 1 any other error · 2 usage (bad flags or arguments) · 3 not found
@@ -802,6 +804,7 @@ class _Consume:
             start=self.args.start,
             partitions=self.args.partitions,
             group=self.args.group,
+            commit="manual",  # what was printed is committed here, not what was handed over
             on_assignment=items.put,  # in order with the records around it
         )
 
@@ -876,25 +879,25 @@ class _Consume:
                 next_commit = time.monotonic() + COMMIT_INTERVAL_S
 
     def _assigned(self, assignment: Assignment) -> None:
-        owned = set(assignment.partitions)
-        self._positions = {p: o for p, o in self._positions.items() if p in owned}
-        self._committed = {p: o for p, o in self._committed.items() if p in owned}
+        # a new generation fences what was printed before it (and a seek restarts partitions)
+        self._positions, self._committed = {}, {}
         self._assignment = assignment
         partitions = ",".join(map(str, assignment.partitions)) or "none"
         _say(f"group {self.args.group} generation {assignment.generation}: partitions {partitions}")
 
     async def _commit(self, consumer: AsyncConsumer) -> None:
-        """Commit the offsets after what was printed; a failure costs redelivery, no more."""
-        if self._assignment is None or consumer.assignment is None:
+        """Commit the offsets after what was printed, with the generation it was delivered in
+        (the assignment printed last); a failure costs redelivery, no more."""
+        assignment = self._assignment
+        if assignment is None or consumer.group is None:
             return
-        owned = set(consumer.assignment.partitions)
-        offsets = {
-            p: o for p, o in self._positions.items() if p in owned and self._committed.get(p) != o
-        }
+        offsets = {p: o for p, o in self._positions.items() if self._committed.get(p) != o}
         if not offsets:
             return
         try:
-            await consumer.commit(offsets=offsets)
+            await consumer.client.commit_offsets(
+                consumer.group, assignment.member_id, assignment.generation, consumer.topic, offsets
+            )
         except LogwayError as exc:
             _say(f"commit not made (these records will be delivered again): {_error_line(exc)}")
             return

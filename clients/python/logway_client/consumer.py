@@ -11,11 +11,21 @@ stream; a stream silent for longer than the client's `stream_read_timeout_s` is 
 
 Groups. With `group=`, the stream is a member of the group: the gateway announces each
 generation (`event: assignment`), which sets `consumer.assignment` and calls
-`on_assignment`, and starts each assigned partition at the group's committed offset. With
-`commit="auto"` the gateway commits what it sent (about every second); otherwise call
-`commit()` after processing. Each connection is a new member, so a reconnect joins again
-and resumes from the group's commits, not from a cursor: whatever was not committed is
-delivered again (at least once), after a rebalance, a reconnect or a restart.
+`on_assignment`, and starts each assigned partition at the group's committed offset. Each
+connection is a new member, so a reconnect joins again and resumes from the group's
+commits, not from a cursor: whatever was not committed is delivered again (at least once),
+after a rebalance, a reconnect, a crash or a restart.
+
+Commits, as Kafka's consumers make them. With `commit="auto"` (the default) the consumer
+commits what your code has processed: a record counts as processed once you ask for the
+next one (or leave an `async with` block without an exception); every
+`auto_commit_interval_ms` (1 s) it commits the processed positions of the generation they
+were delivered in, and once more when it is closed. Never a record it has merely received:
+when your code crashes, or the member is replaced, at most one interval of processed
+records is delivered again, plus the one in hand. A rebalance fences the positions of the
+older generation (they come again to the partition's owner). Hand records to other tasks
+and move on, and they count as processed: then use `commit="manual"` and call `commit()`
+once they are done.
 
 Auth. `event: expired` (the token the stream was opened with ran out) calls `on_expired`
 before the reconnect, so it can put a fresh token into `client.http.headers`.
@@ -29,7 +39,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -39,7 +52,9 @@ from logway_client._closing import AsyncClosesOnExit
 from logway_client.client import AsyncLogwayClient, path_segment, raise_for_problem
 from logway_client.errors import (
     ConnectionFailed,
+    FencedGeneration,
     LogwayError,
+    NotPartitionOwner,
     ProtocolViolation,
     UnknownMember,
     error_from_problem,
@@ -49,6 +64,17 @@ from logway_client.types import Assignment, Record
 AssignmentCallback = Callable[[Assignment], Awaitable[None] | None]
 ExpiredCallback = Callable[[], Awaitable[None] | None]
 DEFAULT_RECONNECT_DELAY_MS = 1000.0
+DEFAULT_AUTO_COMMIT_INTERVAL_MS = 1000.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """The member and generation records were delivered in: what a commit of them needs."""
+
+    member_id: str
+    generation: int
 
 
 class AsyncConsumer(AsyncClosesOnExit):
@@ -57,7 +83,8 @@ class AsyncConsumer(AsyncClosesOnExit):
     `start`: where partitions without a cursor (or group commit) begin: "earliest",
     "latest" (the gateway's default) or a timestamp in ms. `partitions`: read only these
     (not with `group`). `cursor`: resume a stream from a cursor saved earlier
-    (`consumer.cursor`).
+    (`consumer.cursor`). With `group`: `commit` "auto" (default: commits what was
+    processed, every `auto_commit_interval_ms`) or "manual" (call `commit()`).
     """
 
     def __init__(
@@ -69,7 +96,8 @@ class AsyncConsumer(AsyncClosesOnExit):
         partitions: Iterable[int] | None = None,
         cursor: str | None = None,
         group: str | None = None,
-        commit: Literal["auto", "manual"] = "manual",
+        commit: Literal["auto", "manual"] = "auto",
+        auto_commit_interval_ms: float = DEFAULT_AUTO_COMMIT_INTERVAL_MS,
         on_assignment: AssignmentCallback | None = None,
         on_expired: ExpiredCallback | None = None,
         reconnect_delay_ms: float | None = None,
@@ -80,12 +108,15 @@ class AsyncConsumer(AsyncClosesOnExit):
             raise ValueError("a group member reads the partitions the group assigns it")
         if commit not in ("auto", "manual"):
             raise ValueError("commit must be 'auto' or 'manual'")
+        if auto_commit_interval_ms <= 0:
+            raise ValueError("auto_commit_interval_ms must be positive")
         self.client = client
         self.topic = topic
         self.start = start
         self.partitions = None if partitions is None else tuple(sorted(set(partitions)))
         self.group = group
         self.commit_mode = commit
+        self.auto_commit_interval_ms = auto_commit_interval_ms
         self.on_assignment = on_assignment
         self.on_expired = on_expired
         self.cursor = cursor
@@ -96,6 +127,12 @@ class AsyncConsumer(AsyncClosesOnExit):
         self._max_reconnect_delay_ms = max_reconnect_delay_ms
         self._max_reconnect_attempts = max_reconnect_attempts
         self._delivered: dict[int, int] = {}  # partition -> next offset after the last record
+        # commit="auto": the record in hand (not processed yet), and what was processed
+        self._in_hand: tuple[_Generation, int, int] | None = None
+        self._processed: dict[int, int] = {}
+        self._processed_in: _Generation | None = None
+        self._committed: dict[int, int] = {}
+        self._committer: asyncio.Task[None] | None = None
         self._records: AsyncGenerator[Record, None] | None = None
         self._response: httpx.Response | None = None
         self._closed = False
@@ -110,21 +147,38 @@ class AsyncConsumer(AsyncClosesOnExit):
             self._records = self._run()
         return await self._records.__anext__()
 
-    async def close(self) -> None:
+    async def close(self, *, processed_last: bool = False) -> None:
         """End the stream (a group member leaves when its connection closes). A task waiting
-        in `anext(consumer)` meanwhile gets StopAsyncIteration."""
+        in `anext(consumer)` meanwhile gets StopAsyncIteration.
+
+        With commit="auto", first commits what was processed; `processed_last` counts the
+        record last handed out as processed too (leaving `async with` without an exception
+        does).
+        """
+        if self._closed:
+            return
         self._closed = True
+        if self._committer is not None:
+            self._committer.cancel()
+        if processed_last:
+            self._moved_past()
+        if self._auto_commits:
+            await self._commit_processed()
         if self._response is not None:
             await self._response.aclose()
         if self._records is not None and not getattr(self._records, "ag_running", False):
             await self._records.aclose()
+
+    async def close_on_exit(self, clean: bool) -> None:
+        """Leaving `async with` without an exception: the record in hand was processed."""
+        await self.close(processed_last=clean)
 
     async def commit(
         self, records: Iterable[Record] | None = None, *, offsets: Mapping[int, int] | None = None
     ) -> None:
         """Commit the group's position: after `records` (each partition's last record), or
         explicit `offsets` ({partition: next offset to read}), or by default everything this
-        consumer has handed out of the partitions it owns now.
+        consumer has handed out since the latest assignment.
 
         Raises FencedGeneration when a rebalance happened since (those records go to the
         partition's new owner, which starts at the last successful commit).
@@ -153,6 +207,58 @@ class AsyncConsumer(AsyncClosesOnExit):
             positions,
         )
 
+    # -- commit="auto" ------------------------------------------------------------------------
+
+    @property
+    def _auto_commits(self) -> bool:
+        return self.group is not None and self.commit_mode == "auto"
+
+    def _handing_out(self, record: Record) -> None:
+        if self._auto_commits and self.assignment is not None:
+            generation = _Generation(self.assignment.member_id, self.assignment.generation)
+            self._in_hand = (generation, record.partition, record.next_offset)
+            if self._committer is None:
+                self._committer = asyncio.get_running_loop().create_task(self._commit_every())
+
+    def _moved_past(self) -> None:
+        """The record in hand is processed (the application asked for the next one)."""
+        if self._in_hand is None:
+            return
+        generation, partition, next_offset = self._in_hand
+        self._in_hand = None
+        if generation != self._processed_in:  # positions of a fenced generation are no use
+            self._processed, self._committed = {}, {}
+            self._processed_in = generation
+        self._processed[partition] = next_offset
+
+    async def _commit_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.auto_commit_interval_ms / 1000)
+            await self._commit_processed()
+
+    async def _commit_processed(self) -> None:
+        """Commit what was processed and not committed yet; a refusal (a rebalance, a member
+        that is gone) or a failure leaves those records to be delivered again."""
+        generation = self._processed_in
+        positions = {p: o for p, o in self._processed.items() if self._committed.get(p) != o}
+        if generation is None or not positions:
+            return
+        assert self.group is not None
+        try:
+            await self.client.commit_offsets(
+                self.group, generation.member_id, generation.generation, self.topic, positions
+            )
+        except (FencedGeneration, NotPartitionOwner, UnknownMember) as exc:
+            log.debug("auto-commit of %s refused: %s", positions, exc)
+            if generation == self._processed_in:  # it never will be accepted: stop trying
+                self._processed = {}
+            return
+        except LogwayError as exc:
+            log.debug("auto-commit of %s failed: %s", positions, exc)
+            return
+        if generation == self._processed_in:
+            self._committed.update(positions)
+
     # -- the stream ------------------------------------------------------------------------
 
     def _params(self) -> dict[str, str]:
@@ -162,9 +268,7 @@ class AsyncConsumer(AsyncClosesOnExit):
         if self.partitions is not None:
             params["partitions"] = ",".join(map(str, self.partitions))
         if self.group is not None:
-            params["group"] = self.group
-            if self.commit_mode == "auto":
-                params["commit"] = "auto"
+            params["group"] = self.group  # the gateway never commits for this client
         return params
 
     def _delay_s(self, failures: int) -> float:
@@ -172,6 +276,17 @@ class AsyncConsumer(AsyncClosesOnExit):
         return min(self._max_reconnect_delay_ms, base * 2.0 ** max(0, failures - 1)) / 1000
 
     async def _run(self) -> AsyncGenerator[Record, None]:
+        try:
+            async with aclosing(self._reconnecting()) as records:
+                async for record in records:
+                    self._handing_out(record)
+                    yield record
+                    self._moved_past()
+        finally:
+            if self._committer is not None and not self._closed:  # an error ended the stream
+                self._committer.cancel()
+
+    async def _reconnecting(self) -> AsyncGenerator[Record, None]:
         failures = 0
         first = True
         while not self._closed:
@@ -252,8 +367,8 @@ class AsyncConsumer(AsyncClosesOnExit):
     async def _assigned(self, assignment: Assignment, cursor: str | None) -> None:
         self.assignment = assignment
         self.cursor = cursor or None
-        kept = set(assignment.partitions)
-        self._delivered = {p: o for p, o in self._delivered.items() if p in kept}
+        # a position handed out before may belong to a partition that restarted (a seek)
+        self._delivered = {}
         if self.on_assignment is not None:
             await _call(self.on_assignment, assignment)
 

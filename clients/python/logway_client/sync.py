@@ -238,7 +238,7 @@ class Consumer(ClosesOnExit):
         partitions: Iterable[int] | None = None,
         cursor: str | None = None,
         group: str | None = None,
-        commit: Literal["auto", "manual"] = "manual",
+        commit: Literal["auto", "manual"] = "auto",
         on_assignment: Callable[[Assignment], Awaitable[None] | None] | None = None,
         on_expired: Callable[[], Awaitable[None] | None] | None = None,
         **options: Any,
@@ -280,5 +280,10 @@ class Consumer(ClosesOnExit):
     ) -> None:
         self._client.run(self.aio.commit(records, offsets=offsets))
 
-    def close(self) -> None:
-        self._client.run(self.aio.close())
+    def close(self, *, processed_last: bool = False) -> None:
+        """See AsyncConsumer.close."""
+        self._client.run(self.aio.close(processed_last=processed_last))
+
+    def close_on_exit(self, clean: bool) -> None:
+        """Leaving `with` without an exception: the record in hand was processed."""
+        self.close(processed_last=clean)

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from gateway.settings import Settings
+from gateway.streams.cursor import decode_cursor
 from storage.types import Durability, DurabilityPolicy
 from tests.gateway.conftest import check_response, problem_type, sse_events
 
@@ -410,7 +411,7 @@ async def test_manual_commit_is_fenced_and_validated(live: httpx.AsyncClient) ->
     await second.close()
 
 
-async def test_commit_auto_commits_what_was_written_and_a_new_member_resumes_there(
+async def test_commit_auto_commits_what_a_later_write_proved_and_a_new_member_resumes_there(
     live: httpx.AsyncClient,
 ) -> None:
     await create_topic(live, "t", 3)
@@ -422,6 +423,8 @@ async def test_commit_auto_commits_what_was_written_and_a_new_member_resumes_the
         group = await describe(live, "auto")
         return [p["committed_offset"] for p in group["partitions"]] == [4, 4, 4]
 
+    # a quiet stream: the heartbeat the gateway sends a commit interval later is the write
+    # that proves the records arrived
     await until(all_committed, "commit=auto never committed what was written")
     await member.close()
     await produce(live, "t", {0: 1, 1: 1, 2: 1})
@@ -528,5 +531,14 @@ async def test_ndjson_member_gets_its_id_in_a_header_and_an_assignment_line_firs
             "generation": 1,
             "partitions": [0, 1],
         }
-        records = [orjson.loads(await anext(lines)) for _ in range(2)]
+        # each line of records (and the assignment) is followed by the cursor after it
+        cursor = orjson.loads(await anext(lines))
+        assert cursor["event"] == "cursor"
+        assert decode_cursor(cursor["cursor"]) == {0: 0, 1: 0}
+        records = []
+        for _ in range(2):
+            records.append(orjson.loads(await anext(lines)))
+            cursor = orjson.loads(await anext(lines))
+            assert cursor["event"] == "cursor"
+            assert decode_cursor(cursor["cursor"])[records[-1]["partition"]] == 1
         assert sorted(r["partition"] for r in records) == [0, 1]

@@ -10,30 +10,50 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.streams.cursor import CursorEncoder, CursorError, decode_cursor, encode_cursor
+from gateway.streams.cursor import (
+    MAX_EPOCH,
+    CursorEncoder,
+    CursorError,
+    decode_cursor,
+    decode_cursor_epoch,
+    encode_cursor,
+)
 
 positions_st = st.dictionaries(
     st.integers(0, 9_999), st.integers(0, 2**63 - 1), min_size=1, max_size=50
 )
+epochs_st = st.none() | st.integers(0, MAX_EPOCH)
 
 
-@given(positions_st)
-def test_round_trip(positions: dict[int, int]) -> None:
-    assert decode_cursor(encode_cursor(positions)) == positions
+@given(positions_st, epochs_st)
+def test_round_trip(positions: dict[int, int], epoch: int | None) -> None:
+    cursor = encode_cursor(positions, epoch)
+    assert cursor.startswith("1." if epoch is None else "2.")
+    assert decode_cursor_epoch(cursor) == (epoch, positions)
+    assert decode_cursor(cursor) == positions
 
 
-@given(positions_st, st.data())
+@given(positions_st, epochs_st, st.data())
 def test_incremental_encoder_matches_fresh_encoding(
-    positions: dict[int, int], data: st.DataObject
+    positions: dict[int, int], epoch: int | None, data: st.DataObject
 ) -> None:
-    encoder = CursorEncoder(positions)
+    encoder = CursorEncoder(positions, epoch)
     current = dict(positions)
     for _ in range(5):
         partition = data.draw(st.sampled_from(sorted(positions)))
         offset = data.draw(st.integers(0, 2**40))
         encoder.advance(partition, offset)
         current[partition] = offset
-        assert encoder.encode() == encode_cursor(current)
+        assert encoder.encode() == encode_cursor(current, epoch)
+
+
+def test_the_epoch_tells_cursors_of_equal_positions_apart() -> None:
+    """A cache keyed on `state()` must not hand one epoch's ids to another's stream."""
+    states = {CursorEncoder({0: 5}, epoch).state() for epoch in (None, 0, 1, MAX_EPOCH)}
+    assert len(states) == 4
+    assert len(encode_cursor({0: 15, 1: 300, 2: 7}, MAX_EPOCH)) <= 24
+    with pytest.raises(ValueError, match="32-bit"):
+        CursorEncoder({0: 1}, MAX_EPOCH + 1)
 
 
 def test_compact_and_url_safe() -> None:
@@ -48,7 +68,8 @@ def test_compact_and_url_safe() -> None:
     [
         "",
         "1.",
-        "2.AAEAALUr",  # unknown version
+        "3.AAEAALUr",  # unknown version
+        "2.",
         "AAEAALUr",  # no version
         "1.AAEAALUs",  # checksum
         "1.AAEAAL",  # truncated
@@ -63,9 +84,9 @@ def test_refuses_what_it_did_not_write(bad: str) -> None:
         decode_cursor(bad)
 
 
-def _forge(payload: bytes) -> str:
+def _forge(payload: bytes, version: str = "1.") -> str:
     crc = (zlib.crc32(payload) & 0xFFFF).to_bytes(2, "big")
-    return "1." + base64.urlsafe_b64encode(payload + crc).rstrip(b"=").decode()
+    return version + base64.urlsafe_b64encode(payload + crc).rstrip(b"=").decode()
 
 
 @pytest.mark.parametrize(
@@ -82,6 +103,20 @@ def _forge(payload: bytes) -> str:
 def test_refuses_well_checksummed_nonsense(payload: bytes) -> None:
     with pytest.raises(CursorError):
         decode_cursor(_forge(payload))
+    with pytest.raises(CursorError):
+        decode_cursor(_forge(b"\x07" + payload, "2."))  # the same after an epoch
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x07",  # an epoch and no partitions
+        b"\x80\x80\x80\x80\x10\x00\x00",  # epoch 2**32
+    ],
+)
+def test_refuses_a_bad_epoch(payload: bytes) -> None:
+    with pytest.raises(CursorError):
+        decode_cursor(_forge(payload, "2."))
 
 
 @given(st.text(max_size=40))
