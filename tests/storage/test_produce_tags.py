@@ -75,9 +75,8 @@ def test_the_tag_round_trips_in_the_batch_and_untagged_batches_are_unchanged() -
         codec.check_batch(data, header)
         assert codec.batch_tag(data, header) == expected
         assert [r.value for r in codec.decode_batch(data, header)] == [b"v", b"w"]
-    assert codec.scan(
-        tagged + plain, 0, 5
-    ).error == "batch at position %d has base offset 5, expected 7" % len(tagged)
+    scanned = codec.scan(tagged + plain, 0, 5)  # the second batch repeats offset 5
+    assert scanned.error == f"batch at position {len(tagged)} has base offset 5, expected 7"
     damaged = bytearray(tagged)
     damaged[codec.BATCH_HEADER_SIZE + 3] ^= 1  # a bit of the tag: the checksum covers it
     assert codec.scan(bytes(damaged), 0, 5).batches == []
