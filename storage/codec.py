@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from storage.errors import CorruptRecord
-from storage.types import NewRecord, ProduceTag, Record, ValueFormat
+from storage.types import AppendResult, NewRecord, ProduceTag, Record, ValueFormat
 
 BATCH_HEADER = struct.Struct("<IIqIq")
 BATCH_HEADER_SIZE = BATCH_HEADER.size  # 28
@@ -181,6 +181,38 @@ def check_batch(buf: bytes | memoryview | mmap.mmap, header: BatchHeader) -> Non
             f"checksum mismatch in batch at offset {header.base_offset} "
             f"(position {header.position})"
         )
+
+
+def tagged_batches(
+    buf: bytes | memoryview, since_ms: int
+) -> tuple[list[tuple[ProduceTag, AppendResult]], int]:
+    """The produce tags (with each batch's offsets and time) of the batches whose headers
+    lie whole in `buf`, written at or after `since_ms`, and the position after the last
+    batch walked (beyond `buf` when its records run past the end).
+
+    Reads headers only, with no object per untagged batch and no checksum: for batches
+    recovery already accepted. Raises CorruptRecord for an impossible header.
+    """
+    found: list[tuple[ProduceTag, AppendResult]] = []
+    unpack = BATCH_HEADER.unpack_from
+    end = len(buf)
+    position = 0
+    while position + BATCH_HEADER_SIZE <= end:
+        length, _crc, base_offset, count, timestamp_ms = unpack(buf, position)
+        if length < BATCH_HEADER_SIZE - 4 or length > MAX_BATCH_BYTES or count & ~TAGGED == 0:
+            raise CorruptRecord(f"impossible batch header at position {position}")
+        if count & TAGGED:
+            start = position + BATCH_HEADER_SIZE
+            if start + TAG_SIZE > end:
+                break
+            if timestamp_ms >= since_ms:
+                tag = ProduceTag(
+                    bytes(buf[start : start + _TAG_HALF]),
+                    bytes(buf[start + _TAG_HALF : start + TAG_SIZE]),
+                )
+                found.append((tag, AppendResult(base_offset, count & ~TAGGED, timestamp_ms)))
+        position += length + 4
+    return found, position
 
 
 @dataclass(frozen=True, slots=True)

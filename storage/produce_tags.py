@@ -71,9 +71,9 @@ def scan_tags(
     """Worker thread: add to `index` the tags of the batches written at or after `since_ms`,
     reading each segment below its limit (its recovered, published size).
 
-    Walks batch headers only (the records are skipped, the chunks read hold whole batches
-    only when they are small); a segment whose headers stop making sense is logged and
-    left, since recovery already cut the active segment at its last valid batch.
+    Walks batch headers only (storage.codec.tagged_batches; the records of batches larger
+    than a chunk are skipped, not read); a segment whose headers stop making sense is
+    logged and left, since recovery already cut the active segment at its last valid batch.
     """
     for segment, limit in zip(segments, limits, strict=True):
         if segment.published_max_timestamp_ms < since_ms:
@@ -81,27 +81,15 @@ def scan_tags(
         position = 0
         while position < limit:
             buf = os.pread(segment.fd, min(_SCAN_CHUNK_BYTES, limit - position), position)
-            cursor = 0
             try:
-                while (header := codec.read_header(buf, cursor)) is not None:
-                    tag_end = header.records_position - header.position
-                    if cursor + tag_end > len(buf):
-                        break
-                    if header.tagged and header.timestamp_ms >= since_ms:
-                        tag = codec.batch_tag(buf, header)
-                        assert tag is not None
-                        result = AppendResult(
-                            header.base_offset, header.record_count, header.timestamp_ms
-                        )
-                        index.add(tag.key, TaggedAppend(tag.request, result))
-                    cursor += header.size
-                    if cursor >= len(buf):
-                        break
+                found, walked = codec.tagged_batches(buf, since_ms)
             except CorruptRecord as exc:
                 log.warning(
-                    "produce tags of %s not read past %d: %s", segment.log_path, cursor, exc
+                    "produce tags of %s not read past %d: %s", segment.log_path, position, exc
                 )
                 break
-            if cursor == 0:
+            for tag, result in found:
+                index.add(tag.key, TaggedAppend(tag.request, result))
+            if walked == 0:
                 break
-            position += cursor
+            position += walked

@@ -90,3 +90,17 @@ def test_the_tag_index_keeps_the_window_by_time_and_count() -> None:
     assert index.get(b"k1", 10_500) is not None
     assert index.get(b"k1", 11_002) is None  # beyond the time
     assert len(index) == 1
+
+
+@pytest.mark.parametrize("backend_factory", ["embedded"], indirect=True)
+async def test_tags_are_read_back_past_batches_larger_than_a_read_chunk(
+    backend: AnyBackend, reopen_backend: Callable[[], Awaitable[AnyBackend]]
+) -> None:
+    await backend.create_topic("t", 1, TopicConfig())
+    large = await backend.append("t", 0, [NewRecord(b"x" * 100_000)] * 4, _tag("large"))
+    small = [await backend.append("t", 0, [NewRecord(b"%d" % i)], _tag(f"s{i}")) for i in range(50)]
+    reopened = await reopen_backend()
+    assert await reopened.append("t", 0, [NewRecord(b"x" * 100_000)] * 4, _tag("large")) == large
+    for i, first in enumerate(small):
+        assert await reopened.append("t", 0, [NewRecord(b"%d" % i)], _tag(f"s{i}")) == first
+    assert (await reopened.partition_info("t", 0)).end_offset == 54
