@@ -89,7 +89,7 @@ def _context(settings: Settings, backend: Backend, metrics: Metrics | None = Non
 
 def begin_shutdown(app: Starlette) -> None:
     """End every open stream and long poll now, cleanly; new ones are refused with a 503
-    (an SSE client gets an empty stream with `retry:`, which EventSource retries).
+    (an SSE client gets a stream that tells it when to come back: gateway/http/event_source.py).
 
     Synchronous and idempotent, so a signal handler can call it directly on the loop.
     """

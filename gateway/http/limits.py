@@ -17,6 +17,8 @@ request rate and open streams.
   a 503 `stream-capacity` (another gateway may have room), beyond `max_streams_per_client`
   (when set) for one client a 429 `too-many-streams`.
 
+Rejections of a stream asked for by an EventSource are a 200 that tells it when to come
+back (gateway/http/event_source.py): an EventSource gives up for good on any other status.
 Rejections are answered here, before the body is read or storage is touched.
 """
 
@@ -27,9 +29,12 @@ import math
 import time
 from collections import OrderedDict
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+from gateway.http.event_source import retry_later
+from gateway.http.media import names_sse
 from gateway.http.problems import Problem
 from gateway.settings import Settings
 
@@ -140,6 +145,15 @@ def _is_stream(scope: Scope) -> bool:
     return scope["method"] in ("GET", "HEAD") and scope["path"].endswith("/events")
 
 
+async def _refuse(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
+    """The problem, or for an EventSource's stream the 200 that makes it retry later."""
+    if _is_stream(scope) and names_sse(Headers(scope=scope).get("accept")):
+        response = retry_later(problem)
+    else:
+        response = problem.to_response()
+    await response(scope, receive, send)
+
+
 class LimitsMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -172,14 +186,14 @@ class LimitsMiddleware:
                     f"retry in {retry_after} s",
                     headers={"Retry-After": retry_after},
                 )
-                await problem.to_response()(scope, receive, send)
+                await _refuse(problem, scope, receive, send)
                 return
         if not _is_stream(scope):
             await self.app(scope, receive, send)
             return
         refusal = self._admit_stream(client)
         if refusal is not None:
-            await refusal.to_response()(scope, receive, send)
+            await _refuse(refusal, scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

@@ -34,6 +34,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.context import Context, context
 from gateway.http.auth import principal_identity
+from gateway.http.event_source import retry_later
+from gateway.http.media import NDJSON, SSE, names_sse, negotiate
 from gateway.http.problems import Problem, from_storage_error
 from gateway.streams.formats import ndjson_chunks, sse_chunks
 from gateway.streams.group_stream import GroupStream, announcement, follow, group_starts
@@ -43,44 +45,12 @@ from gateway.streams.response import StreamResponse, encode_headers
 from storage import errors
 from storage.names import validate_topic_name
 
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # encoded once, not per stream: an idle stream would hold its own copy (~0.4 KB)
 _RAW_HEADERS = {
     SSE: encode_headers({"Content-Type": "text/event-stream; charset=utf-8", **STREAM_HEADERS}),
     NDJSON: encode_headers({"Content-Type": NDJSON, **STREAM_HEADERS}),
 }
-
-
-def negotiate(accept: str | None) -> str:
-    """SSE or NDJSON by the Accept header; no header or */* means SSE (what `curl -N` sends)."""
-    if not accept:
-        return SSE
-    best: tuple[float, str] | None = None
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        media = media.lower()
-        choice = {
-            SSE: SSE,
-            NDJSON: NDJSON,
-            "*/*": SSE,
-            "text/*": SSE,
-            "application/*": NDJSON,
-        }.get(media)
-        if choice is not None and quality > 0 and (best is None or quality > best[0]):
-            best = (quality, choice)
-    if best is None:
-        raise Problem("not-acceptable", f"this resource streams {SSE} or {NDJSON}")
-    return best[1]
 
 
 def parse_partitions(raw: str | None, count: int, topic: str) -> list[int]:
@@ -246,26 +216,10 @@ class _EventsEndpoint:
             response = await events(request)
         except (Problem, errors.StorageError) as exc:
             problem = exc if isinstance(exc, Problem) else from_storage_error(exc)
-            if problem.type.status != 503 or not _names_sse(request.headers.get("accept")):
+            if problem.type.status != 503 or not names_sse(request.headers.get("accept")):
                 raise
             response = retry_later(problem)
         await response(scope, receive, send)
-
-
-def _names_sse(accept: str | None) -> bool:
-    """The client asked for SSE by name, as every EventSource does."""
-    try:
-        return SSE in (accept or "").lower() and negotiate(accept) == SSE
-    except Problem:
-        return False
-
-
-def retry_later(problem: Problem) -> Response:
-    """A 503 (starting, draining, storage away) as an SSE client takes it: an empty stream
-    with `retry:` set from Retry-After. A standard EventSource gives up for good on any
-    status but 200, and reconnects (with its Last-Event-ID) after a stream that ends."""
-    retry_ms = 1000 * int(problem.headers.get("Retry-After", "1"))
-    return Response(f"retry: {retry_ms}\n\n", media_type=SSE, headers=STREAM_HEADERS)
 
 
 ROUTES = [Route("/v1/topics/{topic}/events", _EventsEndpoint(), methods=["GET"])]

@@ -22,10 +22,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:  # the module imports this one (through js_harness)
+    from tests.e2e.eventsource import EventSourceClient
+
 
 LOGWAY = Path(sys.executable).parent / "logway"
 SERVERS = ("granian", "hypercorn")
@@ -260,3 +264,12 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
             data.append(value)
         elif name == "id":
             event_id = value
+
+
+@pytest.fixture
+def eventsources() -> Iterator[list[EventSourceClient]]:
+    """Every EventSource a test starts, stopped at its end."""
+    started: list[EventSourceClient] = []
+    yield started
+    for client in started:
+        client.close()

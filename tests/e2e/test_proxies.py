@@ -27,18 +27,17 @@ import os
 import ssl
 import statistics
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import Gateway, GatewayFactory
+from tests.e2e.eventsource import CLIENT, EventSourceClient
 from tests.e2e.js_harness import (
     JS_DIR,
     gateway_port,
@@ -62,7 +61,6 @@ pytestmark = [
     pytest.mark.parametrize("server", ["granian"]),  # the default server; proxies are the subject
 ]
 
-CLIENT = Path(__file__).resolve().parent / "eventsource_client.mjs"
 OUTAGE_S = 10.0
 LATENCY_RECORDS = 900  # 300 each through the proxy (HTTPS, HTTP) and direct, interleaved
 READ_TIMEOUT_S = 30.0  # a guard against hanging only; nothing asserts a duration
@@ -96,83 +94,6 @@ def access_logs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- the EventSource ----------------------------------------------------------------------------
-
-
-@dataclass
-class EventSourceClient:
-    """tests/e2e/eventsource_client.mjs `follow URL`, its output parsed as it arrives."""
-
-    process: subprocess.Popen[str]
-    records: list[dict[str, Any]] = field(default_factory=list)
-    opens: int = 0
-    errors: list[str | None] = field(default_factory=list)
-    gave_up: str | None = None
-    output: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    @classmethod
-    def follow(cls, url: str, cafile: Path) -> EventSourceClient:
-        env = {**os.environ, "LOGWAY_JS_DIR": str(JS_DIR), "NODE_EXTRA_CA_CERTS": str(cafile)}
-        process = subprocess.Popen(
-            [node_or_skip(), str(CLIENT), "follow", url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        client = cls(process)
-        client.reader = threading.Thread(target=client._read, daemon=True)
-        client.reader.start()
-        return client
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # node's own complaints: kept in `output` for the failure message
-            if "record" in message:
-                self.records.append(message["record"])
-            elif "open" in message:
-                self.opens = message["open"]
-            elif "error" in message:
-                self.errors.append(message["error"])
-            elif "gave_up" in message:
-                self.gave_up = message["gave_up"]
-
-    def values(self) -> list[Any]:
-        return [r["value"] for r in self.records]
-
-    def close(self) -> int:
-        """Close stdin (the client closes its EventSource and exits); the exit code."""
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        try:
-            code = self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(5)
-        if self.reader is not None:
-            self.reader.join(5)  # it has read to the end of the output
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return code
-
-    def report(self) -> str:
-        return "".join(self.output[-40:])
-
-
-@pytest.fixture
-def eventsources() -> Iterator[list[EventSourceClient]]:
-    """Every EventSource a test starts, stopped at its end."""
-    started: list[EventSourceClient] = []
-    yield started
-    for client in started:
-        client.close()
 
 
 # -- helpers --------------------------------------------------------------------------------

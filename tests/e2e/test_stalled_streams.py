@@ -20,7 +20,12 @@ import pytest
 
 from tests.e2e.conftest import GatewayFactory, sse_events
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+    pytest.mark.xdist_group("heavy"),
+]
 
 STALLED = 1000
 BATCHES = 40  # per phase; two phases

@@ -148,6 +148,20 @@ def problem_type(response: httpx.Response) -> str:
     return slug
 
 
+def assert_told_to_retry(response: httpx.Response, slug: str) -> None:
+    """What an EventSource refused for a while gets (gateway/http/event_source.py): a 200
+    event stream naming the problem in a comment and `retry:` from Retry-After, jittered."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    comment, retry, end = response.text.split("\n", 2)
+    assert comment.startswith(f": {slug}: "), response.text
+    retry_after_ms = 1000 * int(response.headers["retry-after"])
+    assert retry.startswith("retry: ")
+    assert retry_after_ms <= int(retry.removeprefix("retry: ")) <= 1.5 * retry_after_ms
+    assert end == "\n"
+
+
 async def end_offsets(client: httpx.AsyncClient, topic: str) -> list[int]:
     response = await client.get(f"/v1/topics/{topic}")
     assert response.status_code == 200, response.text

@@ -23,7 +23,12 @@ import pytest
 from tests.e2e.conftest import SERVERS, GatewayFactory, start_gateway  # noqa: F401 (a fixture)
 from tests.security.transport import API_KEY, RawH2, auth_config, rss_kib
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.xdist_group("heavy"),
+]
 
 BOMB = b"x" * 4000  # fits HPACK's default 4,096-byte dynamic table with its name
 REFS = 4000  # per request: ~4 KB on the wire, 16 MB decoded

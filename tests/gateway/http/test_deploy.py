@@ -22,9 +22,10 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from storage.embedded import EmbeddedBackend
 from storage.types import TopicConfig, TopicPartition
-from tests.gateway.conftest import BASE_URL, serve_app
+from tests.gateway.conftest import BASE_URL, assert_told_to_retry, serve_app
 
 PROBLEM = "application/problem+json"
+EVENT_SOURCE = {"Accept": "text/event-stream"}  # what every EventSource sends
 
 
 @contextlib.asynccontextmanager
@@ -129,6 +130,8 @@ async def test_rate_limit_answers_429_with_retry_after_and_writes_nothing(
         refused = await client.post("/v1/topics/r/records", json={"records": [{"value": 2}]})
         _problem(refused, 429, "rate-limited")
         assert int(refused.headers["retry-after"]) >= 1
+        told = await client.get("/v1/topics/r/events", headers=EVENT_SOURCE)
+        assert_told_to_retry(told, "rate-limited")
         for _ in range(3):  # probes and scrapes are never limited
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/metrics")).status_code == 200
@@ -152,6 +155,9 @@ async def test_stream_limits_per_client_and_in_total(
             second = await client.get("/v1/topics/s/events")
             _problem(second, 429, "too-many-streams")
             assert second.headers["retry-after"] == "1"
+            # an EventSource would give up for good on a 429: it is told to come back
+            told = await client.get("/v1/topics/s/events", headers=EVENT_SOURCE)
+            assert_told_to_retry(told, "too-many-streams")
             # other requests of the same client still pass
             assert (await client.get("/v1/topics/s")).status_code == 200
         # the first stream closed: its slot is free again
@@ -173,6 +179,8 @@ async def test_stream_limits_per_client_and_in_total(
         ):
             assert first.status_code == 200
             _problem(await client.get("/v1/topics/s/events"), 503, "stream-capacity")
+            told = await client.get("/v1/topics/s/events", headers=EVENT_SOURCE)
+            assert_told_to_retry(told, "stream-capacity")
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -21,6 +21,7 @@ from storage.embedded import EmbeddedBackend
 from tests.gateway.conftest import (
     SseEvent,
     _validator,
+    assert_told_to_retry,
     check_response,
     problem_type,
     serve_app,
@@ -253,14 +254,11 @@ async def test_begin_shutdown_ends_open_streams_cleanly(
 
 async def _assert_refused_until_later(client: httpx.AsyncClient, slug: str) -> None:
     """A stream that cannot be served now: an SSE client (Accept names text/event-stream, as
-    EventSource's does) gets a 200 empty stream with only `retry:`, which EventSource
+    EventSource's does) gets a 200 stream with a comment and `retry:`, which EventSource
     retries; NDJSON, no Accept and other routes get the 503 problem."""
     for accept in ("text/event-stream", "text/event-stream, */*;q=0.1"):
         retry = await client.get("/v1/topics/t/events", headers={"accept": accept})
-        assert retry.status_code == 200
-        assert retry.headers["content-type"] == "text/event-stream; charset=utf-8"
-        assert retry.headers["cache-control"] == "no-cache"
-        assert retry.text == "retry: 1000\n\n"  # Retry-After: 1
+        assert_told_to_retry(retry, slug)
     for headers in (NDJSON, {"accept": "application/x-ndjson, text/event-stream;q=0.5"}, {}):
         refused = await client.get("/v1/topics/t/events", headers=headers)
         assert refused.status_code == 503
