@@ -26,6 +26,7 @@ from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
+from storage.types import IdempotencyWindow
 
 NATS_SCHEMES = ("nats://", "tls://")
 DEFAULT_NAMESPACE = "logway"
@@ -93,13 +94,16 @@ async def open_backend(
     """Open the backend the settings name (the caller closes it); `on_fsync` is told the
     duration of every local fsync an append waits for (the embedded backend's)."""
     target = parse_backend(settings.backend)
+    window = IdempotencyWindow(settings.idempotency_ttl_ms, settings.idempotency_max_keys)
     if target is None:
-        return await EmbeddedBackend.open(settings.data_dir, settings.durability, on_fsync=on_fsync)
+        return await EmbeddedBackend.open(
+            settings.data_dir, settings.durability, on_fsync=on_fsync, idempotency=window
+        )
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen
 
     return await JetStreamBackend.open(
-        list(target.servers), target.replicas, namespace=target.namespace
+        list(target.servers), target.replicas, namespace=target.namespace, idempotency=window
     )
 
 

@@ -30,6 +30,7 @@ from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
 
 ENV_PREFIX = "LOGWAY_"
+_NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "TEST_FAULT"}
 DURABILITY_KEYS = ("fsync", "fsync_interval_ms")
 SECRET_MARKERS = ("secret", "password", "token", "api_key", "private")
 MASK = "********"
@@ -118,11 +119,12 @@ def from_toml(path: Path) -> dict[str, Any]:
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings LOGWAY_* variables set (LOGWAY_CONFIG names the file and is skipped)."""
+    """The settings LOGWAY_* variables set (LOGWAY_CONFIG names the file and
+    LOGWAY_TEST_FAULT arms a test's fault point, gateway/faults.py: both are skipped)."""
     values = {
         key[len(ENV_PREFIX) :].lower(): value
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+        if key.startswith(ENV_PREFIX) and key not in _NOT_SETTINGS
     }
     return _layer(values, "environment")
 

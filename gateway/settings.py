@@ -31,7 +31,10 @@ class Settings:
     heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
     sse_retry_ms: int = 2000
     stream_send_timeout_s: float = 30.0  # a stream whose client stops reading is closed after this
+    # Idempotency-Key: answers are kept this long, and the log's produce tags are read back
+    # at startup and honoured for this long, at most idempotency_max_keys per partition.
     idempotency_ttl_ms: int = 24 * 3600 * 1000
+    idempotency_max_keys: int = 100_000
     shutdown_timeout_s: float = 10.0
     root_path: str = ""  # set when mounted under a path prefix behind a proxy
     group_session_timeout_s: float = 30.0  # a group member not heard from for this long is removed

@@ -14,6 +14,7 @@ from storage.types import (
     AppendResult,
     NewRecord,
     PartitionInfo,
+    ProduceTag,
     Record,
     SchemaVersion,
     TopicConfig,
@@ -56,12 +57,27 @@ class Backend(Protocol):
     # -- records ------------------------------------------------------------------------
 
     async def append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> AppendResult:
-        """Append atomically (all records or none) and return once durable per the policy."""
+        """Append atomically (all records or none) and return once durable per the policy.
+
+        With a produce tag (a request's Idempotency-Key and fingerprint), the tag is stored
+        with the records, atomically; if the partition already holds an append with the
+        tag's key (within the backend's idempotency window, also one made before a crash
+        or by another gateway), nothing is written and that append's result is returned,
+        or ProduceTagConflict raised when it was made for another request.
+        """
 
     def start_append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Start an `append` now and return its future, so a caller can start several
         before awaiting any (produce to many partitions).
@@ -169,6 +185,7 @@ __all__ = [
     "Backend",
     "NewRecord",
     "PartitionInfo",
+    "ProduceTag",
     "Record",
     "SchemaVersion",
     "TopicConfig",

@@ -8,8 +8,14 @@ little-endian; lengths are unsigned unless marked signed.
         batch_length(4)    bytes after this field (so a batch is 4 + batch_length bytes)
         crc32(4)           zlib.crc32 of every byte after this field
         base_offset(8)     offset of the first record
-        record_count(4)    >= 1; records get base_offset .. base_offset + record_count - 1
+        record_count(4)    bits 0-30: >= 1, records get base_offset .. base_offset + count - 1;
+                           bit 31 (TAGGED): a produce tag follows the timestamp
         timestamp_ms(8)    signed; log-append time shared by the batch's records
+        tag(64)            only when TAGGED: idempotency_key(32) request_digest(32), the
+                           Idempotency-Key (scoped, hashed) of the produce request that
+                           wrote the batch and the request's fingerprint (storage.types
+                           ProduceTag). Under the batch's checksum, so it is stored
+                           exactly when the records are.
         records(...)       record_count records
 
     record:
@@ -39,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from storage.errors import CorruptRecord
-from storage.types import NewRecord, Record, ValueFormat
+from storage.types import AppendResult, NewRecord, ProduceTag, Record, ValueFormat
 
 BATCH_HEADER = struct.Struct("<IIqIq")
 BATCH_HEADER_SIZE = BATCH_HEADER.size  # 28
@@ -51,6 +57,9 @@ _LENGTH_AND_CRC = struct.Struct("<II")
 _AFTER_CRC = struct.Struct("<qIq")
 _LENGTH = struct.Struct("<I")
 _ZEROS = bytes(1024 * 1024)
+TAGGED = 1 << 31
+TAG_SIZE = 64
+_TAG_HALF = TAG_SIZE // 2
 
 # A batch may not be larger than this (a sanity bound that stops a corrupt length field
 # from making recovery read gigabytes).
@@ -71,18 +80,29 @@ class BatchHeader:
     base_offset: int
     record_count: int
     timestamp_ms: int
+    tagged: bool = False
 
     @property
     def next_offset(self) -> int:
         return self.base_offset + self.record_count
 
     @property
+    def records_position(self) -> int:
+        return self.position + BATCH_HEADER_SIZE + (TAG_SIZE if self.tagged else 0)
+
+    @property
     def end_position(self) -> int:
         return self.position + self.size
 
 
-def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecord]) -> bytes:
-    """Encode `records` as one checksummed batch (layout in the module docstring).
+def encode_batch(
+    base_offset: int,
+    timestamp_ms: int,
+    records: Sequence[NewRecord],
+    tag: ProduceTag | None = None,
+) -> bytes:
+    """Encode `records` as one checksummed batch (layout in the module docstring), with
+    the produce tag of the request that writes it, if any.
 
     Raises ValueError for what the format cannot hold (no records, a header name over
     65535 bytes or not encodable as UTF-8, a batch over MAX_BATCH_BYTES). Records are
@@ -91,7 +111,12 @@ def encode_batch(base_offset: int, timestamp_ms: int, records: Sequence[NewRecor
     if not records:
         raise ValueError("a batch needs at least one record")
     pack_record = _RECORD_HEADER.pack
-    parts: list[bytes] = [_AFTER_CRC.pack(base_offset, len(records), timestamp_ms)]
+    if tag is None:
+        parts: list[bytes] = [_AFTER_CRC.pack(base_offset, len(records), timestamp_ms)]
+    else:
+        if len(tag.key) != _TAG_HALF or len(tag.request) != _TAG_HALF:
+            raise ValueError(f"a produce tag is two {_TAG_HALF}-byte digests")
+        parts = [_AFTER_CRC.pack(base_offset, len(records) | TAGGED, timestamp_ms), *tag]
     append = parts.append
     try:
         for value, key, headers, value_format in records:
@@ -128,9 +153,23 @@ def read_header(buf: bytes | memoryview | mmap.mmap, position: int) -> BatchHead
     if len(buf) - position < BATCH_HEADER_SIZE:
         return None
     length, _crc, base_offset, count, timestamp_ms = BATCH_HEADER.unpack_from(buf, position)
-    if length < BATCH_HEADER_SIZE - 4 or length > MAX_BATCH_BYTES or count == 0:
+    tagged = count >= TAGGED
+    if tagged:
+        count -= TAGGED
+    fixed = BATCH_HEADER_SIZE - 4 + (TAG_SIZE if tagged else 0)
+    if length < fixed or length > MAX_BATCH_BYTES or count == 0:
         raise CorruptRecord(f"impossible batch header at position {position}")
-    return BatchHeader(position, length + 4, base_offset, count, timestamp_ms)
+    return BatchHeader(position, length + 4, base_offset, count, timestamp_ms, tagged)
+
+
+def batch_tag(buf: bytes | memoryview | mmap.mmap, header: BatchHeader) -> ProduceTag | None:
+    """The produce tag a batch carries (None if it has none)."""
+    if not header.tagged:
+        return None
+    start = header.position + BATCH_HEADER_SIZE
+    return ProduceTag(
+        bytes(buf[start : start + _TAG_HALF]), bytes(buf[start + _TAG_HALF : start + TAG_SIZE])
+    )
 
 
 def check_batch(buf: bytes | memoryview | mmap.mmap, header: BatchHeader) -> None:
@@ -142,6 +181,38 @@ def check_batch(buf: bytes | memoryview | mmap.mmap, header: BatchHeader) -> Non
             f"checksum mismatch in batch at offset {header.base_offset} "
             f"(position {header.position})"
         )
+
+
+def tagged_batches(
+    buf: bytes | memoryview, since_ms: int
+) -> tuple[list[tuple[ProduceTag, AppendResult]], int]:
+    """The produce tags (with each batch's offsets and time) of the batches whose headers
+    lie whole in `buf`, written at or after `since_ms`, and the position after the last
+    batch walked (beyond `buf` when its records run past the end).
+
+    Reads headers only, with no object per untagged batch and no checksum: for batches
+    recovery already accepted. Raises CorruptRecord for an impossible header.
+    """
+    found: list[tuple[ProduceTag, AppendResult]] = []
+    unpack = BATCH_HEADER.unpack_from
+    end = len(buf)
+    position = 0
+    while position + BATCH_HEADER_SIZE <= end:
+        length, _crc, base_offset, count, timestamp_ms = unpack(buf, position)
+        if length < BATCH_HEADER_SIZE - 4 or length > MAX_BATCH_BYTES or count & ~TAGGED == 0:
+            raise CorruptRecord(f"impossible batch header at position {position}")
+        if count & TAGGED:
+            start = position + BATCH_HEADER_SIZE
+            if start + TAG_SIZE > end:
+                break
+            if timestamp_ms >= since_ms:
+                tag = ProduceTag(
+                    bytes(buf[start : start + _TAG_HALF]),
+                    bytes(buf[start + _TAG_HALF : start + TAG_SIZE]),
+                )
+                found.append((tag, AppendResult(base_offset, count & ~TAGGED, timestamp_ms)))
+        position += length + 4
+    return found, position
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +304,7 @@ def decode_batch(
     unpack_value = _HEADER_VALUE_LENGTH.unpack_from
     formats = _VALUE_FORMATS
     timestamp_ms = header.timestamp_ms
-    position = header.position + BATCH_HEADER_SIZE
+    position = header.records_position
     end = header.end_position
     offset = header.base_offset
     records: list[Record] = []

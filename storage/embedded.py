@@ -41,8 +41,10 @@ from storage.segment import FsyncObserver
 from storage.types import (
     AppendResult,
     DurabilityPolicy,
+    IdempotencyWindow,
     NewRecord,
     PartitionInfo,
+    ProduceTag,
     Record,
     SchemaVersion,
     TopicConfig,
@@ -81,17 +83,23 @@ class EmbeddedBackend:
         *,
         retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
         on_fsync: FsyncObserver | None = None,
+        idempotency: IdempotencyWindow | None = None,
     ) -> EmbeddedBackend:
         """Open (creating if needed) a data directory and reconcile catalog and files.
 
-        `on_fsync` is told the duration in seconds of every fsync an append waits for.
+        `on_fsync` is told the duration in seconds of every fsync an append waits for;
+        `idempotency` bounds the produce tags read back from the log (storage.produce_tags).
         """
         durability = durability or DurabilityPolicy()
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         catalog = await Catalog.open(data_dir / CATALOG_FILE)
         try:
             engine = await LogEngine.open(
-                data_dir / TOPICS_DIR, durability, retention_interval_s, on_fsync=on_fsync
+                data_dir / TOPICS_DIR,
+                durability,
+                retention_interval_s,
+                on_fsync=on_fsync,
+                idempotency=idempotency,
             )
         except BaseException:
             await catalog.close()
@@ -191,12 +199,20 @@ class EmbeddedBackend:
     # -- records ------------------------------------------------------------------------
 
     async def append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> AppendResult:
-        return await self._engine.start_append(topic, partition, records)
+        return await self._engine.start_append(topic, partition, records, tag)
 
     def start_append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Enqueue an append synchronously (no task, no shield needed); await the future.
 
@@ -204,7 +220,7 @@ class EmbeddedBackend:
         batches (produce), and that want no task per append. Raises at once what
         `append` would raise before writing (unknown topic or partition, failed partition).
         """
-        return self._engine.start_append(topic, partition, records)
+        return self._engine.start_append(topic, partition, records, tag)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

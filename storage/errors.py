@@ -10,6 +10,7 @@
     ├── GroupNotFound
     ├── SchemaVersionNotFound   the topic keeps no such version of its schema
     ├── SchemaVersionConflict   the newest schema version is not the one the caller expected
+    ├── ProduceTagConflict      the partition holds the append's Idempotency-Key from another request
     ├── CorruptRecord           a checksum failed inside sealed data: a read error, never data
     ├── StorageWriteError       a write or fsync failed; the partition refuses writes until reopened
     │   └── DiskFull            ENOSPC / EDQUOT / EFBIG
@@ -95,6 +96,13 @@ class SchemaVersionConflict(StorageError):
         self.topic = topic
         self.expected = expected
         self.latest = latest
+
+
+class ProduceTagConflict(StorageError):
+    """An append's produce tag names a key the partition already holds for another request."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where} holds this Idempotency-Key from a different request")
 
 
 class CorruptRecord(StorageError):

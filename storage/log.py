@@ -28,8 +28,10 @@ from storage.types import (
     AppendResult,
     Durability,
     DurabilityPolicy,
+    IdempotencyWindow,
     NewRecord,
     PartitionInfo,
+    ProduceTag,
     Record,
     TopicConfig,
 )
@@ -50,13 +52,16 @@ class LogEngine:
         durability: DurabilityPolicy,
         retention_interval_s: float,
         on_fsync: FsyncObserver | None = None,
+        idempotency: IdempotencyWindow | None = None,
     ) -> None:
         self.topics_dir = topics_dir
         self.durability = durability
         self.retention_interval_s = retention_interval_s
         self._executor = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="logway-io")
         self._writer = WriterThread()
-        self._io = PartitionIO(self._executor, self._writer, data_sync(on_fsync))
+        self._io = PartitionIO(
+            self._executor, self._writer, data_sync(on_fsync), idempotency or IdempotencyWindow()
+        )
         self._topics: dict[str, list[Partition]] = {}
         self._tail_budget = TailCacheBudget()
         self._closed = False
@@ -70,12 +75,14 @@ class LogEngine:
         retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
         *,
         on_fsync: FsyncObserver | None = None,
+        idempotency: IdempotencyWindow | None = None,
     ) -> LogEngine:
         """Start an engine over `topics_dir` (created if missing); no topic is opened yet.
 
-        `on_fsync` is told how long each fsync that appends wait for took (metrics).
+        `on_fsync` is told how long each fsync that appends wait for took (metrics);
+        `idempotency` is how many produce tags each partition keeps (storage.produce_tags).
         """
-        engine = cls(topics_dir, durability, retention_interval_s, on_fsync)
+        engine = cls(topics_dir, durability, retention_interval_s, on_fsync, idempotency)
         await asyncio.to_thread(topics_dir.mkdir, parents=True, exist_ok=True)
         engine._background.append(asyncio.create_task(engine._retention_loop()))
         if durability.mode is Durability.INTERVAL:
@@ -148,18 +155,26 @@ class LogEngine:
     # -- records ------------------------------------------------------------------------
 
     async def append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> AppendResult:
-        return await self.partition(topic, partition).start_append(records)
+        return await self.partition(topic, partition).start_append(records, tag)
 
     def start_append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Enqueue an append now (see Partition.start_append); await the future for its result."""
         partitions = self._topics.get(topic)  # `partition()` inlined: this runs per append
         if partitions is None or not 0 <= partition < len(partitions):
-            return self.partition(topic, partition).start_append(records)  # raises
-        return partitions[partition].start_append(records)
+            return self.partition(topic, partition).start_append(records, tag)  # raises
+        return partitions[partition].start_append(records, tag)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int

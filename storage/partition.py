@@ -31,6 +31,9 @@ zero-filling in its thread pool):
   are never touched; reads keep working.
 - Waiters (`wait_for_records`) are futures parked in `_waiters`; a publish resolves those
   whose position it passed. Nothing polls.
+- An append with a produce tag (an Idempotency-Key) whose key the partition holds, written
+  or queued, writes nothing and gets the first append's result (storage.produce_tags); the
+  tags of the idempotency window are read back when the partition opens.
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ from storage.errors import (
     CorruptRecord,
     DiskFull,
     OffsetOutOfRange,
+    ProduceTagConflict,
     StorageClosed,
     StorageWriteError,
 )
+from storage.produce_tags import TaggedAppend, TagIndex, scan_tags
 from storage.segment import (
     INDEX_SUFFIX,
     PREPARED_SUFFIX,
@@ -75,8 +80,10 @@ from storage.types import (
     AppendResult,
     Durability,
     DurabilityPolicy,
+    IdempotencyWindow,
     NewRecord,
     PartitionInfo,
+    ProduceTag,
     Record,
     TopicConfig,
 )
@@ -170,6 +177,7 @@ class PartitionIO:
     executor: Executor  # opening, reads, zero-filling
     writer: WriterThread  # every write-side job: appends, rolls, syncs
     sync: Callable[[int], None]  # makes a segment file's data durable (timed for metrics)
+    idempotency: IdempotencyWindow  # how many produce tags each partition keeps
 
 
 class Partition:
@@ -220,6 +228,9 @@ class Partition:
         self._tail_bytes = 0
         self._tail_budget = tail_budget
         tail_budget.resize(+1)
+        self._tags = TagIndex(io.idempotency)
+        # queued tagged appends: key -> (request digest, base offset, its other waiters)
+        self._queued_tags: dict[bytes, tuple[bytes, int, list[asyncio.Future[AppendResult]]]] = {}
 
     @classmethod
     async def open(
@@ -234,7 +245,17 @@ class Partition:
         """Open (or create) the partition directory and recover its active segment."""
         loop = asyncio.get_running_loop()
         segments = await loop.run_in_executor(io.executor, _open_segments, directory)
-        return cls(directory, name, config, durability, io, segments, tail_budget)
+        partition = cls(directory, name, config, durability, io, segments, tail_budget)
+        since_ms = now_ms() - io.idempotency.window_ms
+        limits = [s.readable_size for s in segments]
+        try:
+            await loop.run_in_executor(
+                io.executor, scan_tags, segments, limits, since_ms, partition._tags
+            )
+        except BaseException:
+            await partition.close()
+            raise
+        return partition
 
     # -- state --------------------------------------------------------------------------
 
@@ -260,15 +281,23 @@ class Partition:
 
     # -- appends ------------------------------------------------------------------------
 
-    def start_append(self, records: Sequence[NewRecord]) -> asyncio.Future[AppendResult]:
+    def start_append(
+        self, records: Sequence[NewRecord], tag: ProduceTag | None = None
+    ) -> asyncio.Future[AppendResult]:
         """Enqueue `records` as one batch now; the future resolves once written (and fsynced).
 
         Synchronous, so the batch is queued (its offsets assigned) before the caller next
         yields: a caller cancelled later cannot stop it from being written. Cancelling the
-        future only stops waiting for it.
+        future only stops waiting for it. With a `tag` whose key the partition holds, nothing
+        is queued: the future gets the first append's result (ProduceTagConflict if that
+        append was made for another request).
         """
         if self._closed:
             raise StorageClosed(f"partition {self.name} is closed")
+        if tag is not None:
+            held = self._held_append(tag)
+            if held is not None:
+                return held
         if self._failure is not None:
             raise self._failure
         if not records:
@@ -278,11 +307,13 @@ class Partition:
             timestamp_ms = self._last_timestamp_ms
         base_offset = self._next_offset
         count = len(records)
-        data = codec.encode_batch(base_offset, timestamp_ms, records)
+        data = codec.encode_batch(base_offset, timestamp_ms, records, tag)
         self._next_offset = base_offset + count
         self._last_timestamp_ms = timestamp_ms
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
+        if tag is not None:
+            self._queued_tags[tag.key] = (tag.request, base_offset, [])
         self._pending.append(codec.new_tuple(Batch, (data, base_offset, count, timestamp_ms)))
         self._waiting.append(future)
         self._pending_bytes += len(data)
@@ -290,6 +321,37 @@ class Partition:
             self._write_side_busy = True
             loop.call_soon(self._write_next)
         return future
+
+    def _held_append(self, tag: ProduceTag) -> asyncio.Future[AppendResult] | None:
+        """A future for the append the partition holds with `tag`'s key, written or queued."""
+        written = self._tags.get(tag.key, now_ms())
+        queued = self._queued_tags.get(tag.key)
+        if written is None and queued is None:
+            return None
+        request = written.request if written is not None else queued[0] if queued else b""
+        if request != tag.request:
+            raise ProduceTagConflict(f"partition {self.name}")
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        if written is not None:
+            future.set_result(written.result)
+        elif queued is not None:
+            queued[2].append(future)
+        return future
+
+    def _settle_tags(self, group: list[Batch]) -> None:
+        """Loop: remember the tags of a written group and answer the appends that waited
+        for them."""
+        by_base = {base: key for key, (_r, base, _w) in self._queued_tags.items()}
+        for batch in group:
+            key = by_base.get(batch.base_offset)
+            if key is None:
+                continue
+            request, _base, waiting = self._queued_tags.pop(key)
+            result = codec.new_tuple(AppendResult, batch[1:])
+            self._tags.add(key, TaggedAppend(request, result))
+            for future in waiting:
+                if not future.done():
+                    future.set_result(result)
 
     def _write_next(self) -> None:
         """Loop, write side held: hand the next group to the writer thread."""
@@ -318,6 +380,8 @@ class Partition:
             self._fail_locked(error or RuntimeError("the writer returned nothing"), waiting)
         else:
             self._publish_locked(group, group_bytes, touched)
+            if self._queued_tags:
+                self._settle_tags(group)
             for batch, future in zip(group, waiting, strict=True):
                 if not future.done():
                     future.set_result(codec.new_tuple(AppendResult, batch[1:]))
@@ -512,6 +576,9 @@ class Partition:
         self, error: StorageWriteError, waiting: list[asyncio.Future[AppendResult]]
     ) -> None:
         failed = waiting + self._waiting
+        for _request, _base, tag_waiting in self._queued_tags.values():
+            failed += tag_waiting
+        self._queued_tags.clear()
         self._pending, self._waiting, self._pending_bytes = [], [], 0
         self._next_offset = self._end_offset
         for future in failed:

@@ -39,6 +39,19 @@ class DurabilityPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyWindow:
+    """How long and how many produce tags a partition remembers (storage.produce_tags): a
+    retry with the same Idempotency-Key inside the window writes nothing again."""
+
+    window_ms: int = DAY_MS
+    max_keys: int = 100_000  # per partition
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.max_keys <= 0:
+            raise ValueError("the idempotency window needs a positive time and count")
+
+
+@dataclass(frozen=True, slots=True)
 class TopicConfig:
     """Per-topic settings. `None` retention means unlimited (Kafka's -1)."""
 
@@ -106,6 +119,19 @@ class Record(NamedTuple):
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     value_format: ValueFormat
+
+
+class ProduceTag(NamedTuple):
+    """What an append carries of the produce request that makes it: SHA-256 of its
+    Idempotency-Key (scoped by principal and topic) and SHA-256 of the request itself.
+
+    Stored with the records, atomically (storage.codec's batch tag, JetStream's
+    Nats-Msg-Id), so a retry of the request can tell which partitions already hold it,
+    also after a crash or through another gateway.
+    """
+
+    key: bytes
+    request: bytes
 
 
 class AppendResult(NamedTuple):

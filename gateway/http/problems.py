@@ -163,6 +163,8 @@ def from_storage_error(exc: errors.StorageError) -> Problem:
             return Problem(
                 "schema-version-conflict", detail, topic=exc.topic, latest_version=exc.latest
             )
+        case errors.ProduceTagConflict():
+            return Problem("idempotency-key-reused", detail)
         case errors.CorruptRecord():
             return Problem("corrupt-record", detail)
         case errors.DiskFull():

@@ -1,10 +1,23 @@
 """Idempotency-Key: a retried produce gets the first answer back and writes nothing twice.
 
-The first successful answer is stored with a SHA-256 of (topic, media type, body) as the
-request's fingerprint; a retry with the same key and body gets it back, and the same key
-with another request is a 422. Requests with the same key run one at a time (a lock per
-key), so concurrent retries cannot both write. Failed requests wrote nothing and are not
-stored: retrying them runs them again.
+Two records of a keyed request, written at different moments:
+
+- the log: every append of the request carries its produce tag (the scoped key and a
+  SHA-256 of topic, media type and body, the request's fingerprint), stored atomically
+  with the records (storage.types.ProduceTag). A partition that holds the tag's key
+  writes nothing and answers the first append's offsets, so a retry after a crash between
+  the append and the answer, after a request that failed on one of its partitions, or
+  through another gateway, completes the request and writes each record once
+  (gateway.produce.write);
+- the backend's answer table (the catalog, or a JetStream KV bucket): the first
+  successful answer with its fingerprint, saved after the append. It answers retries
+  without touching the log and tells a reused key from a retry (a 422), and a crash
+  before it is saved only costs the retry a pass over the partitions, which rebuild the
+  same answer from the tags.
+
+Requests with the same key run one at a time in one process (a lock per key), which saves
+work but is not needed for correctness: two gateways retrying at once both reach the
+partitions, and each partition takes the tag once.
 
 Keys are scoped by principal and topic (`scoped_key`): each principal has its own key space
 on each topic, so one principal's key neither blocks another's produce nor tells it that the
@@ -23,6 +36,7 @@ import orjson
 
 from gateway.http.problems import Problem, validation_error
 from storage.backend import Backend
+from storage.types import ProduceTag
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -40,6 +54,11 @@ def scoped_key(principal: str | None, topic: str, key: str) -> str:
     """The key as stored and locked: a digest of (principal, topic, key), unambiguous
     whatever characters the three hold (None: auth is off, one principal)."""
     return hashlib.sha256(orjson.dumps([principal, topic, key])).hexdigest()
+
+
+def produce_tag(scoped: str, fingerprint: str) -> ProduceTag:
+    """The tag a keyed request's appends carry: its scoped key and fingerprint (hex)."""
+    return ProduceTag(bytes.fromhex(scoped), bytes.fromhex(fingerprint))
 
 
 def request_digest(topic: str, media_type: str) -> hashlib._Hash:
@@ -85,7 +104,9 @@ async def once(
     ttl_ms: int,
     write: Callable[[], Awaitable[bytes]],
 ) -> Answer:
-    """The stored answer for `key`, or `write()`'s, stored for `ttl_ms` (200 only)."""
+    """The stored answer for `key`, or `write()`'s (which writes with the key's produce
+    tag, so it answers the first offsets if the log already holds the request), stored for
+    `ttl_ms` (200 only)."""
     async with locks.hold(key):
         stored = await backend.load_idempotent_result(key)
         if stored is not None:

@@ -3,6 +3,15 @@
 Every record is parsed, validated and placed before the first append, so bad input never
 changes the log; the appends of all partitions are queued before any is awaited, and a
 request that was cancelled (the client went away) still finishes what it queued.
+
+A request that spans several partitions is several appends, each atomic; no backend here
+commits appends to different partitions as one. With an Idempotency-Key the request's
+produce tag travels with every append, and placement depends only on the request and its
+key (keyless records start their round-robin at a partition derived from the key, not at
+the topic's counter), so a retry places every record exactly where the first attempt did:
+partitions that already hold the tag write nothing and give their first result, the
+others are written, and the answer is the one the first attempt would have given. Without
+a key, a storage failure on one partition can leave the others written.
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ import asyncio
 import orjson
 
 from gateway.context import Context
+from gateway.faults import fault_point
 from gateway.http.problems import Problem
 from gateway.produce.parse import ProduceBatch
 from storage import errors
-from storage.types import AppendResult, NewRecord, TopicConfig, TopicInfo
+from storage.types import AppendResult, NewRecord, ProduceTag, TopicConfig, TopicInfo
 
 _NO_OFFSETS = b'{"offsets":[]}'
 
@@ -30,18 +40,36 @@ async def _ensure_topic(ctx: Context, topic: str) -> TopicInfo:
     return await ctx.backend.get_topic(topic)
 
 
+def _first_keyless(
+    ctx: Context, topic: str, partitions: int, count: int, tag: ProduceTag | None
+) -> int:
+    """Where the round-robin of a request's keyless records starts: the topic's counter,
+    or with an Idempotency-Key a partition derived from the key, the same on every retry."""
+    if tag is None:
+        return ctx.partitioner.round_robin(topic, partitions, count)
+    return int.from_bytes(tag.key[:8], "big") % partitions
+
+
 def _place(
-    ctx: Context, topic: str, partitions: int, batch: ProduceBatch
+    ctx: Context, topic: str, partitions: int, batch: ProduceBatch, tag: ProduceTag | None
 ) -> tuple[dict[int, list[NewRecord]], list[int]]:
     """Partition -> its records in request order, and each record's partition."""
     groups: dict[int, list[NewRecord]] = {}
     placed: list[int] = []
     named = batch.partitions
-    place = ctx.partitioner.partition
+    partitioner = ctx.partitioner
+    keyless = 0
+    first = None if tag is None else _first_keyless(ctx, topic, partitions, 0, tag)
     for i, record in enumerate(batch.records):
         partition = named[i] if named is not None else None
         if partition is None:
-            partition = place(topic, partitions, record.key)
+            if record.key is not None:
+                partition = partitioner.partition_for_key(record.key, partitions)
+            elif first is None:
+                partition = partitioner.round_robin(topic, partitions, 1)
+            else:
+                partition = (first + keyless) % partitions
+                keyless += 1
         elif partition >= partitions:
             raise Problem(
                 "unknown-partition",
@@ -59,11 +87,15 @@ def _place(
 
 
 def _spread(
-    ctx: Context, topic: str, partitions: int, records: list[NewRecord]
+    ctx: Context,
+    topic: str,
+    partitions: int,
+    records: list[NewRecord],
+    tag: ProduceTag | None,
 ) -> tuple[dict[int, list[NewRecord]], int]:
     """Round-robin placement of keyless records in bulk: record i goes to partition
     (first + i) % partitions; returns the groups and `first`."""
-    first = ctx.partitioner.round_robin(topic, partitions, len(records))
+    first = _first_keyless(ctx, topic, partitions, len(records), tag)
     if partitions == 1:
         return {0: records}, 0
     groups = {(first + j) % partitions: records[j::partitions] for j in range(partitions)}
@@ -71,14 +103,16 @@ def _spread(
 
 
 async def _append_all(
-    ctx: Context, topic: str, groups: dict[int, list[NewRecord]]
+    ctx: Context, topic: str, groups: dict[int, list[NewRecord]], tag: ProduceTag | None
 ) -> dict[int, AppendResult]:
     """One append per partition, all queued before any is awaited, so a cancelled request
-    (the client went away) cannot stop a batch it queued; never cut short."""
+    (the client went away) cannot stop a batch it queued; never cut short. Raises the
+    first failure once every append has ended (the module docstring says what a retry
+    with the same tag then does)."""
     queued: list[asyncio.Future[AppendResult] | BaseException] = []
     for p, batch in groups.items():
         try:
-            queued.append(ctx.backend.start_append(topic, p, batch))
+            queued.append(ctx.backend.start_append(topic, p, batch, tag))
         except Exception as exc:  # raised at once (unknown partition): collect it like the rest
             queued.append(exc)
     outcomes: list[AppendResult | BaseException] = []
@@ -99,10 +133,15 @@ async def _append_all(
 
 
 async def write_batch(
-    ctx: Context, topic: str, info: TopicInfo | None, batch: ProduceBatch
+    ctx: Context,
+    topic: str,
+    info: TopicInfo | None,
+    batch: ProduceBatch,
+    tag: ProduceTag | None = None,
 ) -> bytes:
     """Append the batch (creating the topic first when `info` is None) and return the
-    answer's JSON body: each record's partition, offset and timestamp, in request order."""
+    answer's JSON body: each record's partition, offset and timestamp, in request order.
+    `tag` (an Idempotency-Key's) goes with every append (the module docstring says why)."""
     # Read again now that the body is in: a topic deleted or re-created meanwhile is seen,
     # and nothing below yields before every batch is queued.
     if info is not None:
@@ -120,8 +159,9 @@ async def write_batch(
     partitions = info.partitions
     offsets: list[dict[str, int]]
     if batch.partitions is None and not batch.keyed:
-        groups, first = _spread(ctx, topic, partitions, records)
-        results = await _append_all(ctx, topic, groups)
+        groups, first = _spread(ctx, topic, partitions, records, tag)
+        results = await _append_all(ctx, topic, groups, tag)
+        fault_point("after-append")
         offsets = [{}] * len(records)
         for j in range(min(partitions, len(records))):  # record i sits in slot i % partitions
             partition = (first + j) % partitions
@@ -132,8 +172,9 @@ async def write_batch(
                 for n in range(len(groups[partition]))
             ]
     else:
-        groups, placed = _place(ctx, topic, partitions, batch)
-        results = await _append_all(ctx, topic, groups)
+        groups, placed = _place(ctx, topic, partitions, batch, tag)
+        results = await _append_all(ctx, topic, groups, tag)
+        fault_point("after-append")
         next_offset = {p: result.base_offset for p, result in results.items()}
         offsets = []
         for partition in placed:

@@ -121,16 +121,19 @@ async def produce(scope: Scope, receive: Receive, send: Send) -> None:
 
     digest = idempotency.request_digest(topic, kind)
     batch = await _read_records(receive, headers, ctx, kind, digest)
+    scoped = idempotency.scoped_key(principal_identity(scope), topic, key)
+    fingerprint = digest.hexdigest()
+    tag = idempotency.produce_tag(scoped, fingerprint)
 
     async def write() -> bytes:  # a replay answers as first stored, whatever the schema now
         await enforce_schema(ctx, topic, batch, kind == NDJSON)
-        return await write_batch(ctx, topic, info, batch)
+        return await write_batch(ctx, topic, info, batch, tag)
 
     answer = await idempotency.once(
         ctx.backend,
         ctx.idempotency_locks,
-        idempotency.scoped_key(principal_identity(scope), topic, key),
-        digest.hexdigest(),
+        scoped,
+        fingerprint,
         ctx.settings.idempotency_ttl_ms,
         write,
     )

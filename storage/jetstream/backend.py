@@ -30,7 +30,12 @@ Guarantees:
   anything is written. This holds across any number of gateways: no lock is involved.
   A publish finishes even if its caller is cancelled, so no batch is left half-sent.
 - A publish whose acknowledgement is lost (timeout, connection drop) has an unknown
-  outcome; it raises StorageUnavailable and a client retry may write the records twice.
+  outcome; it raises StorageUnavailable. An append with a produce tag (an
+  Idempotency-Key's) carries it as its last message's Nats-Msg-Id
+  (storage.jetstream.dedupe), so the stream stores it once within its duplicate window
+  (the idempotency window, default 24 h, at most the topic's retention), whichever
+  gateway retries it; the retry gets the first append's offsets. Streams are created with
+  that window; streams made by older versions keep JetStream's 2-minute default.
 - Reads use batch direct get, which any replica may answer; a replica that lags returns
   a shorter read (never a wrong one), and the leader is asked when a replica has nothing.
   Appends, offset_for_timestamp and partition_info ask the leader.
@@ -62,6 +67,7 @@ from storage.errors import (
     GroupNotFound,
     OffsetOutOfRange,
     PartitionNotFound,
+    ProduceTagConflict,
     SchemaVersionConflict,
     SchemaVersionNotFound,
     StorageError,
@@ -70,7 +76,9 @@ from storage.errors import (
     TopicNotFound,
 )
 from storage.jetstream.api import (
+    ERR_BATCH_DUPLICATE_MSG_ID,
     ERR_BATCH_TOO_LARGE,
+    ERR_MSG_ID_IN_PROCESS,
     ERR_NO_MESSAGE,
     ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
@@ -98,14 +106,17 @@ from storage.jetstream.codec import (
     stream_stem,
     validate_namespace,
 )
+from storage.jetstream.dedupe import find_tagged, is_request, tag_headers
 from storage.jetstream.kv import KeyValue, KvBucket, KvEntry
 from storage.jetstream.notify import Notifiers
 from storage.names import validate_topic_name
 from storage.partition import now_ms
 from storage.types import (
     AppendResult,
+    IdempotencyWindow,
     NewRecord,
     PartitionInfo,
+    ProduceTag,
     Record,
     SchemaVersion,
     TopicConfig,
@@ -123,6 +134,9 @@ MAX_READ_BATCH = 1000
 MESSAGE_OVERHEAD_BYTES = 512
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
 MAX_CAS_ATTEMPTS = 32
+# A tagged append that meets its tag's first copy still being stored waits for it.
+MAX_IN_PROCESS_WAITS = 200
+IN_PROCESS_WAIT_S = 0.05
 CREATE_CONCURRENCY = 16
 MEMBERS_BUCKET = "members"
 SCHEMAS_BUCKET = "schemas"
@@ -135,10 +149,17 @@ STATE_DELETING = "deleting"
 class JetStreamBackend:
     """storage.backend.Backend over JetStream. Create with `await JetStreamBackend.open(...)`."""
 
-    def __init__(self, js: JetStreamApi, replicas: int, namespace: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamApi,
+        replicas: int,
+        namespace: str,
+        idempotency: IdempotencyWindow | None = None,
+    ) -> None:
         self._js = js
         self.replicas = replicas
         self.namespace = namespace
+        self.idempotency = idempotency or IdempotencyWindow()
         self.max_append_records = MAX_ATOMIC_BATCH
         self._topic_kv = KvBucket(js, f"{namespace}_topics")
         self._group_kv = KvBucket(js, f"{namespace}_groups")
@@ -162,6 +183,7 @@ class JetStreamBackend:
         namespace: str = "logway",
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         connect_timeout_s: float = 5.0,
+        idempotency: IdempotencyWindow | None = None,
     ) -> JetStreamBackend:
         """Connect, check JetStream answers and create the KV buckets if missing.
 
@@ -184,7 +206,7 @@ class JetStreamBackend:
             connect_timeout_s=connect_timeout_s,
             on_reconnected=on_reconnected,
         )
-        backend = cls(js, replicas, namespace)
+        backend = cls(js, replicas, namespace, idempotency)
         holder.append(backend)
         try:
             await backend._start()
@@ -292,7 +314,14 @@ class JetStreamBackend:
         slots = asyncio.Semaphore(CREATE_CONCURRENCY)
 
         async def create(partition: int) -> None:
-            config = stream_config(self.namespace, info.name, partition, info.config, self.replicas)
+            config = stream_config(
+                self.namespace,
+                info.name,
+                partition,
+                info.config,
+                self.replicas,
+                self.idempotency.window_ms,
+            )
             async with slots:
                 try:
                     await self._js.call(f"STREAM.CREATE.{config['name']}", config)
@@ -421,18 +450,41 @@ class JetStreamBackend:
     # -- records ------------------------------------------------------------------------
 
     async def append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> AppendResult:
-        """One message, or one atomic batch; returns after JetStream acknowledged it."""
+        """One message, or one atomic batch; returns after JetStream acknowledged it. With
+        a tag the stream refuses a second copy (storage.jetstream.dedupe), and the first
+        one's offsets are returned."""
         if not records:
             raise ValueError("append needs at least one record")
         if len(records) > self.max_append_records:
             raise AppendTooLarge(len(records), self.max_append_records)
         stream = await self._stream(topic, partition)
+        for _ in range(MAX_IN_PROCESS_WAITS):
+            try:
+                return await self._append_once(topic, partition, stream, records, tag)
+            except ApiError as exc:  # the same tag's first copy is being stored: ask again
+                if exc.err_code != ERR_MSG_ID_IN_PROCESS:
+                    raise public_error(exc) from exc
+            await asyncio.sleep(IN_PROCESS_WAIT_S)
+        raise StorageUnavailable(f"an append with the same Idempotency-Key to {stream} is stuck")
+
+    async def _append_once(
+        self,
+        topic: str,
+        partition: int,
+        stream: str,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None,
+    ) -> AppendResult:
         subject = record_subject(self.namespace, topic, partition)
         # A caller cancelled half-way through a batch would leave the server holding an
         # open batch (and one of its 50 per stream) for 10 s: the publish always finishes.
-        publish = asyncio.ensure_future(self._publish(stream, subject, records))
+        publish = asyncio.ensure_future(self._publish(stream, subject, records, tag))
         self._keep_until_done(publish)
         try:
             ack = await asyncio.shield(publish)
@@ -446,36 +498,80 @@ class JetStreamBackend:
         except ApiError as exc:
             if exc.err_code == ERR_BATCH_TOO_LARGE:
                 raise AppendTooLarge(len(records), self.max_append_records) from exc
-            raise public_error(exc) from exc
+            if exc.err_code == ERR_MSG_ID_IN_PROCESS and tag is not None:
+                raise
+            if exc.err_code != ERR_BATCH_DUPLICATE_MSG_ID or tag is None:
+                raise public_error(exc) from exc
+            return await self._first_append(topic, partition, stream, tag, len(records), None)
+        if tag is not None and ack.get("duplicate"):
+            return await self._first_append(
+                topic, partition, stream, tag, len(records), int(ack["seq"])
+            )
         last_sequence = int(ack["seq"])
         timestamp_ms = await self._message_time(stream, last_sequence)
         return AppendResult(last_sequence - len(records), len(records), timestamp_ms)
 
+    async def _first_append(
+        self,
+        topic: str,
+        partition: int,
+        stream: str,
+        tag: ProduceTag,
+        count: int,
+        last_sequence: int | None,
+    ) -> AppendResult:
+        """The append the stream refused as a duplicate of `tag`: its last message is at
+        `last_sequence` (a single message's duplicate ack says where) or found by its id."""
+        if last_sequence is not None:
+            try:
+                reply = await self._js.call(f"STREAM.MSG.GET.{stream}", {"seq": last_sequence})
+            except ApiError as exc:
+                raise public_error(exc) from exc
+            message = reply["message"]
+            headers = dict(_parse_header_block(base64.b64decode(message.get("hdrs") or b"")))
+            timestamp_ms = parse_time_ms(message["time"])
+        else:
+            state = await self._stream_state(topic, partition, stream)
+            since_ms = now_ms() - self.idempotency.window_ms
+            found = await find_tagged(self._js, stream, state, tag, since_ms)
+            if found is None:
+                raise StorageUnavailable(
+                    f"{stream} refused a duplicate append whose first copy was not found"
+                )
+            headers = found.headers or {}
+            last_sequence = _sequence(found)
+            timestamp_ms = parse_time_ms(headers["Nats-Time-Stamp"])
+        if not is_request(headers, tag):
+            raise ProduceTagConflict(f"{topic}/{partition}")
+        return AppendResult(last_sequence - count, count, timestamp_ms)
+
     def start_append(
-        self, topic: str, partition: int, records: Sequence[NewRecord]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[NewRecord],
+        tag: ProduceTag | None = None,
     ) -> asyncio.Future[AppendResult]:
         """`append` as a task of its own: a caller that stops awaiting the future (a
         cancelled request) does not stop the append."""
-        append = asyncio.ensure_future(self.append(topic, partition, records))
+        append = asyncio.ensure_future(self.append(topic, partition, records, tag))
         self._keep_until_done(append)
         return asyncio.shield(append)
 
     async def _publish(
-        self, stream: str, subject: str, records: Sequence[NewRecord]
+        self, stream: str, subject: str, records: Sequence[NewRecord], tag: ProduceTag | None
     ) -> dict[str, Any]:
+        messages = [(record.value, record_headers(record)) for record in records]
+        if tag is not None:
+            messages[-1][1].update(tag_headers(tag))
         if len(records) == 1:
-            return await self._publish_one(subject, records[0])
+            value, headers = messages[0]
+            return pub_ack(await self._js.request(subject, value, headers))
         slots = self._batch_slots.setdefault(
             stream, asyncio.Semaphore(BATCHES_IN_FLIGHT_PER_PARTITION)
         )
         async with slots:
-            return await self._js.publish_batch(
-                subject, [(record.value, record_headers(record)) for record in records]
-            )
-
-    async def _publish_one(self, subject: str, record: NewRecord) -> dict[str, Any]:
-        reply = await self._js.request(subject, record.value, record_headers(record))
-        return pub_ack(reply)
+            return await self._js.publish_batch(subject, messages)
 
     async def _message_time(self, stream: str, sequence: int) -> int:
         """The stream's time of a stored message, asked of the leader (which has it).

@@ -58,7 +58,8 @@ HEADERS_HEADER = "Logway-Headers"
 FORMAT_NAMES = {ValueFormat.BYTES: "bytes", ValueFormat.JSON: "json"}
 FORMATS_BY_NAME = {name: fmt for fmt, name in FORMAT_NAMES.items()}
 
-# The JetStream default duplicate window, clipped to max_age (the server requires it).
+# The JetStream default duplicate window; a stream's is clipped to max_age (the server
+# requires it).
 DUPLICATE_WINDOW_NS = 120 * 1_000_000_000
 NS_PER_MS = 1_000_000
 
@@ -121,10 +122,18 @@ def notify_subject(ns: str, topic: str, partition: int) -> str:
 
 
 def stream_config(
-    ns: str, topic: str, partition: int, config: TopicConfig, replicas: int
+    ns: str,
+    topic: str,
+    partition: int,
+    config: TopicConfig,
+    replicas: int,
+    duplicate_window_ms: int = DUPLICATE_WINDOW_NS // NS_PER_MS,
 ) -> dict[str, Any]:
-    """The JetStream stream config of one partition (the JSON the API takes)."""
+    """The JetStream stream config of one partition (the JSON the API takes). The
+    duplicate window is how long the stream refuses a second append with the same
+    Idempotency-Key (storage.jetstream.dedupe); JetStream keeps it at most max_age."""
     max_age_ns = (config.retention_ms or 0) * NS_PER_MS
+    window_ns = duplicate_window_ms * NS_PER_MS
     subject = record_subject(ns, topic, partition)
     return {
         "name": stream_name(ns, topic, partition),
@@ -139,7 +148,7 @@ def stream_config(
         "max_msgs_per_subject": -1,
         "max_msg_size": -1,
         "max_consumers": -1,
-        "duplicate_window": min(DUPLICATE_WINDOW_NS, max_age_ns or DUPLICATE_WINDOW_NS),
+        "duplicate_window": min(window_ns, max_age_ns or window_ns),
         "allow_direct": True,
         "allow_atomic": True,
         "deny_delete": True,
