@@ -12,9 +12,15 @@ request order, as a Kafka broker does. What cannot be answered in the protocol's
     a request before SASL when auth is on        the API's answer with
                                                  SASL_AUTHENTICATION_FAILED
     a handler that failed unexpectedly           UNKNOWN_SERVER_ERROR, logged
+    a failed SASL authentication                 answered, then the connection is closed
     an API key nobody defines, a frame size      logged with the peer, then the
-    beyond MAX_REQUEST_BYTES, an expired session connection is closed (there is no
+    beyond the limits, an expired session        connection is closed (there is no
                                                  answer a client could decode)
+
+What a connection may cost is bounded (gateway/kafka/admission.py): connections per
+client address and in total (reset at once beyond), the size of a frame (checked on its
+size prefix, smaller before SASL), the time to a first request and between requests
+(a watcher closes the connection), and failed SASL attempts per address.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ import asyncio
 import base64
 import contextlib
 import logging
+import resource
 import socket
+import struct
 import time
 import uuid
 from collections.abc import Mapping
 
+from gateway.connections import kafka_connection_share
 from gateway.context import Context
 from gateway.http.auth import Authenticator, auth_enabled
+from gateway.kafka.admission import Admission, Deadline
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
 from gateway.kafka.apis.sasl_authenticate import authenticate_plain
@@ -50,11 +60,12 @@ from gateway.kafka.schema import MalformedMessage
 
 logger = logging.getLogger("logway.kafka")
 
-MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 MAX_IN_FLIGHT = 16  # answers being made per connection (librdkafka sends up to 5 produces)
 _FLUSH_S = 2.0  # a closing connection's answers in the making still go out within this
 NODE_ID = 0
 _SIZE_BYTES = 4
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, no TIME_WAIT
+_WARN_EVERY_S = 10.0
 
 
 class _Close(Exception):
@@ -64,10 +75,13 @@ class _Close(Exception):
 class KafkaListener:
     """Serves the Kafka protocol for one gateway Context until `close`."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, admission: Admission) -> None:
         self.broker = broker
+        self.admission = admission
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._refused = 0  # connections reset beyond the caps since the last warning
+        self._warned_at = -_WARN_EVERY_S
 
     @property
     def port(self) -> int:
@@ -96,36 +110,76 @@ class KafkaListener:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if peer else "?"
+        refusal = self.admission.caps.admit(host)
+        if refusal is not None:
+            self._reset(writer, refusal)
+            return
+        try:
+            await self._converse(reader, writer, peer, host)
+        finally:
+            self.admission.caps.release(host)
+
+    def _reset(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        """Drop a connection beyond the caps at once (RST); warn now and then, not each."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        writer.transport.abort()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            logger.warning("reset %d new Kafka connections: %s", self._refused, reason)
+            self._warned_at = now
+            self._refused = 0
+
+    async def _converse(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tuple[object, ...] | None,
+        host: str,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?", host=host)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = asyncio.get_running_loop()
+        deadline = self.admission.deadline(loop.time())
+        watching = asyncio.ensure_future(_close_when_idle(deadline, session, writer))
         answers: asyncio.Queue[asyncio.Future[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
-        sending = asyncio.ensure_future(_send_in_order(answers, writer))
+        sending = asyncio.ensure_future(_send_in_order(answers, writer, deadline))
         try:
             while not sending.done():
                 size = int.from_bytes(await reader.readexactly(_SIZE_BYTES), "big", signed=True)
-                if not 0 < size <= MAX_REQUEST_BYTES:
-                    raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
+                refusal = self.admission.frames.refusal(size, self._authenticated(session))
+                if refusal is not None:
+                    raise _Close(refusal)
                 frame = await reader.readexactly(size)
+                deadline.answering += 1
                 if session.raw_sasl:
                     await answers.put(_done(self._raw_sasl(session, frame)))
                 else:
                     await answers.put(await self.answer(session, frame))
+                deadline.active(loop.time(), set_up=self._authenticated(session))
+                if session.authentication_failed:
+                    raise _Close("SASL authentication failed")
         except _Close as reason:
             logger.warning("closing Kafka connection from %s: %s", session.peer, reason)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away
+            pass  # the client went away, or the idle watcher closed the connection
         except asyncio.CancelledError:
             # `close` ends the connection: end normally, as asyncio's server callback (3.11)
             # logs a connection task that ends cancelled as an error
             pass
         finally:
             self._connections.discard(task)
+            watching.cancel()
             # answers already being made (durable produces) still go out, briefly
             flushed = asyncio.ensure_future(answers.join())
             with contextlib.suppress(asyncio.CancelledError):
@@ -137,6 +191,10 @@ class KafkaListener:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+    def _authenticated(self, session: Session) -> bool:
+        """Whether the session is past SASL (always, with auth off)."""
+        return self.broker.authenticator is None or session.principal is not None
 
     async def answer(self, session: Session, frame: bytes) -> asyncio.Future[bytes | None]:
         """The answer frame to one request frame (None: a produce with acks=0), done or
@@ -248,9 +306,12 @@ def _done(answer: bytes | None) -> asyncio.Future[bytes | None]:
 
 
 async def _send_in_order(
-    answers: asyncio.Queue[asyncio.Future[bytes | None]], writer: asyncio.StreamWriter
+    answers: asyncio.Queue[asyncio.Future[bytes | None]],
+    writer: asyncio.StreamWriter,
+    deadline: Deadline,
 ) -> None:
     """Write each answer once it is made, in request order."""
+    loop = asyncio.get_running_loop()
     while True:
         pending = await answers.get()
         try:
@@ -260,6 +321,28 @@ async def _send_in_order(
                 await writer.drain()
         finally:
             answers.task_done()
+            deadline.answered(loop.time())
+
+
+async def _close_when_idle(
+    deadline: Deadline, session: Session, writer: asyncio.StreamWriter
+) -> None:
+    """Abort the connection once its deadline passes with no request (see `Deadline`).
+
+    Aborting (not closing) drops what a client that stopped reading left unsent; the
+    reader then sees the end of the stream and the connection ends as if the client left.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        expires_at = deadline.expires_at()
+        now = loop.time()
+        if expires_at is not None and now >= expires_at:
+            logger.info("closing Kafka connection from %s: %s", session.peer, deadline.reason())
+            writer.transport.abort()
+            return
+        # while answering, look again after the shorter timeout (the answer restarts it)
+        wait_s = min(deadline.setup_s, deadline.idle_s) if expires_at is None else expires_at - now
+        await asyncio.sleep(wait_s)
 
 
 def _cluster_id(backend: str) -> str:
@@ -283,6 +366,8 @@ async def start_listener(
     """Open the Kafka listener the settings ask for (`kafka_port`) on this Context."""
     settings = ctx.settings
     assert settings.kafka_port is not None
+    fd_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    admission = Admission.from_settings(settings, kafka_connection_share(settings, fd_limit))
     broker = Broker(
         ctx=ctx,
         apis=registry(APIS) if apis is None else apis,
@@ -291,6 +376,7 @@ async def start_listener(
         port=settings.kafka_port,
         cluster_id=_cluster_id(settings.backend),
         authenticator=Authenticator(settings) if auth_enabled(settings) else None,
+        sasl_failures=admission.sasl_failures,
         groups=KafkaGroups(
             ctx.groups,
             GroupSettings(
@@ -300,6 +386,6 @@ async def start_listener(
             ),
         ),
     )
-    listener = KafkaListener(broker)
+    listener = KafkaListener(broker, admission)
     await listener.start(settings.host, settings.kafka_port)
     return listener
