@@ -1,4 +1,5 @@
-"""What one client may cost the Kafka listener, decided without I/O.
+"""What one client may cost the Kafka listener, decided without I/O (sockets are
+server.py's).
 
 - `ConnectionCaps`: connections per client address (`kafka_max_connections_per_client`;
   IPv6: one /64; trusted proxies exempt) and in total (`kafka_connection_share` of the
@@ -11,6 +12,7 @@
 - `FrameLimits`: the size of a request frame a connection may send now: small before
   SASL completes (when auth is on), `kafka_max_request_bytes` after. The size prefix is
   checked before a byte of the frame is read, so a prefix of 2 GiB allocates nothing.
+  `FramesInFlight`: a connection that pipelines holds at most that many bytes of frames.
 - `Deadline`: when a connection that sends no whole request is closed: the setup timeout
   from its opening until its first request (with auth on: until it has authenticated),
   then the idle timeout from its last request or answer; never while an answer is being
@@ -20,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
@@ -99,6 +102,31 @@ class FrameLimits:
         if not 0 < size <= limit:
             return f"a request of {size} bytes (at most {limit}: {name})"
         return None
+
+
+class FramesInFlight:
+    """Bytes of the frames one connection has read whose answers are still being made.
+
+    At most `limit` (kafka_max_request_bytes) at once, whatever the pipelining: reading the
+    next frame waits until answers make room, so a connection holds at most one largest
+    request's worth of frames (pipelining alone would let it hold MAX_IN_FLIGHT of them).
+    One frame always fits, so a connection never waits on itself.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self.held and self.held + size > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+        self._freed.set()
 
 
 @dataclass(slots=True)

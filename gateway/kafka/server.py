@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import resource
 import socket
@@ -39,7 +40,7 @@ from collections.abc import Mapping
 from gateway.connections import kafka_connection_share
 from gateway.context import Context
 from gateway.http.auth import Authenticator, auth_enabled
-from gateway.kafka.admission import Admission, Deadline
+from gateway.kafka.admission import Admission, Deadline, FramesInFlight
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
 from gateway.kafka.apis.sasl_authenticate import authenticate_plain
@@ -154,18 +155,22 @@ class KafkaListener:
         watching = asyncio.ensure_future(_close_when_idle(deadline, session, writer))
         answers: asyncio.Queue[asyncio.Future[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
         sending = asyncio.ensure_future(_send_in_order(answers, writer, deadline))
+        in_flight = FramesInFlight(self.admission.frames.authenticated_bytes)
         try:
             while not sending.done():
                 size = int.from_bytes(await reader.readexactly(_SIZE_BYTES), "big", signed=True)
                 refusal = self.admission.frames.refusal(size, self._authenticated(session))
                 if refusal is not None:
                     raise _Close(refusal)
+                await in_flight.take(size)
                 frame = await reader.readexactly(size)
                 deadline.answering += 1
                 if session.raw_sasl:
-                    await answers.put(_done(self._raw_sasl(session, frame)))
+                    answer = _done(self._raw_sasl(session, frame))
                 else:
-                    await answers.put(await self.answer(session, frame))
+                    answer = await self.answer(session, frame)
+                answer.add_done_callback(functools.partial(_give_back, in_flight, size))
+                await answers.put(answer)
                 deadline.active(loop.time(), set_up=self._authenticated(session))
                 if session.authentication_failed:
                     raise _Close("SASL authentication failed")
@@ -297,6 +302,10 @@ class KafkaListener:
         return self._encode(
             registered, request, api.refuse(request, ErrorCode.UNSUPPORTED_VERSION, message)
         )
+
+
+def _give_back(in_flight: FramesInFlight, size: int, _answer: asyncio.Future[bytes | None]) -> None:
+    in_flight.give_back(size)
 
 
 def _done(answer: bytes | None) -> asyncio.Future[bytes | None]:

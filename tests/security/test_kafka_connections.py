@@ -9,6 +9,7 @@ well-behaved client stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import struct
 import time
@@ -24,7 +25,13 @@ import pytest
 from gateway.config import ConfigError, validate
 from gateway.connections import descriptor_budget, kafka_connection_share
 from gateway.http.proxy import parse_networks
-from gateway.kafka.admission import ConnectionCaps, Deadline, FrameLimits, SaslFailures
+from gateway.kafka.admission import (
+    ConnectionCaps,
+    Deadline,
+    FrameLimits,
+    FramesInFlight,
+    SaslFailures,
+)
 from gateway.kafka.dispatch import ApiKey
 from gateway.kafka.errors import ErrorCode
 from gateway.settings import KiB, MiB, Settings
@@ -270,6 +277,20 @@ def test_frames_are_bounded_by_their_prefix_smaller_before_sasl() -> None:
     assert limits.refusal(1 * MiB, authenticated=True) is None
     for size in (1 * MiB + 1, 0, -1, -(2**31), 2**31 - 1):
         assert limits.refusal(size, authenticated=True) is not None
+
+
+async def test_a_connection_holds_at_most_one_largest_frame_in_flight() -> None:
+    in_flight = FramesInFlight(limit=100)
+    await in_flight.take(60)
+    await in_flight.take(40)  # pipelined: fits
+    waiting = asyncio.ensure_future(in_flight.take(100))  # one alone would fit, not beside
+    await asyncio.sleep(0)
+    in_flight.give_back(60)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    in_flight.give_back(40)
+    await asyncio.wait_for(waiting, GUARD_S)
+    assert in_flight.held == 100
 
 
 def test_the_deadline_runs_from_the_opening_then_from_the_last_request_never_mid_answer() -> None:
