@@ -338,3 +338,49 @@ def test_kafka_takes_its_share_of_the_descriptor_budget_from_http() -> None:
 def test_kafka_connection_settings_are_checked_at_start(changes: dict[str, Any], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         validate(replace(Settings(), **changes))
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_kafka_python_lives_within_the_bounds_and_reconnects_after_an_idle_close(
+    start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """A client nobody here wrote (kafka-python), over SASL/PLAIN, with a short idle
+    timeout and a small per-address cap: it produces, sits idle until the gateway closes
+    its connections, produces again on new ones, and a consumer group reads everything."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    config = auth_config(
+        tmp_path, "kafka_connections_max_idle_ms = 2000\nkafka_max_connections_per_client = 10\n"
+    )
+    gateway, kafka_port = _kafka_gateway(start_gateway, config)
+    with httpx.Client(base_url=gateway.url, headers={"X-API-Key": API_KEY}) as client:
+        assert client.put("/v1/topics/orders", json={"partitions": 3}).status_code == 201
+    sasl = {"bootstrap_servers": f"127.0.0.1:{kafka_port}", "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN", "sasl_plain_username": "svc",
+            "sasl_plain_password": API_KEY}  # fmt: skip
+    producer = KafkaProducer(acks="all", retries=5, **sasl)
+    try:
+        first = [producer.send("orders", key=b"k%d" % i, value=b"a%d" % i) for i in range(30)]
+        assert all(f.get(timeout=GUARD_S) for f in first)
+        deadline = time.monotonic() + GUARD_S
+        while "kafka_connections_max_idle_ms" not in gateway.log():
+            assert time.monotonic() < deadline, "the gateway never closed the idle producer"
+            time.sleep(0.2)
+        second = [producer.send("orders", key=b"k%d" % i, value=b"b%d" % i) for i in range(30)]
+        assert all(f.get(timeout=GUARD_S) for f in second)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer("orders", group_id="billing", auto_offset_reset="earliest",
+                             consumer_timeout_ms=int(GUARD_S * 1000), **sasl)  # fmt: skip
+    try:
+        values = set()
+        for message in consumer:
+            values.add(message.value)
+            if len(values) == 60:
+                break
+        consumer.commit()
+    finally:
+        consumer.close()
+    assert values == {b"a%d" % i for i in range(30)} | {b"b%d" % i for i in range(30)}
