@@ -62,7 +62,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from gateway.http.limits import client_key
 from gateway.http.proxy import Network, is_trusted, parse_networks
@@ -180,39 +180,60 @@ def measure_budget(settings: Settings) -> DescriptorBudget:
     return budget
 
 
-class GuardedListener(socket.socket):
-    """A listening socket that resets, as soon as it is accepted, a connection whose
-    descriptor is at or above `fd_ceiling` (Hypercorn: asyncio calls `accept` on it).
+class ResettingListener(socket.socket):
+    """A listening socket that resets (RST), as soon as it is accepted, a connection for
+    which `refusal` gives a reason; asyncio calls `accept` on it (Hypercorn's listeners,
+    the Kafka listener), in batches, before any connection's task runs.
 
-    A reset (RST) is what a client sees at once and costs the gateway no state; asyncio
-    then goes on accepting the next one.
+    A reset is what a client sees at once and costs the gateway no state, not even a
+    descriptor for longer than the accept; asyncio then goes on accepting the next one.
     """
 
-    fd_ceiling: int = 1 << 62
-    refused = 0
+    refused = 0  # since the last warning
     _warned_at = -_WARN_EVERY_S
 
     @classmethod
-    def wrap(cls, listener: socket.socket, fd_ceiling: int) -> GuardedListener:
-        guarded = cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
-        guarded.fd_ceiling = fd_ceiling
-        return guarded
+    def adopt(cls, listener: socket.socket) -> Self:
+        """This kind of socket in place of `listener` (which gives its descriptor up)."""
+        return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        """Why a just-accepted connection is reset, or None to serve it."""
+        raise NotImplementedError
 
     def accept(self) -> tuple[socket.socket, Any]:
-        while True:  # until a connection fits; BlockingIOError ends asyncio's accept batch
+        while True:  # until a connection is let in; BlockingIOError ends asyncio's batch
             connection, address = super().accept()
-            if connection.fileno() < self.fd_ceiling:
+            reason = self.refusal(connection, address)
+            if reason is None:
                 return connection, address
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             connection.close()
             self.refused += 1
             if time.monotonic() - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = time.monotonic()
-                logger.warning(
-                    "connection limit reached: reset %d new connections so far "
-                    "(max_connections, the open-files limit less reserved_fds)",
-                    self.refused,
-                )
+                logger.warning("reset %d new connections: %s", self.refused, reason)
+                self.refused = 0
+
+
+class GuardedListener(ResettingListener):
+    """Resets a connection whose descriptor is at or above `fd_ceiling` (Hypercorn)."""
+
+    fd_ceiling: int = 1 << 62
+
+    @classmethod
+    def wrap(cls, listener: socket.socket, fd_ceiling: int) -> GuardedListener:
+        guarded = cls.adopt(listener)
+        guarded.fd_ceiling = fd_ceiling
+        return guarded
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        if connection.fileno() < self.fd_ceiling:
+            return None
+        return (
+            "the connection limit is reached (max_connections, the open-files limit less "
+            "reserved_fds)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,15 +32,15 @@ import functools
 import logging
 import resource
 import socket
-import struct
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
-from gateway.connections import kafka_connection_share
+from gateway.connections import ResettingListener, kafka_connection_share
 from gateway.context import Context
 from gateway.http.auth import Authenticator, auth_enabled
-from gateway.kafka.admission import Admission, Deadline, FramesInFlight
+from gateway.kafka.admission import Admission, ConnectionCaps, Deadline, FramesInFlight
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
 from gateway.kafka.apis.sasl_authenticate import authenticate_plain
@@ -65,12 +65,36 @@ MAX_IN_FLIGHT = 16  # answers being made per connection (librdkafka sends up to 
 _FLUSH_S = 2.0  # a closing connection's answers in the making still go out within this
 NODE_ID = 0
 _SIZE_BYTES = 4
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, no TIME_WAIT
-_WARN_EVERY_S = 10.0
+_BACKLOG = 1024
 
 
 class _Close(Exception):
     """End the connection (after logging why)."""
+
+
+class _AdmittingListener(ResettingListener):
+    """Applies `ConnectionCaps` as connections are accepted: asyncio accepts up to the
+    backlog of them before any connection's task runs, so caps checked in the task would
+    let a burst hold that many descriptors for a moment. An admitted connection is
+    remembered by descriptor until its task picks it up (`admitted`)."""
+
+    caps: ConnectionCaps
+    admitted: dict[int, str]  # descriptor -> the client address it was counted under
+
+    @classmethod
+    def wrap(cls, listener: socket.socket, caps: ConnectionCaps) -> _AdmittingListener:
+        admitting = cls.adopt(listener)
+        admitting.caps = caps
+        admitting.admitted = {}
+        return admitting
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        host = str(address[0])
+        reason = self.caps.admit(host)
+        if reason is None:
+            self.admitted[connection.fileno()] = host
+            return None
+        return f"Kafka: {reason}"
 
 
 class KafkaListener:
@@ -80,17 +104,19 @@ class KafkaListener:
         self.broker = broker
         self.admission = admission
         self._server: asyncio.Server | None = None
+        self._listener: _AdmittingListener | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._refused = 0  # connections reset beyond the caps since the last warning
-        self._warned_at = -_WARN_EVERY_S
 
     @property
     def port(self) -> int:
         return self.broker.port
 
     async def start(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as the HTTP side
+        bound = socket.create_server((host, port), family=family, backlog=_BACKLOG)
+        self._listener = _AdmittingListener.wrap(bound, self.admission.caps)
         self._server = await asyncio.start_server(
-            self._serve, host, port, reuse_address=True, backlog=1024
+            self._serve, sock=self._listener, backlog=_BACKLOG
         )
         if port == 0:
             self.broker.port = self._server.sockets[0].getsockname()[1]
@@ -111,30 +137,16 @@ class KafkaListener:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        host = str(peer[0]) if peer else "?"
-        refusal = self.admission.caps.admit(host)
-        if refusal is not None:
-            self._reset(writer, refusal)
-            return
+        sock = writer.get_extra_info("socket")
+        assert self._listener is not None
+        assert sock is not None
+        # counted when accepted; a connection reset before its transport was made has no
+        # peer name any more, so the address comes from the accept
+        host = self._listener.admitted.pop(sock.fileno())
         try:
-            await self._converse(reader, writer, peer, host)
+            await self._converse(reader, writer, writer.get_extra_info("peername"), host)
         finally:
             self.admission.caps.release(host)
-
-    def _reset(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        """Drop a connection beyond the caps at once (RST); warn now and then, not each."""
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        writer.transport.abort()
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            logger.warning("reset %d new Kafka connections: %s", self._refused, reason)
-            self._warned_at = now
-            self._refused = 0
 
     async def _converse(
         self,
@@ -146,7 +158,7 @@ class KafkaListener:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?", host=host)
+        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else host, host=host)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
