@@ -4,11 +4,15 @@ server.py's).
 - `ConnectionCaps`: connections per client address (`kafka_max_connections_per_client`;
   IPv6: one /64; trusted proxies exempt) and in total (`kafka_connection_share` of the
   descriptor budget, gateway/connections.py). A connection beyond either is reset as soon
-  as it is accepted: it holds no descriptor and no buffer, and HTTP keeps its share.
-- `SaslFailures`: failed SASL/PLAIN authentications per client address, the token bucket
-  HTTP's 401s take from (`auth_failure_limit_per_s`, `auth_failure_burst`,
-  gateway/http/limits.py). While an address's bucket is empty its SaslAuthenticate is
-  refused before the credential is looked at, so guessing costs time and tells nothing.
+  as it is accepted (see below): it holds no descriptor and no buffer, and HTTP keeps its
+  share.
+- `SaslFailures`: failed SASL/PLAIN authentications per client address, in token
+  buckets like those HTTP's 401s take from, with the same settings
+  (`auth_failure_limit_per_s`, `auth_failure_burst`, gateway/http/limits.py) but buckets
+  of their own. While an address's bucket is empty its SaslAuthenticate is refused
+  before the credential is looked at, so guessing costs time and tells nothing.
+- A connection beyond the caps is reset in the listening socket's `accept`
+  (gateway/kafka/server.py), before asyncio accepts the next one of its batch.
 - `FrameLimits`: the size of a request frame a connection may send now: small before
   SASL completes (when auth is on), `kafka_max_request_bytes` after. The size prefix is
   checked before a byte of the frame is read, so a prefix of 2 GiB allocates nothing.
