@@ -162,6 +162,42 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="failed authentications a client address may have before the limit applies",
     )
 
+    kafka = parser.add_argument_group("Kafka connections (with --kafka-port)")
+    kafka.add_argument(
+        "--kafka-max-request-bytes",
+        type=_positive_int,
+        help="a Kafka request frame beyond this closes its connection",
+    )
+    kafka.add_argument(
+        "--kafka-sasl-max-receive-bytes",
+        type=_positive_int,
+        help="with auth on, a frame beyond this before SASL completes closes its connection",
+    )
+    kafka.add_argument(
+        "--kafka-connection-setup-timeout-ms",
+        type=_positive_int,
+        help="a new Kafka connection must send a whole request (with auth on: "
+        "authenticate) within this, or it is closed",
+    )
+    kafka.add_argument(
+        "--kafka-connections-max-idle-ms",
+        type=_positive_int,
+        help="a Kafka connection with no whole request for this long after its last "
+        "request or answer is closed",
+    )
+    kafka.add_argument(
+        "--kafka-max-connections",
+        type=_positive_int,
+        help="open Kafka connections, all clients (further ones are reset); also at most "
+        "half the open-files limit less --reserved-fds",
+    )
+    kafka.add_argument(
+        "--kafka-max-connections-per-client",
+        type=_non_negative_int,
+        help="open Kafka connections per client address (IPv6: /64; trusted proxies "
+        "exempt), further ones are reset; 0 = no cap",
+    )
+
     storage = parser.add_argument_group("storage")
     storage.add_argument("--data-dir", type=Path, help="directory of the embedded log")
     storage.add_argument(

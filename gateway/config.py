@@ -179,6 +179,11 @@ def validate(settings: Settings) -> None:
         "auth_failure_burst",
         "h2_max_concurrent_streams",
         "max_connections",
+        "kafka_max_request_bytes",
+        "kafka_sasl_max_receive_bytes",
+        "kafka_connection_setup_timeout_ms",
+        "kafka_connections_max_idle_ms",
+        "kafka_max_connections",
     ):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")
@@ -187,6 +192,7 @@ def validate(settings: Settings) -> None:
         "rate_limit_per_s",
         "auth_failure_limit_per_s",
         "max_connections_per_client",
+        "kafka_max_connections_per_client",
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative (0 turns it off)")

@@ -22,6 +22,12 @@ the kernel's listen backlog and take no descriptor). So, around the servers:
   connection at once (Linux hands out the lowest free descriptor, so one at or above the
   ceiling means every one below it is taken). Connections then never take the
   descriptors the log needs to open a new segment.
+- With the Kafka listener on, its connections come out of the same budget: it holds at
+  most `kafka_connection_share` of them (`kafka_max_connections`, and never more than
+  half of what the limit leaves after `reserved_fds`; gateway/kafka/admission.py resets
+  the rest), and HTTP gets what remains, so a Kafka flood leaves HTTP its connections
+  (/healthz) and the log its descriptors. The share depends on the settings and the
+  limit only, so the listener, which opens before the budget is measured, knows it.
 - `ConnectionGuard`, a task on the server's loop, reads the kernel's counters of this
   process's accepted sockets (TCP_INFO) every second or so and shuts down (shutdown(2):
   the server reads an end of stream and cleans up as for a client that left):
@@ -56,7 +62,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from gateway.http.limits import client_key
 from gateway.http.proxy import Network, is_trusted, parse_networks
@@ -85,12 +91,14 @@ class DescriptorBudget:
 
     fd_limit: int  # the soft RLIMIT_NOFILE
     in_use: int  # open when the budget was made: the log's files, the loop, the listener
-    connections: int  # at most this many connections at once
+    connections: int  # at most this many HTTP connections at once
+    kafka_connections: int = 0  # and this many Kafka ones (`kafka_connection_share`)
 
     @property
     def fd_ceiling(self) -> int:
-        """The lowest descriptor number a connection may not have."""
-        return self.in_use + self.connections
+        """The lowest descriptor number an HTTP connection may not have (Kafka's share
+        below it: Linux numbers a new connection after the Kafka ones it already holds)."""
+        return self.in_use + self.kafka_connections + self.connections
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -128,17 +136,32 @@ class DescriptorShortage(RuntimeError):
     """The open-files limit leaves no descriptor for connections; the message says why."""
 
 
+def kafka_connection_share(settings: Settings, fd_limit: int) -> int:
+    """How many Kafka connections may be open at once (0 with the listener off).
+
+    `kafka_max_connections`, but at most half of what the open-files limit leaves after
+    `reserved_fds`: the other half stays for HTTP, whatever Kafka clients do. When the
+    limit leaves nothing, `descriptor_budget` refuses to serve anyway.
+    """
+    if settings.kafka_port is None:
+        return 0
+    half = (fd_limit - settings.reserved_fds) // 2
+    return min(settings.kafka_max_connections, half) if half >= 1 else 0
+
+
 def descriptor_budget(settings: Settings, fd_limit: int, in_use: int) -> DescriptorBudget:
     """The connection budget, or DescriptorShortage when nothing is left for connections."""
-    room = fd_limit - in_use - settings.reserved_fds
+    kafka = kafka_connection_share(settings, fd_limit)
+    room = fd_limit - in_use - settings.reserved_fds - kafka
     if room < 1:
+        kafka_part = f", {kafka} are kept for Kafka connections" if kafka else ""
         raise DescriptorShortage(
             f"the open-files limit ({fd_limit}) leaves no descriptor for connections: "
-            f"{in_use} are open (the log's files among them) and reserved_fds is "
-            f"{settings.reserved_fds}; raise the limit (ulimit -n, LimitNOFILE=) or lower "
-            "reserved_fds"
+            f"{in_use} are open (the log's files among them){kafka_part} and reserved_fds "
+            f"is {settings.reserved_fds}; raise the limit (ulimit -n, LimitNOFILE=) or lower "
+            "reserved_fds" + (" or kafka_max_connections" if kafka else "")
         )
-    return DescriptorBudget(fd_limit, in_use, min(settings.max_connections, room))
+    return DescriptorBudget(fd_limit, in_use, min(settings.max_connections, room), kafka)
 
 
 def measure_budget(settings: Settings) -> DescriptorBudget:
@@ -147,48 +170,70 @@ def measure_budget(settings: Settings) -> DescriptorBudget:
     budget = descriptor_budget(settings, fd_limit, open_fd_count())
     logger.info(
         "file descriptors: limit %d, %d open (the log's files among them), %d reserved: "
-        "at most %d connections",
+        "at most %d HTTP connections and %d Kafka connections",
         budget.fd_limit,
         budget.in_use,
         settings.reserved_fds,
         budget.connections,
+        budget.kafka_connections,
     )
     return budget
 
 
-class GuardedListener(socket.socket):
-    """A listening socket that resets, as soon as it is accepted, a connection whose
-    descriptor is at or above `fd_ceiling` (Hypercorn: asyncio calls `accept` on it).
+class ResettingListener(socket.socket):
+    """A listening socket that resets (RST), as soon as it is accepted, a connection for
+    which `refusal` gives a reason; asyncio calls `accept` on it (Hypercorn's listeners,
+    the Kafka listener), in batches, before any connection's task runs.
 
-    A reset (RST) is what a client sees at once and costs the gateway no state; asyncio
-    then goes on accepting the next one.
+    A reset is what a client sees at once and costs the gateway no state, not even a
+    descriptor for longer than the accept; asyncio then goes on accepting the next one.
     """
 
-    fd_ceiling: int = 1 << 62
-    refused = 0
+    refused = 0  # since the last warning
     _warned_at = -_WARN_EVERY_S
 
     @classmethod
-    def wrap(cls, listener: socket.socket, fd_ceiling: int) -> GuardedListener:
-        guarded = cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
-        guarded.fd_ceiling = fd_ceiling
-        return guarded
+    def adopt(cls, listener: socket.socket) -> Self:
+        """This kind of socket in place of `listener` (which gives its descriptor up)."""
+        return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        """Why a just-accepted connection is reset, or None to serve it."""
+        raise NotImplementedError
 
     def accept(self) -> tuple[socket.socket, Any]:
-        while True:  # until a connection fits; BlockingIOError ends asyncio's accept batch
+        while True:  # until a connection is let in; BlockingIOError ends asyncio's batch
             connection, address = super().accept()
-            if connection.fileno() < self.fd_ceiling:
+            reason = self.refusal(connection, address)
+            if reason is None:
                 return connection, address
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             connection.close()
             self.refused += 1
             if time.monotonic() - self._warned_at >= _WARN_EVERY_S:
                 self._warned_at = time.monotonic()
-                logger.warning(
-                    "connection limit reached: reset %d new connections so far "
-                    "(max_connections, the open-files limit less reserved_fds)",
-                    self.refused,
-                )
+                logger.warning("reset %d new connections: %s", self.refused, reason)
+                self.refused = 0
+
+
+class GuardedListener(ResettingListener):
+    """Resets a connection whose descriptor is at or above `fd_ceiling` (Hypercorn)."""
+
+    fd_ceiling: int = 1 << 62
+
+    @classmethod
+    def wrap(cls, listener: socket.socket, fd_ceiling: int) -> GuardedListener:
+        guarded = cls.adopt(listener)
+        guarded.fd_ceiling = fd_ceiling
+        return guarded
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        if connection.fileno() < self.fd_ceiling:
+            return None
+        return (
+            "the connection limit is reached (max_connections, the open-files limit less "
+            "reserved_fds)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

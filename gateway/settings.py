@@ -85,3 +85,19 @@ class Settings:
     )
     kafka_group_min_session_timeout_ms: int = 6000  # JoinGroup's session timeout range
     kafka_group_max_session_timeout_ms: int = 1_800_000
+    # What one Kafka connection may cost (gateway/kafka/admission.py, server.py). A frame
+    # (a request) beyond kafka_max_request_bytes closes the connection; before SASL
+    # completes, when auth is on, beyond kafka_sasl_max_receive_bytes (Kafka's
+    # sasl.server.max.receive.size). The default matches max_body_bytes's.
+    kafka_max_request_bytes: int = 64 * MiB
+    kafka_sasl_max_receive_bytes: int = 64 * KiB
+    # A new connection must send a whole first request, and with auth on authenticate,
+    # within this; then each next request within kafka_connections_max_idle_ms of the last
+    # one or its answer (Kafka's connections.max.idle.ms), a partial frame counting as none.
+    kafka_connection_setup_timeout_ms: int = 10_000
+    kafka_connections_max_idle_ms: int = 600_000
+    # Kafka connections in total (also at most half of what the open-files limit leaves
+    # after reserved_fds, taken from the HTTP connections' share) and per client address
+    # (IPv6: per /64; trusted_proxies are exempt; 0 = no cap).
+    kafka_max_connections: int = 10_000
+    kafka_max_connections_per_client: int = 1000

@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.context import Context
 from gateway.http.auth import Authenticator, Principal
+from gateway.kafka.admission import SaslFailures
 from gateway.kafka.batches import BatchCache
 from gateway.kafka.errors import ErrorCode
 from gateway.kafka.groups.service import KafkaGroups
@@ -70,10 +71,12 @@ class Session:
     """One connection: who it is (after SASL) and what it negotiated."""
 
     peer: str
+    host: str  # the client's address, which limits count by
     principal: Principal | None = None
     mechanism: str | None = None  # chosen by SaslHandshake, consumed by SaslAuthenticate
     raw_sasl: bool = False  # after SaslHandshake v0: the next frame is a bare token
     warned_unauthenticated: bool = False
+    authentication_failed: bool = False  # the connection closes once this is answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class Broker:
     cluster_id: str
     authenticator: Authenticator | None  # None when auth is off
     groups: KafkaGroups  # the consumer groups this broker coordinates (every one)
+    sasl_failures: SaslFailures  # per client address, as HTTP's failed authentications
     producers: ProducerStates = field(default_factory=ProducerStates)
     batches: BatchCache = field(default_factory=BatchCache)
 

@@ -12,9 +12,15 @@ request order, as a Kafka broker does. What cannot be answered in the protocol's
     a request before SASL when auth is on        the API's answer with
                                                  SASL_AUTHENTICATION_FAILED
     a handler that failed unexpectedly           UNKNOWN_SERVER_ERROR, logged
+    a failed SASL authentication                 answered, then the connection is closed
     an API key nobody defines, a frame size      logged with the peer, then the
-    beyond MAX_REQUEST_BYTES, an expired session connection is closed (there is no
+    beyond the limits, an expired session        connection is closed (there is no
                                                  answer a client could decode)
+
+What a connection may cost is bounded (gateway/kafka/admission.py): connections per
+client address and in total (reset at once beyond), the size of a frame (checked on its
+size prefix, smaller before SASL), the time to a first request and between requests
+(a watcher closes the connection), and failed SASL attempts per address.
 """
 
 from __future__ import annotations
@@ -22,14 +28,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
+import resource
 import socket
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
+from gateway.connections import ResettingListener, kafka_connection_share
 from gateway.context import Context
 from gateway.http.auth import Authenticator, auth_enabled
+from gateway.kafka.admission import Admission, ConnectionCaps, Deadline, FramesInFlight
 from gateway.kafka.apis import APIS
 from gateway.kafka.apis.api_versions import supported
 from gateway.kafka.apis.sasl_authenticate import authenticate_plain
@@ -50,23 +61,50 @@ from gateway.kafka.schema import MalformedMessage
 
 logger = logging.getLogger("logway.kafka")
 
-MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 MAX_IN_FLIGHT = 16  # answers being made per connection (librdkafka sends up to 5 produces)
 _FLUSH_S = 2.0  # a closing connection's answers in the making still go out within this
 NODE_ID = 0
 _SIZE_BYTES = 4
+_BACKLOG = 1024
 
 
 class _Close(Exception):
     """End the connection (after logging why)."""
 
 
+class _AdmittingListener(ResettingListener):
+    """Applies `ConnectionCaps` as connections are accepted: asyncio accepts up to the
+    backlog of them before any connection's task runs, so caps checked in the task would
+    let a burst hold that many descriptors for a moment. An admitted connection is
+    remembered by descriptor until its task picks it up (`admitted`)."""
+
+    caps: ConnectionCaps
+    admitted: dict[int, str]  # descriptor -> the client address it was counted under
+
+    @classmethod
+    def wrap(cls, listener: socket.socket, caps: ConnectionCaps) -> _AdmittingListener:
+        admitting = cls.adopt(listener)
+        admitting.caps = caps
+        admitting.admitted = {}
+        return admitting
+
+    def refusal(self, connection: socket.socket, address: Any) -> str | None:
+        host = str(address[0])
+        reason = self.caps.admit(host)
+        if reason is None:
+            self.admitted[connection.fileno()] = host
+            return None
+        return f"Kafka: {reason}"
+
+
 class KafkaListener:
     """Serves the Kafka protocol for one gateway Context until `close`."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, admission: Admission) -> None:
         self.broker = broker
+        self.admission = admission
         self._server: asyncio.Server | None = None
+        self._listener: _AdmittingListener | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     @property
@@ -74,8 +112,11 @@ class KafkaListener:
         return self.broker.port
 
     async def start(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as the HTTP side
+        bound = socket.create_server((host, port), family=family, backlog=_BACKLOG)
+        self._listener = _AdmittingListener.wrap(bound, self.admission.caps)
         self._server = await asyncio.start_server(
-            self._serve, host, port, reuse_address=True, backlog=1024
+            self._serve, sock=self._listener, backlog=_BACKLOG
         )
         if port == 0:
             self.broker.port = self._server.sockets[0].getsockname()[1]
@@ -96,36 +137,66 @@ class KafkaListener:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        assert self._listener is not None
+        assert sock is not None
+        # counted when accepted; a connection reset before its transport was made has no
+        # peer name any more, so the address comes from the accept
+        host = self._listener.admitted.pop(sock.fileno())
+        try:
+            await self._converse(reader, writer, writer.get_extra_info("peername"), host)
+        finally:
+            self.admission.caps.release(host)
+
+    async def _converse(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tuple[object, ...] | None,
+        host: str,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else host, host=host)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = asyncio.get_running_loop()
+        deadline = self.admission.deadline(loop.time())
+        watching = asyncio.ensure_future(_close_when_idle(deadline, session, writer))
         answers: asyncio.Queue[asyncio.Future[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
-        sending = asyncio.ensure_future(_send_in_order(answers, writer))
+        sending = asyncio.ensure_future(_send_in_order(answers, writer, deadline))
+        in_flight = FramesInFlight(self.admission.frames.authenticated_bytes)
         try:
             while not sending.done():
                 size = int.from_bytes(await reader.readexactly(_SIZE_BYTES), "big", signed=True)
-                if not 0 < size <= MAX_REQUEST_BYTES:
-                    raise _Close(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})")
+                refusal = self.admission.frames.refusal(size, self._authenticated(session))
+                if refusal is not None:
+                    raise _Close(refusal)
+                await in_flight.take(size)
                 frame = await reader.readexactly(size)
+                deadline.answering += 1
                 if session.raw_sasl:
-                    await answers.put(_done(self._raw_sasl(session, frame)))
+                    answer = _done(self._raw_sasl(session, frame))
                 else:
-                    await answers.put(await self.answer(session, frame))
+                    answer = await self.answer(session, frame)
+                answer.add_done_callback(functools.partial(_give_back, in_flight, size))
+                await answers.put(answer)
+                deadline.active(loop.time(), set_up=self._authenticated(session))
+                if session.authentication_failed:
+                    raise _Close("SASL authentication failed")
         except _Close as reason:
             logger.warning("closing Kafka connection from %s: %s", session.peer, reason)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away
+            pass  # the client went away, or the idle watcher closed the connection
         except asyncio.CancelledError:
             # `close` ends the connection: end normally, as asyncio's server callback (3.11)
             # logs a connection task that ends cancelled as an error
             pass
         finally:
             self._connections.discard(task)
+            watching.cancel()
             # answers already being made (durable produces) still go out, briefly
             flushed = asyncio.ensure_future(answers.join())
             with contextlib.suppress(asyncio.CancelledError):
@@ -137,6 +208,10 @@ class KafkaListener:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+    def _authenticated(self, session: Session) -> bool:
+        """Whether the session is past SASL (always, with auth off)."""
+        return self.broker.authenticator is None or session.principal is not None
 
     async def answer(self, session: Session, frame: bytes) -> asyncio.Future[bytes | None]:
         """The answer frame to one request frame (None: a produce with acks=0), done or
@@ -241,6 +316,10 @@ class KafkaListener:
         )
 
 
+def _give_back(in_flight: FramesInFlight, size: int, _answer: asyncio.Future[bytes | None]) -> None:
+    in_flight.give_back(size)
+
+
 def _done(answer: bytes | None) -> asyncio.Future[bytes | None]:
     future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
     future.set_result(answer)
@@ -248,9 +327,12 @@ def _done(answer: bytes | None) -> asyncio.Future[bytes | None]:
 
 
 async def _send_in_order(
-    answers: asyncio.Queue[asyncio.Future[bytes | None]], writer: asyncio.StreamWriter
+    answers: asyncio.Queue[asyncio.Future[bytes | None]],
+    writer: asyncio.StreamWriter,
+    deadline: Deadline,
 ) -> None:
     """Write each answer once it is made, in request order."""
+    loop = asyncio.get_running_loop()
     while True:
         pending = await answers.get()
         try:
@@ -260,6 +342,28 @@ async def _send_in_order(
                 await writer.drain()
         finally:
             answers.task_done()
+            deadline.answered(loop.time())
+
+
+async def _close_when_idle(
+    deadline: Deadline, session: Session, writer: asyncio.StreamWriter
+) -> None:
+    """Abort the connection once its deadline passes with no request (see `Deadline`).
+
+    Aborting (not closing) drops what a client that stopped reading left unsent; the
+    reader then sees the end of the stream and the connection ends as if the client left.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        expires_at = deadline.expires_at()
+        now = loop.time()
+        if expires_at is not None and now >= expires_at:
+            logger.info("closing Kafka connection from %s: %s", session.peer, deadline.reason())
+            writer.transport.abort()
+            return
+        # while answering, look again after the shorter timeout (the answer restarts it)
+        wait_s = min(deadline.setup_s, deadline.idle_s) if expires_at is None else expires_at - now
+        await asyncio.sleep(wait_s)
 
 
 def _cluster_id(backend: str) -> str:
@@ -283,6 +387,8 @@ async def start_listener(
     """Open the Kafka listener the settings ask for (`kafka_port`) on this Context."""
     settings = ctx.settings
     assert settings.kafka_port is not None
+    fd_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    admission = Admission.from_settings(settings, kafka_connection_share(settings, fd_limit))
     broker = Broker(
         ctx=ctx,
         apis=registry(APIS) if apis is None else apis,
@@ -291,6 +397,7 @@ async def start_listener(
         port=settings.kafka_port,
         cluster_id=_cluster_id(settings.backend),
         authenticator=Authenticator(settings) if auth_enabled(settings) else None,
+        sasl_failures=admission.sasl_failures,
         groups=KafkaGroups(
             ctx.groups,
             GroupSettings(
@@ -300,6 +407,6 @@ async def start_listener(
             ),
         ),
     )
-    listener = KafkaListener(broker)
+    listener = KafkaListener(broker, admission)
     await listener.start(settings.host, settings.kafka_port)
     return listener

@@ -47,9 +47,11 @@ from tests.security.transport import (
     auth_config,
     closed_by_server,
     connect_many,
+    create_and_produce,
     eventually,
     open_fd_count,
     raise_own_fd_limit,
+    silent_flood,
     wait_until_closed,
 )
 
@@ -216,25 +218,15 @@ def test_the_log_keeps_its_descriptors_when_connections_take_the_rest(
     port = _port(gateway.url)
     with httpx.Client(base_url=gateway.url, timeout=GUARD_S) as client:
         assert client.get("/healthz").status_code == 200  # connected before the flood
-        attack = [connect_many(port, f"127.0.1.{i}", 70) for i in range(1, 31)]
-        try:
+        with silent_flood(port):
             time.sleep(1)  # let the server take what it will
             flooded_fds = open_fd_count(gateway.pid)
-            for topic in ("t1", "t2", "t3", "t4"):
-                response = client.put(f"/v1/topics/{topic}", json={"partitions": 8})
-                assert response.status_code == 201, response.text
-                records = [{"value": i, "partition": i} for i in range(8)]
-                response = client.post(f"/v1/topics/{topic}/records", json={"records": records})
-                assert response.status_code == 200, response.text
+            create_and_produce(client)
             print(
                 f"\n{gateway.server}: 2,100 silent connections: gateway descriptors "
                 f"{flooded_fds} of 2048 during the flood, {open_fd_count(gateway.pid)} with "
                 "4 new topics of 8 partitions"
             )
-        finally:
-            for sockets in attack:
-                for sock in sockets:
-                    sock.close()
     assert eventually(lambda: httpx.get(f"{gateway.url}/healthz", timeout=2)).status_code == 200
 
 

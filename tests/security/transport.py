@@ -85,6 +85,30 @@ def raise_own_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+@contextlib.contextmanager
+def silent_flood(port: int, addresses: int = 30, each: int = 70) -> Iterator[list[socket.socket]]:
+    """`addresses` x `each` connections that send nothing, from 127.0.1.1, 127.0.1.2...
+    (under every per-client cap), closed on leaving."""
+    attack = [connect_many(port, f"127.0.1.{i}", each) for i in range(1, addresses + 1)]
+    try:
+        yield [sock for sockets in attack for sock in sockets]
+    finally:
+        for sockets in attack:
+            for sock in sockets:
+                sock.close()
+
+
+def create_and_produce(client: httpx.Client, topics: int = 4, partitions: int = 8) -> None:
+    """Create `topics` topics and produce to each of their partitions: the log opens
+    a segment (a descriptor or more) per partition."""
+    for n in range(1, topics + 1):
+        response = client.put(f"/v1/topics/t{n}", json={"partitions": partitions})
+        assert response.status_code == 201, response.text
+        records = [{"value": i, "partition": i} for i in range(partitions)]
+        response = client.post(f"/v1/topics/t{n}/records", json={"records": records})
+        assert response.status_code == 200, response.text
+
+
 def connect_many(port: int, source: str, count: int, payload: bytes = b"") -> list[socket.socket]:
     """`count` connections from `source`, each sending `payload` once connected, without
     waiting for the server to accept them (beyond its limit they wait in its listen

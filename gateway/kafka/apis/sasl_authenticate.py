@@ -4,11 +4,14 @@ credential has over HTTP. The user name is only logged.
 
 A JWT's expiry becomes the session lifetime (KIP-368): the client re-authenticates on the
 same connection before it, and a request after it closes the connection, as Kafka does.
+A failed authentication is answered, then the connection is closed (Kafka does the same),
+and it counts against the client's address (gateway/kafka/admission.py, `SaslFailures`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from gateway.http.problems import Problem
@@ -27,15 +30,31 @@ def _plain(token: bytes) -> tuple[str, str]:
 
 
 def authenticate_plain(broker: Broker, session: Session, token: bytes) -> str | None:
-    """Authenticate the session with a PLAIN message; the reason when that fails."""
+    """Authenticate the session with a PLAIN message; the reason when that fails.
+
+    A failure ends the connection once answered, as in Kafka, and counts against the
+    client's address; while its address has failed too often, the credential is not even
+    looked at.
+    """
     if session.mechanism is None or broker.authenticator is None:
         return "SaslHandshake must come first"
+    now = time.monotonic()
+    wait_s = broker.sasl_failures.wait_s(session.host, now)
+    if wait_s > 0:
+        session.authentication_failed = True
+        logger.info("SASL/PLAIN from %s refused: too many failures", session.peer)
+        return (
+            "too many failed authentications from this address; "
+            f"retry in {max(1, math.ceil(wait_s))} s"
+        )
     try:
         user, password = _plain(token)
         principal = broker.authenticator.authenticate(password)
     except (ValueError, Problem) as exc:
         detail = exc.detail if isinstance(exc, Problem) else str(exc)
         logger.info("SASL/PLAIN from %s refused: %s", session.peer, detail)
+        broker.sasl_failures.failed(session.host, now)
+        session.authentication_failed = True
         return detail
     session.principal = principal
     session.mechanism = None
