@@ -26,6 +26,7 @@ from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
+from storage.files import parse_dir_mode
 
 NATS_SCHEMES = ("nats://", "tls://")
 DEFAULT_NAMESPACE = "logway"
@@ -94,7 +95,12 @@ async def open_backend(
     duration of every local fsync an append waits for (the embedded backend's)."""
     target = parse_backend(settings.backend)
     if target is None:
-        return await EmbeddedBackend.open(settings.data_dir, settings.durability, on_fsync=on_fsync)
+        return await EmbeddedBackend.open(
+            settings.data_dir,
+            settings.durability,
+            on_fsync=on_fsync,
+            data_mode=parse_dir_mode(settings.data_mode),
+        )
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen
 
