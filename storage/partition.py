@@ -63,12 +63,14 @@ from storage.errors import (
 from storage.files import Files
 from storage.segment import (
     INDEX_SUFFIX,
+    LOG_SUFFIX,
     PREPARED_SUFFIX,
     TIME_INDEX_SUFFIX,
     Batch,
     PreparedFile,
     Segment,
     parse_segment_name,
+    segment_name,
 )
 from storage.types import (
     AppendResult,
@@ -860,6 +862,35 @@ def _read_segment_batches(
     return b"".join(out)
 
 
+def _cut_at_gap(files: Files, directory: Path, bases: list[int], base: int, end: int) -> list[int]:
+    """Worker thread: remove, durably, the segments after one whose data ends at `end`
+    short of the next segment's base; returns the bases left (`base` last, to recover).
+
+    Only a power cut leaves such a gap when it is not damage (open_sealed tells those
+    apart): the segment file that held `end` on lost its directory entry, whose fsync
+    comes before any append in a later segment is acknowledged (or, under fsync=interval,
+    counted as synced). So nothing after the gap was promised, and keeping it would leave
+    the partition unreadable past the gap. The removal is made durable before the offsets
+    are given out again, so a second crash cannot bring the old segments back beside new
+    data at the same offsets.
+    """
+    removed = [b for b in bases if b > base]
+    for removed_base in removed:
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            files.unlink(directory / (segment_name(removed_base) + suffix))
+    files.fsync_dir(directory)
+    log.warning(
+        "recovery found offsets %d..%d missing from %s (a segment file lost in a power cut, "
+        "never acknowledged); removed the %d segment(s) after the gap, from offset %d",
+        end,
+        removed[0] - 1,
+        directory,
+        len(removed),
+        removed[0],
+    )
+    return [b for b in bases if b <= base]
+
+
 def _open_segments(files: Files, directory: Path) -> list[Segment]:
     """Worker thread: open a partition directory, recovering the last segment (its
     parent's entry is made durable by whoever made the parent: storage.log)."""
@@ -880,7 +911,13 @@ def _open_segments(files: Files, directory: Path) -> list[Segment]:
     segments: list[Segment] = []
     try:
         for base, next_base in itertools.pairwise(bases):
-            segments.append(Segment.open_sealed(files, directory, base, next_base))
+            segment = Segment.open_sealed(files, directory, base, next_base)
+            segments.append(segment)
+            end = segment.scanned_next_offset
+            if end is not None and end < next_base:
+                segments.pop().close()
+                bases = _cut_at_gap(files, directory, bases, base, end)
+                break
         active, cut = Segment.recover(files, directory, bases[-1])
     except BaseException:
         for segment in segments:

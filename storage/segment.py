@@ -173,6 +173,8 @@ class Segment:
         self.readers = 0
         self.deleted = False
         self.closed = False
+        # open_sealed: the offset after the last batch found, None if the data is damaged
+        self.scanned_next_offset: int | None = None
 
     def __repr__(self) -> str:
         return f"Segment({self.log_path}, size={self.size}, next_offset={self.next_offset})"
@@ -260,6 +262,7 @@ class Segment:
             index = segment._load_index(file_size)
             last: codec.BatchHeader | None = None
             data_end = file_size
+            damaged = False
             if index is not None:
                 # The batches after the last entry give the newest timestamp and the end of
                 # the data; if they do not scan, the index (or the segment) is wrong and a
@@ -279,6 +282,7 @@ class Segment:
                     data_end = result.valid_end
                 else:  # left in place: reading the damaged batch is an error
                     log.error("sealed segment %s is damaged: %s", path, result.error)
+                    damaged = True
                 segment._write_index()
                 last = result.last
             if data_end < file_size:
@@ -289,6 +293,8 @@ class Segment:
             raise
         segment.size = segment.readable_size = data_end
         segment.next_offset = next_offset
+        if not damaged:
+            segment.scanned_next_offset = last.next_offset if last is not None else base_offset
         if len(segment.index):
             segment.first_timestamp_ms = segment.index.timestamps[0]
             segment.max_timestamp_ms = segment.index.timestamps[-1]
