@@ -288,6 +288,7 @@ async def _long_run_workload(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
 def test_power_loss_long_run(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """100,000 crash points (bench/RESULTS.md): many per workload, most recovered directly."""
     checked = [0, 0]

@@ -164,17 +164,22 @@ async def test_zeros_after_the_data_are_kept_and_written_over(
     assert _data_end(active) > data_end
 
 
+@pytest.mark.parametrize("zeros", [5000, 1, 2, 3])
 async def test_sealed_segment_with_zeros_after_its_data_is_trimmed(
-    written: tuple[Path, list[Record]], tmp_path: Path
+    written: tuple[Path, list[Record]], tmp_path: Path, zeros: int
 ) -> None:
     """A crash between a roll and its (unsynced) trim leaves zeros after a sealed
-    segment's data: they are neither read nor counted, and the segment is trimmed."""
+    segment's data: they are neither read nor counted, and the segment is trimmed.
+
+    1-3 zeros (the power-loss simulation found it: data ending 1-3 bytes short of the
+    zero-filled size) were taken for a torn batch's header, so the sealed segment was
+    "damaged" and every read through it failed."""
     original, records = written
     directory = _copy(original, tmp_path)
     sealed = _segment_files(directory)[1]
     data_size = sealed.stat().st_size
     with sealed.open("ab") as file:
-        file.write(bytes(5000))
+        file.write(bytes(zeros))
     async with _opened(directory) as engine:
         assert await engine.read("t", 0, 0, 10**6, 10**9) == records
         files = _segment_files(directory)
