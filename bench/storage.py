@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from storage import codec, partition, segment
+from storage import codec, files, partition
 from storage.log import LogEngine
 from storage.types import Durability, DurabilityPolicy, NewRecord, TopicConfig
 
@@ -317,8 +317,8 @@ class _Stamps:
         stamps = self
         write_group = partition.Partition._write_locked
         publish = partition.Partition._publish_locked
-        write_all = segment.write_all
-        sync_data = segment.sync_data
+        write_all = files.Files.write_all
+        sync_data = files.Files.fdatasync
         local = threading.local()
 
         def timed_write_group(self: Any, group: list[Any]) -> Any:
@@ -333,16 +333,16 @@ class _Stamps:
                 for pending in group:
                     stamps.by_offset[pending.base_offset] = times
 
-        def timed_write_all(fd: int, data: Any, position: int) -> None:
+        def timed_write_all(self: files.Files, fd: int, data: Any, position: int) -> None:
             started = time.perf_counter()
-            write_all(fd, data, position)
+            write_all(self, fd, data, position)
             times = getattr(local, "times", None)
             if times is not None:
                 times["write"] = times.get("write", 0.0) + time.perf_counter() - started
 
-        def timed_sync(fd: int) -> None:
+        def timed_sync(self: files.Files, fd: int) -> None:
             started = time.perf_counter()
-            sync_data(fd)
+            sync_data(self, fd)
             times = getattr(local, "times", None)
             if times is not None:  # a thread that writes groups (not one that zero-fills)
                 times["sync"] = times.get("sync", 0.0) + time.perf_counter() - started
@@ -355,8 +355,8 @@ class _Stamps:
 
         partition.Partition._write_locked = timed_write_group  # type: ignore[method-assign]
         partition.Partition._publish_locked = timed_publish  # type: ignore[method-assign,assignment]
-        segment.write_all = timed_write_all
-        segment.sync_data = timed_sync
+        files.Files.write_all = timed_write_all  # type: ignore[method-assign]
+        files.Files.fdatasync = timed_sync  # type: ignore[method-assign]
 
 
 def _schedstat() -> tuple[float, float]:

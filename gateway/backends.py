@@ -26,6 +26,7 @@ from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
+from storage.files import parse_dir_mode
 from storage.types import IdempotencyWindow
 
 NATS_SCHEMES = ("nats://", "tls://")
@@ -97,7 +98,11 @@ async def open_backend(
     window = IdempotencyWindow(settings.idempotency_ttl_ms, settings.idempotency_max_keys)
     if target is None:
         return await EmbeddedBackend.open(
-            settings.data_dir, settings.durability, on_fsync=on_fsync, idempotency=window
+            settings.data_dir,
+            settings.durability,
+            on_fsync=on_fsync,
+            idempotency=window,
+            data_mode=parse_dir_mode(settings.data_mode),
         )
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen

@@ -201,6 +201,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     storage = parser.add_argument_group("storage")
     storage.add_argument("--data-dir", type=Path, help="directory of the embedded log")
     storage.add_argument(
+        "--data-mode",
+        help="octal mode of the directories the embedded log creates; its files get it"
+        " without the execute bits (0750: group may read, for backups)",
+    )
+    storage.add_argument(
         "--backend",
         help="'embedded' or a JetStream cluster, nats://h1:4222,h2:4222,h3:4222"
         " (?replicas=1|3|5, default 3 with 3+ servers; &namespace=)",

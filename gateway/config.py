@@ -27,6 +27,7 @@ from gateway.http.auth import Authenticator, auth_enabled
 from gateway.http.cors import check_cors_settings
 from gateway.http.proxy import parse_networks
 from gateway.settings import Settings
+from storage.files import parse_dir_mode
 from storage.types import Durability, DurabilityPolicy
 
 ENV_PREFIX = "LOGWAY_"
@@ -212,6 +213,10 @@ def validate(settings: Settings) -> None:
             " kafka_group_max_session_timeout_ms"
         )
     _validate_connections(settings)
+    try:
+        parse_dir_mode(settings.data_mode)
+    except ValueError as exc:
+        raise ConfigError(f"data_mode: {exc}") from None
 
 
 def _validate_connections(settings: Settings) -> None:

@@ -16,6 +16,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("logway-data")
+    # Octal mode of the directories the embedded log creates; its files get the same less
+    # the execute bits (0700: 0600). "0750" lets the group read (backups); others may never write.
+    data_mode: str = "0700"
     backend: str = "embedded"  # or nats://h1:4222,h2:4222
     server: str = "granian"  # or "hypercorn"; see bench/RESULTS.md for why
     durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)

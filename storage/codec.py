@@ -247,7 +247,12 @@ def scan(
     end = len(buf)
     error: str | None = None
     while position < end:
-        if end - position >= 4 and _LENGTH.unpack_from(buf, position)[0] == 0:
+        # a zero length, or fewer than its 4 bytes left and all zero: the zeros after the data
+        if (
+            _LENGTH.unpack_from(buf, position)[0] == 0
+            if end - position >= 4
+            else not any(buf[position:end])
+        ):
             if not is_zero(buf, position, end):
                 error = f"non-zero bytes after the end of the data at position {position}"
             break

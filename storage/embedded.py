@@ -34,6 +34,7 @@ from storage.errors import (
     TopicExists,
     TopicNotFound,
 )
+from storage.files import DEFAULT_DIR_MODE, Files, make_data_dir, make_private_file
 from storage.log import DEFAULT_RETENTION_INTERVAL_S, LogEngine
 from storage.names import validate_topic_name
 from storage.partition import now_ms
@@ -84,15 +85,21 @@ class EmbeddedBackend:
         retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S,
         on_fsync: FsyncObserver | None = None,
         idempotency: IdempotencyWindow | None = None,
+        data_mode: int = DEFAULT_DIR_MODE,
     ) -> EmbeddedBackend:
         """Open (creating if needed) a data directory and reconcile catalog and files.
 
         `on_fsync` is told the duration in seconds of every fsync an append waits for;
         `idempotency` bounds the produce tags read back from the log (storage.produce_tags).
+        Directories are created with `data_mode`, files with it less the execute bits;
+        a symlink or another user's entry in the data dir raises UnsafeEntry.
         """
         durability = durability or DurabilityPolicy()
-        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        catalog = await Catalog.open(data_dir / CATALOG_FILE)
+        files = Files(data_mode)
+        catalog_path = data_dir / CATALOG_FILE
+        await asyncio.to_thread(make_data_dir, files, data_dir)
+        await asyncio.to_thread(make_private_file, files, catalog_path, "-wal", "-shm")
+        catalog = await Catalog.open(catalog_path)
         try:
             engine = await LogEngine.open(
                 data_dir / TOPICS_DIR,
@@ -100,6 +107,7 @@ class EmbeddedBackend:
                 retention_interval_s,
                 on_fsync=on_fsync,
                 idempotency=idempotency,
+                files=files,
             )
         except BaseException:
             await catalog.close()

@@ -15,7 +15,8 @@
     ├── StorageWriteError       a write or fsync failed; the partition refuses writes until reopened
     │   └── DiskFull            ENOSPC / EDQUOT / EFBIG
     ├── StorageClosed
-    └── StorageUnavailable      the backend cannot be reached (a remote cluster without a leader)
+    ├── StorageUnavailable      the backend cannot be reached (a remote cluster without a leader)
+    └── UnsafeEntry             the data dir holds a symlink, or an entry of another user
 
 `retriable` says whether the same call may succeed later without any change by the caller.
 """
@@ -123,3 +124,7 @@ class StorageClosed(StorageError):
 
 class StorageUnavailable(StorageError):
     retriable = True
+
+
+class UnsafeEntry(StorageError):
+    """Refused before use: storage never follows a symlink nor touches another user's file."""

@@ -6,7 +6,8 @@ The engine knows nothing of the catalog: the embedded backend tells it which top
 Every topic name is validated (storage.names) before any path is built from it. Every
 write-side job of every partition runs on the engine's one writer thread (storage.writer);
 reads, opening and zero-filling run in its thread pool; each partition serialises its own
-writes (see storage.partition).
+writes (see storage.partition). Every file operation that changes something goes through
+one `storage.files.Files` (the data dir's modes, no symlinks, the power-loss tests).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.errors import PartitionNotFound, StorageClosed, TopicNotFound
+from storage.files import Files, is_dir
 from storage.names import validate_topic_name
 from storage.partition import Partition, PartitionIO, TailCacheBudget, now_ms
-from storage.segment import FsyncObserver, data_sync, fsync_dir
+from storage.segment import FsyncObserver, data_sync
 from storage.types import (
     AppendResult,
     Durability,
@@ -53,14 +54,20 @@ class LogEngine:
         retention_interval_s: float,
         on_fsync: FsyncObserver | None = None,
         idempotency: IdempotencyWindow | None = None,
+        files: Files | None = None,
     ) -> None:
         self.topics_dir = topics_dir
+        self.files = files or Files()
         self.durability = durability
         self.retention_interval_s = retention_interval_s
         self._executor = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="logway-io")
         self._writer = WriterThread()
         self._io = PartitionIO(
-            self._executor, self._writer, data_sync(on_fsync), idempotency or IdempotencyWindow()
+            self._executor,
+            self._writer,
+            data_sync(self.files, on_fsync),
+            self.files,
+            idempotency or IdempotencyWindow(),
         )
         self._topics: dict[str, list[Partition]] = {}
         self._tail_budget = TailCacheBudget()
@@ -76,14 +83,17 @@ class LogEngine:
         *,
         on_fsync: FsyncObserver | None = None,
         idempotency: IdempotencyWindow | None = None,
+        files: Files | None = None,
     ) -> LogEngine:
         """Start an engine over `topics_dir` (created if missing); no topic is opened yet.
 
         `on_fsync` is told how long each fsync that appends wait for took (metrics);
-        `idempotency` is how many produce tags each partition keeps (storage.produce_tags).
+        `idempotency` is how many produce tags each partition keeps (storage.produce_tags);
+        `files` does the file operations (default: the real file system, private modes).
         """
-        engine = cls(topics_dir, durability, retention_interval_s, on_fsync, idempotency)
-        await asyncio.to_thread(topics_dir.mkdir, parents=True, exist_ok=True)
+        engine = cls(topics_dir, durability, retention_interval_s, on_fsync, idempotency, files)
+        await asyncio.to_thread(topics_dir.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_make_durable_dir, engine.files, topics_dir)
         engine._background.append(asyncio.create_task(engine._retention_loop()))
         if durability.mode is Durability.INTERVAL:
             engine._background.append(asyncio.create_task(engine._fsync_loop()))
@@ -95,7 +105,11 @@ class LogEngine:
         """Names of the directories under topics_dir (some may not be valid topic names)."""
         return sorted(
             await asyncio.to_thread(
-                lambda: [e.name for e in os.scandir(self.topics_dir) if e.is_dir()]
+                lambda: [
+                    name
+                    for name in self.files.listdir(self.topics_dir)
+                    if is_dir(self.topics_dir / name)
+                ]
             )
         )
 
@@ -106,7 +120,7 @@ class LogEngine:
         if name in self._topics:
             return
         topic_dir = self.topics_dir / name
-        await asyncio.to_thread(_make_durable_dir, topic_dir)
+        await asyncio.to_thread(_make_durable_dir, self.files, topic_dir)
         opened = await asyncio.gather(
             *(
                 Partition.open(
@@ -127,7 +141,7 @@ class LogEngine:
             for partition in good:
                 await partition.close()
             raise failures[0]
-        await asyncio.to_thread(fsync_dir, topic_dir)
+        await asyncio.to_thread(self.files.fsync_dir, topic_dir)
         self._topics[name] = good
 
     async def remove_topic(self, name: str) -> None:
@@ -137,7 +151,7 @@ class LogEngine:
         for partition in partitions:
             await partition.close()
         topic_dir = self.topics_dir / name
-        await asyncio.to_thread(_remove_dir, topic_dir, self.topics_dir)
+        await asyncio.to_thread(_remove_dir, self.files, topic_dir, self.topics_dir)
 
     def partition(self, topic: str, partition: int) -> Partition:
         self._check_open()
@@ -275,19 +289,19 @@ class LogEngine:
         self._executor.shutdown(wait=True)
 
 
-def _make_durable_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True)
-        fsync_dir(path.parent)
+def _make_durable_dir(files: Files, path: Path) -> None:
+    if files.ensure_dir(path):
+        files.fsync_dir(path.parent)
 
 
-def _remove_dir(path: Path, parent: Path) -> None:
-    """Delete a topic directory, refusing anything that is not directly under `parent`."""
+def _remove_dir(files: Files, path: Path, parent: Path) -> None:
+    """Delete a topic directory, refusing anything that is not directly under `parent`
+    (rmtree follows no symlink)."""
     if path.parent != parent:
         raise ValueError(f"refusing to remove {path}")
     if path.is_symlink():
-        path.unlink()
-        fsync_dir(parent)
+        files.unlink(path)
+        files.fsync_dir(parent)
     elif path.exists():
         shutil.rmtree(path)
-        fsync_dir(parent)
+        files.fsync_dir(parent)

@@ -64,17 +64,18 @@ from storage.errors import (
     StorageClosed,
     StorageWriteError,
 )
+from storage.files import Files
 from storage.produce_tags import TaggedAppend, TagIndex, scan_tags
 from storage.segment import (
     INDEX_SUFFIX,
+    LOG_SUFFIX,
     PREPARED_SUFFIX,
     TIME_INDEX_SUFFIX,
     Batch,
     PreparedFile,
     Segment,
-    fsync_dir,
     parse_segment_name,
-    sync_data,
+    segment_name,
 )
 from storage.types import (
     AppendResult,
@@ -177,6 +178,7 @@ class PartitionIO:
     executor: Executor  # opening, reads, zero-filling
     writer: WriterThread  # every write-side job: appends, rolls, syncs
     sync: Callable[[int], None]  # makes a segment file's data durable (timed for metrics)
+    files: Files  # every other operation that changes a file
     idempotency: IdempotencyWindow  # how many produce tags each partition keeps
 
 
@@ -200,6 +202,7 @@ class Partition:
         self._executor = io.executor
         self._writer = io.writer
         self._sync = io.sync
+        self._files = io.files
         self._prefill = (
             PrefillSizer(time.monotonic()) if durability.mode is Durability.ALWAYS else None
         )
@@ -244,7 +247,7 @@ class Partition:
     ) -> Partition:
         """Open (or create) the partition directory and recover its active segment."""
         loop = asyncio.get_running_loop()
-        segments = await loop.run_in_executor(io.executor, _open_segments, directory)
+        segments = await loop.run_in_executor(io.executor, _open_segments, io.files, directory)
         partition = cls(directory, name, config, durability, io, segments, tail_budget)
         since_ms = now_ms() - io.idempotency.window_ms
         limits = [s.readable_size for s in segments]
@@ -471,7 +474,7 @@ class Partition:
                         active.write_locked(_joined(group, start, i), group[start:i], None)
                     active.seal(seal_sync)
                     active = self._active = Segment.create(
-                        self.directory, batch.base_offset, self._take_prepared()
+                        self._files, self.directory, batch.base_offset, self._take_prepared()
                     )
                     touched.append(active)
                     start, position, first_timestamp = i, 0, None
@@ -480,7 +483,7 @@ class Partition:
                 position += len(batch.data)
             active.write_locked(_joined(group, start, len(group)), group[start:], sync)
             if len(touched) > 1 and seal_sync is not None:
-                fsync_dir(self.directory)
+                self._files.fsync_dir(self.directory)
         except BaseException:
             self._rollback_locked(original, saved, saved_max_timestamp, touched[1:])
             raise
@@ -810,9 +813,9 @@ class Partition:
         """Writer thread: seal the active segment and start an empty one at the end offset."""
         active = self._active
         active.seal(self._sync if self.durability.mode is not Durability.NEVER else None)
-        new = Segment.create(self.directory, active.next_offset, self._take_prepared())
+        new = Segment.create(self._files, self.directory, active.next_offset, self._take_prepared())
         if self.durability.mode is not Durability.NEVER:
-            fsync_dir(self.directory)
+            self._files.fsync_dir(self.directory)
         self._active = new
         return new
 
@@ -831,7 +834,7 @@ class Partition:
         async with self._write_side():
             if self._failure is None:
                 try:
-                    await self._writer.submit(partial(sync_data, self._active.fd))
+                    await self._writer.submit(partial(self._files.fdatasync, self._active.fd))
                 except OSError as exc:
                     log.error("fsync of %s on close failed: %s", self.name, exc)
             prepared = self._take_prepared()
@@ -862,7 +865,7 @@ def _prefill(
     """Pool thread: zero-fill the active segment up to `target_size`, then prepare the next
     segment's file of `prepare_bytes` zeros (none when 0)."""
     active.fill_zeros(target_size)
-    return PreparedFile.create(directory, prepare_bytes) if prepare_bytes else None
+    return PreparedFile.create(active.files, directory, prepare_bytes) if prepare_bytes else None
 
 
 def _unlink_segments(segments: list[Segment]) -> None:
@@ -926,10 +929,40 @@ def _read_segment_batches(
     return b"".join(out)
 
 
-def _open_segments(directory: Path) -> list[Segment]:
-    """Worker thread: open a partition directory, recovering the last segment."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = os.listdir(directory)
+def _cut_at_gap(files: Files, directory: Path, bases: list[int], base: int, end: int) -> list[int]:
+    """Worker thread: remove, durably, the segments after one whose data ends at `end`
+    short of the next segment's base; returns the bases left (`base` last, to recover).
+
+    Only a power cut leaves such a gap when it is not damage (open_sealed tells those
+    apart): the segment file that held `end` on lost its directory entry, whose fsync
+    comes before any append in a later segment is acknowledged (or, under fsync=interval,
+    counted as synced). So nothing after the gap was promised, and keeping it would leave
+    the partition unreadable past the gap. The removal is made durable before the offsets
+    are given out again, so a second crash cannot bring the old segments back beside new
+    data at the same offsets.
+    """
+    removed = [b for b in bases if b > base]
+    for removed_base in removed:
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            files.unlink(directory / (segment_name(removed_base) + suffix))
+    files.fsync_dir(directory)
+    log.warning(
+        "recovery found offsets %d..%d missing from %s (a segment file lost in a power cut, "
+        "never acknowledged); removed the %d segment(s) after the gap, from offset %d",
+        end,
+        removed[0] - 1,
+        directory,
+        len(removed),
+        removed[0],
+    )
+    return [b for b in bases if b <= base]
+
+
+def _open_segments(files: Files, directory: Path) -> list[Segment]:
+    """Worker thread: open a partition directory, recovering the last segment (its
+    parent's entry is made durable by whoever made the parent: storage.log)."""
+    files.ensure_dir(directory)
+    names = files.listdir(directory)
     bases = sorted(b for b in (parse_segment_name(n) for n in names) if b is not None)
     stems = {f"{b:020d}" for b in bases}
     for name in names:
@@ -937,16 +970,22 @@ def _open_segments(directory: Path) -> list[Segment]:
         orphan_index = "." + suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX) and stem not in stems
         # a prepared file left by a crash holds only zeros that no roll took
         if orphan_index or name.endswith(PREPARED_SUFFIX):
-            (directory / name).unlink()
+            files.unlink(directory / name)
     if not bases:
-        segment = Segment.create(directory, 0)
-        fsync_dir(directory)
+        segment = Segment.create(files, directory, 0)
+        files.fsync_dir(directory)
         return [segment]
     segments: list[Segment] = []
     try:
         for base, next_base in itertools.pairwise(bases):
-            segments.append(Segment.open_sealed(directory, base, next_base))
-        active, cut = Segment.recover(directory, bases[-1])
+            segment = Segment.open_sealed(files, directory, base, next_base)
+            segments.append(segment)
+            end = segment.scanned_next_offset
+            if end is not None and end < next_base:
+                segments.pop().close()
+                bases = _cut_at_gap(files, directory, bases, base, end)
+                break
+        active, cut = Segment.recover(files, directory, bases[-1])
     except BaseException:
         for segment in segments:
             segment.close()

@@ -21,6 +21,10 @@ zeros never land on data. Only zeros follow the data, where codec.scan stops. A 
 segment is trimmed to its data. After a crash, recovery keeps a tail of zeros as it is and
 cuts anything else after the last whole batch; a sealed segment found with a tail of zeros
 (a crash before its trim) is trimmed when it is opened.
+
+Every operation that changes a file goes through `storage.files.Files` (its modes, its
+refusal of symlinks, and the power-loss tests' recording file system); reads use the
+descriptors it opened.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +41,7 @@ from typing import NamedTuple
 
 from storage import codec
 from storage.errors import CorruptRecord
+from storage.files import Files
 from storage.index import SparseIndex
 from storage.types import Record
 
@@ -71,42 +75,18 @@ FsyncObserver = Callable[[float], None]
 """Told the duration in seconds of every fsync an append waits for, from the thread that
 ran it (metrics). Must be thread-safe and quick; storage knows nothing more of it."""
 
-# Recovery needs a segment's data and size, never its timestamps: fdatasync flushes just
-# those (measured here: 61 vs 92 us per 100-byte append). fsync where there is none (macOS).
-sync_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
-
-def data_sync(on_fsync: FsyncObserver | None) -> Callable[[int], None]:
-    """`sync_data`, timed for `on_fsync` when there is one."""
+def data_sync(files: Files, on_fsync: FsyncObserver | None) -> Callable[[int], None]:
+    """`files.fdatasync`, timed for `on_fsync` when there is one."""
     if on_fsync is None:
-        return sync_data
+        return files.fdatasync
 
     def timed_sync(fd: int) -> None:
         started = time.perf_counter()
-        sync_data(fd)
+        files.fdatasync(fd)
         on_fsync(time.perf_counter() - started)
 
     return timed_sync
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a created, renamed or removed directory entry durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
-    """pwrite until every byte is written (a short write is not an error by itself)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, position)
-        if written == 0:
-            raise OSError("pwrite wrote nothing")
-        view = view[written:]
-        position += written
 
 
 class Batch(NamedTuple):
@@ -129,47 +109,54 @@ class RecoveryCut:
     reason: str
 
 
-def _write_zeros(fd: int, position: int, count: int) -> None:
-    write_all(fd, memoryview(_ZERO_PIECE)[:count], position)
+def _write_zeros(files: Files, fd: int, position: int, count: int) -> None:
+    files.write_all(fd, memoryview(_ZERO_PIECE)[:count], position)
 
 
 class PreparedFile:
     """A zero-filled file under a temporary name that a roll renames into the next segment."""
 
-    def __init__(self, path: Path, fd: int, size: int) -> None:
+    def __init__(self, files: Files, path: Path, fd: int, size: int) -> None:
+        self.files = files
         self.path = path
         self.fd = fd
         self.size = size
 
     @classmethod
-    def create(cls, directory: Path, size: int) -> PreparedFile:
+    def create(cls, files: Files, directory: Path, size: int) -> PreparedFile:
         """Pool thread: write and fdatasync `size` zero bytes (the directory entry is made
         durable by the roll that renames it; one left by a crash is removed on open)."""
-        fd, name = tempfile.mkstemp(suffix=PREPARED_SUFFIX, dir=directory)
-        prepared = cls(Path(name), fd, 0)
+        fd, path = files.create_temp(directory, PREPARED_SUFFIX)
+        prepared = cls(files, path, fd, 0)
         try:
-            os.fchmod(fd, 0o644)
             while prepared.size < size:
                 count = min(len(_ZERO_PIECE), size - prepared.size)
-                _write_zeros(fd, prepared.size, count)
+                _write_zeros(files, fd, prepared.size, count)
                 prepared.size += count
-            sync_data(fd)
+            files.fdatasync(fd)
         except BaseException:
             prepared.discard()
             raise
         return prepared
 
     def discard(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
+        self.files.close(self.fd)
+        self.files.unlink(self.path)
 
 
 class Segment:
     """A segment's file descriptor, index and positions (see the module docstring)."""
 
     def __init__(
-        self, directory: Path, base_offset: int, fd: int, index: SparseIndex, file_size: int = 0
+        self,
+        files: Files,
+        directory: Path,
+        base_offset: int,
+        fd: int,
+        index: SparseIndex,
+        file_size: int = 0,
     ) -> None:
+        self.files = files
         self.directory = directory
         self.base_offset = base_offset
         self.fd = fd
@@ -186,6 +173,8 @@ class Segment:
         self.readers = 0
         self.deleted = False
         self.closed = False
+        # open_sealed: the offset after the last batch found, None if the data is damaged
+        self.scanned_next_offset: int | None = None
 
     def __repr__(self) -> str:
         return f"Segment({self.log_path}, size={self.size}, next_offset={self.next_offset})"
@@ -206,28 +195,30 @@ class Segment:
 
     @classmethod
     def create(
-        cls, directory: Path, base_offset: int, prepared: PreparedFile | None = None
+        cls, files: Files, directory: Path, base_offset: int, prepared: PreparedFile | None = None
     ) -> Segment:
         """A new empty segment: `prepared` renamed, else a new file (an existing empty
         file of that name is reused)."""
         path = directory / (segment_name(base_offset) + LOG_SUFFIX)
         if prepared is not None:
-            if path.exists() and path.stat().st_size:
+            if _lstat_size(path):
                 raise FileExistsError(f"segment {path} already holds data")
-            os.rename(prepared.path, path)
-            return cls(directory, base_offset, prepared.fd, SparseIndex(), prepared.size)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            files.rename(prepared.path, path)
+            return cls(files, directory, base_offset, prepared.fd, SparseIndex(), prepared.size)
+        fd = files.open(path, create=True)
         if os.fstat(fd).st_size:
-            os.close(fd)
+            files.close(fd)
             raise FileExistsError(f"segment {path} already holds data")
-        return cls(directory, base_offset, fd, SparseIndex())
+        return cls(files, directory, base_offset, fd, SparseIndex())
 
     @classmethod
-    def recover(cls, directory: Path, base_offset: int) -> tuple[Segment, RecoveryCut | None]:
+    def recover(
+        cls, files: Files, directory: Path, base_offset: int
+    ) -> tuple[Segment, RecoveryCut | None]:
         """Open the active segment: check every batch, cut a torn or corrupt tail (zeros
         after the data stay: they are the zero-filled room ahead of the writer)."""
         path = directory / (segment_name(base_offset) + LOG_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = files.open(path)
         try:
             file_size = os.fstat(fd).st_size
             index, result = _scan_file(fd, file_size, base_offset)
@@ -237,13 +228,13 @@ class Segment:
                 cut = RecoveryCut(
                     path, next_offset, result.valid_end, file_size - result.valid_end, result.error
                 )
-                os.ftruncate(fd, result.valid_end)
-                os.fsync(fd)
+                files.truncate(fd, result.valid_end)
+                files.fsync(fd)
                 file_size = result.valid_end
         except BaseException:
-            os.close(fd)
+            files.close(fd)
             raise
-        segment = cls(directory, base_offset, fd, index, file_size)
+        segment = cls(files, directory, base_offset, fd, index, file_size)
         segment.size = segment.readable_size = result.valid_end
         if result.last is not None:
             segment.next_offset = result.last.next_offset
@@ -253,7 +244,9 @@ class Segment:
         return segment, cut
 
     @classmethod
-    def open_sealed(cls, directory: Path, base_offset: int, next_offset: int) -> Segment:
+    def open_sealed(
+        cls, files: Files, directory: Path, base_offset: int, next_offset: int
+    ) -> Segment:
         """Open a sealed segment; its index is loaded, or rebuilt if missing or damaged.
 
         `next_offset` is the next segment's base offset. The segment is not fully checked
@@ -261,14 +254,15 @@ class Segment:
         data (a crash came between the roll and the trim) are trimmed now.
         """
         path = directory / (segment_name(base_offset) + LOG_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = files.open(path)
         try:
             file_size = os.fstat(fd).st_size
-            segment = cls(directory, base_offset, fd, SparseIndex(), file_size)
+            segment = cls(files, directory, base_offset, fd, SparseIndex(), file_size)
             segment.sealed = True
             index = segment._load_index(file_size)
             last: codec.BatchHeader | None = None
             data_end = file_size
+            damaged = False
             if index is not None:
                 # The batches after the last entry give the newest timestamp and the end of
                 # the data; if they do not scan, the index (or the segment) is wrong and a
@@ -288,16 +282,19 @@ class Segment:
                     data_end = result.valid_end
                 else:  # left in place: reading the damaged batch is an error
                     log.error("sealed segment %s is damaged: %s", path, result.error)
+                    damaged = True
                 segment._write_index()
                 last = result.last
             if data_end < file_size:
-                os.ftruncate(fd, data_end)
+                files.truncate(fd, data_end)
                 segment.file_size = data_end
         except BaseException:
-            os.close(fd)
+            files.close(fd)
             raise
         segment.size = segment.readable_size = data_end
         segment.next_offset = next_offset
+        if not damaged:
+            segment.scanned_next_offset = last.next_offset if last is not None else base_offset
         if len(segment.index):
             segment.first_timestamp_ms = segment.index.timestamps[0]
             segment.max_timestamp_ms = segment.index.timestamps[-1]
@@ -308,8 +305,8 @@ class Segment:
 
     def _load_index(self, size: int) -> SparseIndex | None:
         try:
-            offset_bytes = self.index_path.read_bytes()
-            time_bytes = self.time_index_path.read_bytes()
+            offset_bytes = self._read_whole(self.index_path)
+            time_bytes = self._read_whole(self.time_index_path)
         except FileNotFoundError:
             return None
         index = SparseIndex.from_files(offset_bytes, time_bytes, self.base_offset, size)
@@ -317,16 +314,24 @@ class Segment:
             log.warning("index of %s is damaged; rebuilding it from the segment", self.log_path)
         return index
 
+    def _read_whole(self, path: Path) -> bytes:
+        fd = self.files.open(path)
+        try:
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            self.files.close(fd)
+
     # -- writing (I/O lock held, in the writer thread) -------------------------------------
 
     def _write_index(self) -> None:
+        """Not synced: a torn index is refused by `SparseIndex.from_files` and rebuilt."""
         offset_bytes, time_bytes = self.index.encode()
         for path, data in ((self.index_path, offset_bytes), (self.time_index_path, time_bytes)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = self.files.open(path, create=True, truncate=True)
             try:
-                write_all(fd, data, 0)
+                self.files.write_all(fd, data, 0)
             finally:
-                os.close(fd)
+                self.files.close(fd)
 
     def seal(self, sync: Callable[[int], None] | None) -> None:
         """Sync (when `sync` is given), index and trim a segment that takes no more appends.
@@ -340,7 +345,7 @@ class Segment:
         with self._length_lock:
             self.sealed = True
             if self.file_size > self.size:
-                os.ftruncate(self.fd, self.size)
+                self.files.truncate(self.fd, self.size)
                 self.file_size = self.size
 
     def write_locked(
@@ -358,10 +363,10 @@ class Segment:
                     due = index.next_entry_position
                 position += len(batch.data)
             if position <= self.file_size:  # only this thread makes file_size smaller
-                write_all(self.fd, data, start)
+                self.files.write_all(self.fd, data, start)
             else:  # beyond the zeros: the file grows, and no zeros may be written meanwhile
                 with self._length_lock:
-                    write_all(self.fd, data, start)
+                    self.files.write_all(self.fd, data, start)
                     self.file_size = max(self.file_size, position)
             if sync is not None:
                 sync(self.fd)
@@ -378,7 +383,7 @@ class Segment:
     def truncate_locked(self, size: int) -> None:
         """Cut the file back to `size` after a failed write."""
         with self._length_lock:
-            os.ftruncate(self.fd, size)
+            self.files.truncate(self.fd, size)
             self.file_size = size
         self.index.truncate(size)
 
@@ -394,23 +399,23 @@ class Segment:
                 if self.sealed or self.closed or self.file_size >= target_size:
                     break
                 count = min(len(_ZERO_PIECE), target_size - self.file_size)
-                _write_zeros(self.fd, self.file_size, count)
+                _write_zeros(self.files, self.fd, self.file_size, count)
                 self.file_size += count
                 filled = True
         if filled:
             with self._length_lock:
                 if not self.closed:
-                    sync_data(self.fd)
+                    self.files.fdatasync(self.fd)
 
     def close(self) -> None:
         with self._length_lock:
             if not self.closed:
                 self.closed = True
-                os.close(self.fd)
+                self.files.close(self.fd)
 
     def unlink(self) -> None:
         for path in (self.log_path, self.index_path, self.time_index_path):
-            path.unlink(missing_ok=True)
+            self.files.unlink(path)
 
     # -- reading (any thread; only below a published `limit`) -------------------------------
 
@@ -490,6 +495,14 @@ class Segment:
                 cursor = header.size
             position += cursor
         return None
+
+
+def _lstat_size(path: Path) -> int:
+    """The size of `path` itself (0 when missing); a symlink's is its target's name."""
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _scan_file(fd: int, size: int, base_offset: int) -> tuple[SparseIndex, codec.ScanResult]:
