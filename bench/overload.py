@@ -20,8 +20,12 @@ readable afterwards?
 
 `--baseline-ref REF` runs the same flood against REF's code (`git archive REF`, run with
 this virtualenv's Python and PYTHONPATH on the extracted tree) before each run of this
-tree's code, so the two are compared in the same window. `--gateway-arg` passes a flag to
-this tree's gateway only (e.g. `--gateway-arg=--max-inflight-produce-bytes=33554432`).
+tree's code, so the two are compared in the same window; `--baseline-source DIR` takes a
+tree as it is instead, and `--source DIR` measures another tree than this one.
+`--cost N` counts instead what a produce request costs each tree (callgrind instructions,
+in process through the ASGI app, N single-record requests less 0; needs valgrind).
+`--gateway-arg` / `--baseline-arg` pass a flag to one side's gateway only (e.g.
+`--baseline-arg=--max-inflight-produce-bytes=1000000000`: the same code, no bound).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,12 +53,24 @@ import httpx
 import orjson
 from logway_client import AsyncLogwayClient, AsyncProducer, RecordMetadata
 
+from gateway.app import create_app
+from gateway.settings import Settings
+from storage.types import Durability, DurabilityPolicy
+
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "flood"
 SAMPLE_EVERY_S = 0.2
 FLUSH_TIMEOUT_S = 120.0
 READ_BYTES = 32 * 1024 * 1024
 MiB = 1024 * 1024
+
+
+def memory_kib(pid: int, field_name: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM...) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 class Gateway:
@@ -89,11 +106,12 @@ class Gateway:
                 await asyncio.sleep(0.05)
         raise RuntimeError("the gateway did not become ready")
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def memory_kib(self, field_name: str) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-        return 0
+        return memory_kib(self.process.pid, field_name)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -176,11 +194,27 @@ async def _client(
         await producer.close()
 
 
-async def _sample(gateway: Gateway, samples: list[int], stop: asyncio.Event) -> None:
+async def _sample(pid: int, samples: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        samples.append(gateway.memory_kib("VmRSS"))
+        samples.append(memory_kib(pid, "VmRSS"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
+
+
+async def run_flood(url: str, args: argparse.Namespace, pid: int) -> tuple[Flood, int]:
+    """`args.clients` clients flooding `url` for `args.seconds`, then flushing; returns what
+    they got and the highest VmRSS (KiB) sampled from `pid` meanwhile."""
+    flood = Flood(acked=[Acked() for _ in range(args.clients)])
+    stop, sampled = asyncio.Event(), asyncio.Event()
+    samples: list[int] = []
+    sampler = asyncio.create_task(_sample(pid, samples, sampled))
+    clients = [asyncio.create_task(_client(url, i, args, flood, stop)) for i in range(args.clients)]
+    await asyncio.sleep(args.seconds)
+    stop.set()
+    await asyncio.gather(*clients)
+    sampled.set()
+    await sampler
+    return flood, max(samples, default=0)
 
 
 async def _read_back(
@@ -233,23 +267,11 @@ async def flood_once(
                 )
                 response.raise_for_status()
             rss_start = gateway.memory_kib("VmRSS")
-            flood = Flood(acked=[Acked() for _ in range(args.clients)])
-            stop, sampled = asyncio.Event(), asyncio.Event()
-            samples: list[int] = []
-            sampler = asyncio.create_task(_sample(gateway, samples, sampled))
             started = time.monotonic()
-            clients = [
-                asyncio.create_task(_client(gateway.url, i, args, flood, stop))
-                for i in range(args.clients)
-            ]
-            await asyncio.sleep(args.seconds)
-            stop.set()
-            await asyncio.gather(*clients)
+            flood, rss_max = await run_flood(gateway.url, args, gateway.pid)
             elapsed = time.monotonic() - started
-            sampled.set()
-            await sampler
-            hwm = gateway.memory_kib("VmHWM")
-            missing, wrong, acked_records = await _verify(gateway.url, flood, args)
+            hwm = memory_kib(gateway.pid, "VmHWM")
+            missing, wrong, acked_records = await verify(gateway.url, flood, args)
         finally:
             gateway.stop()
     record_size = args.record_bytes + 40
@@ -263,14 +285,14 @@ async def flood_once(
         acked_mib=acked_records * record_size / MiB,
         failed=flood.failed,
         rss_start_mib=rss_start / 1024,
-        rss_max_mib=max(samples, default=0) / 1024,
+        rss_max_mib=rss_max / 1024,
         hwm_mib=hwm / 1024,
         missing=missing,
         wrong=wrong,
     )
 
 
-async def _verify(url: str, flood: Flood, args: argparse.Namespace) -> tuple[int, int, int]:
+async def verify(url: str, flood: Flood, args: argparse.Namespace) -> tuple[int, int, int]:
     """(missing, wrong, acknowledged): every acknowledged record, looked up where it was
     acknowledged."""
     expected: dict[tuple[int, int], tuple[int, int]] = {}
@@ -314,6 +336,67 @@ HEADER = (
 )
 
 
+# -- what admission costs a request --------------------------------------------------------
+
+COST_BODY = b'{"records":[{"value":{"order":1,"amount":12.5}}]}'
+
+
+async def _produce_in_process(requests: int) -> None:
+    """`requests` single-record produces through the ASGI app of whichever `gateway` the
+    interpreter imports (PYTHONPATH picks the tree)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), durability=DurabilityPolicy(Durability.NEVER))
+        app = create_app(settings)
+        headers = {"content-type": "application/json"}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://bench", headers=headers
+            ) as client,
+        ):
+            assert (await client.put(f"/v1/topics/{TOPIC}", json={"partitions": 1})).is_success
+            for _ in range(requests):
+                response = await client.post(f"/v1/topics/{TOPIC}/records", content=COST_BODY)
+                assert response.status_code == 200, response.text
+
+
+# This file loaded by path, so that `gateway` comes from PYTHONPATH (the tree measured),
+# whatever that tree's own bench/ holds.
+_COST_RUN = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('overload', sys.argv[1])\n"
+    "module = sys.modules['overload'] = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "sys.exit(module.main(['cost-run', sys.argv[2]]))\n"
+)
+
+
+def _instructions(source: Path, requests: int) -> int:
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-c", _COST_RUN, str(Path(__file__).resolve()), str(requests),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(source)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir()
+    )
+    match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
+    assert match is not None, result.stderr[-2000:]
+    return int(match.group(1))
+
+
+def cost(trees: Sequence[tuple[str, Path]], requests: int) -> None:
+    """Instructions per produce request (callgrind: runs of `requests` and of 0, so start-up
+    cancels out) of each tree; the first is the baseline."""
+    per_request = [
+        (name, (_instructions(tree, requests) - _instructions(tree, 0)) / requests)
+        for name, tree in trees
+    ]
+    print("| code | instructions per produce request | ratio |\n| --- | ---: | ---: |")
+    for name, figure in per_request:
+        print(f"| {name} | {figure:,.0f} | {figure / per_request[0][1]:.3f} |")
+
+
 def _extract(ref: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "--format=tar", ref],
@@ -327,13 +410,25 @@ def _extract(ref: str, into: Path) -> Path:
 
 async def main_async(args: argparse.Namespace) -> int:
     runs: list[Run] = []
+    source = Path(args.source) if args.source else REPO
+    name = "this tree" if args.source is None else Path(args.source).name
+    name += "".join(f" {arg}" for arg in args.gateway_arg)
     with tempfile.TemporaryDirectory(prefix="logway-baseline-") as tmp:
-        baseline = _extract(args.baseline_ref, Path(tmp)) if args.baseline_ref else None
+        baseline: Path | None = None
+        baseline_name = ""
+        if args.baseline_ref:
+            baseline, baseline_name = _extract(args.baseline_ref, Path(tmp)), args.baseline_ref
+        elif args.baseline_source:
+            baseline, baseline_name = Path(args.baseline_source), Path(args.baseline_source).name
+        baseline_name += "".join(f" {arg}" for arg in args.baseline_arg)
+        if args.cost:
+            cost([*([(baseline_name, baseline)] if baseline else []), (name, source)], args.cost)
+            return 0
         for _ in range(args.runs):
             if baseline is not None:
-                runs.append(await flood_once(args.baseline_ref, baseline, [], args))
+                runs.append(await flood_once(baseline_name, baseline, args.baseline_arg, args))
                 print(_row(runs[-1]), flush=True)
-            runs.append(await flood_once("this tree", REPO, args.gateway_arg, args))
+            runs.append(await flood_once(name, source, args.gateway_arg, args))
             print(_row(runs[-1]), flush=True)
     print(f"\n{args.clients} clients, {args.batch_bytes} B batches of "
           f"{args.record_bytes} B values, {args.partitions} partitions, fsync always\n")  # fmt: skip
@@ -344,6 +439,10 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["cost-run"]:  # one side of --cost, under valgrind
+        asyncio.run(_produce_in_process(int(arguments[1])))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="flood duration")
     parser.add_argument("--clients", type=int, default=64)
@@ -351,8 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record-bytes", type=int, default=16 * 1024, help="value padding")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--baseline-ref", default=None, help="git ref to compare with")
-    parser.add_argument("--gateway-arg", action="append", default=[], help="for this tree")
+    parser.add_argument("--source", default=None, help="the tree to measure (default: this)")
+    parser.add_argument("--gateway-arg", action="append", default=[], help="for that tree")
+    baseline = parser.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline-ref", default=None, help="git ref to compare with")
+    baseline.add_argument("--baseline-source", default=None, help="a tree to compare with")
+    parser.add_argument("--baseline-arg", action="append", default=[], help="for the baseline")
+    parser.add_argument(
+        "--cost", type=int, default=0, help="instead: callgrind instructions of N requests"
+    )
     parser.add_argument("--tmp", default=None, help="directory for the data (default: TMPDIR)")
     return asyncio.run(main_async(parser.parse_args(argv)))
 
