@@ -221,7 +221,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-inflight-produce-bytes",
         type=_positive_int,
         help="produce request bytes admitted and not yet answered, all clients; beyond, "
-        "503 produce-capacity with Retry-After (memory: about 4x this)",
+        "503 produce-capacity with Retry-After (memory: 4-16x this)",
     )
     api.add_argument(
         "--max-records-per-request",

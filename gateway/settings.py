@@ -29,7 +29,7 @@ class Settings:
     # NDJSON produce bodies: parsed as they stream, buffered for all-or-nothing
     max_ndjson_bytes: int = 256 * MiB
     # Produce request bytes admitted and not yet answered, all clients (503 produce-capacity
-    # beyond; gateway/http/admission.py). Each costs about 4 bytes of memory until answered.
+    # beyond; gateway/http/admission.py). Each byte holds 4-16 of memory until answered.
     max_inflight_produce_bytes: int = 32 * MiB
     heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
     sse_retry_ms: int = 2000

@@ -3,7 +3,7 @@
 A produce request holds memory from its first body byte until its answer: the body as it
 arrives, the parsed records, then the encoded batch in its partition's write queue (on
 JetStream, waiting for one of a partition's publish slots). Without a bound, a flood of
-large batches under `fsync always` grows the gateway by about four times the bytes of every
+large batches under `fsync always` grows the gateway by 4-16 times the bytes of every
 request waiting for the disk (bench/RESULTS.md, overload). So a produce request is admitted
 only while the bytes of all admitted ones fit in `max_inflight_produce_bytes`:
 
