@@ -259,6 +259,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="largest NDJSON produce body (parsed as it streams, all-or-nothing)",
     )
     api.add_argument(
+        "--max-inflight-produce-bytes",
+        type=_positive_int,
+        help="produce request bytes admitted and not yet answered, all clients; beyond, "
+        "503 produce-capacity with Retry-After (memory: 4-16x this)",
+    )
+    api.add_argument(
         "--max-records-per-request",
         type=_positive_int,
         help="most records in one produce request",

@@ -31,6 +31,9 @@ class Settings:
     max_records_per_request: int = 100_000
     # NDJSON produce bodies: parsed as they stream, buffered for all-or-nothing
     max_ndjson_bytes: int = 256 * MiB
+    # Produce request bytes admitted and not yet answered, all clients (503 produce-capacity
+    # beyond; gateway/http/admission.py). Each byte holds 4-16 of memory until answered.
+    max_inflight_produce_bytes: int = 32 * MiB
     heartbeat_s: float = 15.0  # SSE/NDJSON keep-alive comment interval
     sse_retry_ms: int = 2000
     stream_send_timeout_s: float = 30.0  # a stream whose client stops reading is closed after this

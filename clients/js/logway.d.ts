@@ -123,6 +123,7 @@ export declare class StorageUnavailable extends LogwayError {}
 export declare class ShuttingDown extends LogwayError {}
 /** The gateway holds all the streams it can; another one (or later) may have room. */
 export declare class StreamCapacity extends LogwayError {}
+export declare class ProduceCapacity extends LogwayError {}
 export declare class DiskFull extends LogwayError {}
 
 /** Every problem type this client knows, by slug. */

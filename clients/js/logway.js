@@ -164,6 +164,8 @@ export const StorageUnavailable = problemClass('StorageUnavailable', 'storage-un
 export const ShuttingDown = problemClass('ShuttingDown', 'shutting-down', true);
 /** The gateway holds all the streams it can; another one (or later) may have room. */
 export const StreamCapacity = problemClass('StreamCapacity', 'stream-capacity', true);
+/** The gateway holds all the produce bytes it admits at once; retry after `retryAfterMs`. */
+export const ProduceCapacity = problemClass('ProduceCapacity', 'produce-capacity', true);
 export const DiskFull = problemClass('DiskFull', 'disk-full');
 
 /** Every problem type this client knows, by slug. */
@@ -727,7 +729,8 @@ export class Producer {
 
   _backoffMs(attempt, retryAfter) {
     const delay = Math.min(this.maxBackoffMs, this.retryBackoffMs * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
-    return Math.max(delay, retryAfter ?? 0);
+    // Jitter above Retry-After too: producers refused together must not all come back at once.
+    return Math.max(delay, (retryAfter ?? 0) * (1 + Math.random() * 0.2));
   }
 }
 

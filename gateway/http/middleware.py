@@ -11,13 +11,16 @@
    so it sits outside auth, where it sees every 401;
 5. AuthMiddleware (only when auth is configured): who is asking and may they;
 6. LimitsMiddleware: request rate (per API key or token subject, else per address) and
-   open streams.
+   open streams;
+7. ProduceAdmissionMiddleware: the byte budget of produce requests in flight, innermost,
+   so a request refused above never takes any of it.
 """
 
 from __future__ import annotations
 
 from starlette.middleware import Middleware
 
+from gateway.http.admission import ProduceAdmissionMiddleware
 from gateway.http.auth import Authenticator, AuthMiddleware, auth_enabled, warn_if_open
 from gateway.http.cors import ProblemCORSMiddleware, check_cors_settings
 from gateway.http.limits import AuthFailureLimitMiddleware, LimitsMiddleware
@@ -45,4 +48,5 @@ def middleware(settings: Settings) -> list[Middleware]:
             stack.append(Middleware(AuthFailureLimitMiddleware, settings=settings))
         stack.append(Middleware(AuthMiddleware, settings=settings, authenticator=authenticator))
     stack.append(Middleware(LimitsMiddleware, settings=settings))
+    stack.append(Middleware(ProduceAdmissionMiddleware, settings=settings))
     return stack

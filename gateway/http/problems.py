@@ -85,6 +85,7 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("storage-unavailable", 503, "Storage unavailable"),
     ProblemType("shutting-down", 503, "Server shutting down"),
     ProblemType("stream-capacity", 503, "Server stream capacity reached"),
+    ProblemType("produce-capacity", 503, "Server produce capacity reached"),
     ProblemType("disk-full", 507, "Disk full"),
 )
 

@@ -63,7 +63,7 @@ def test_serve_help_lists_every_setting() -> None:
         "--host", "--port", "--data-dir", "--backend", "--server", "--fsync",
         "--fsync-interval-ms", "--certfile", "--keyfile", "--auto-create-topics",
         "--heartbeat-s", "--max-body-bytes", "--max-record-bytes", "--max-records-per-request",
-        "--max-ndjson-bytes",
+        "--max-ndjson-bytes", "--max-inflight-produce-bytes",
     ):  # fmt: skip
         assert flag in result.stdout
 

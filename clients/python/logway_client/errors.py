@@ -307,6 +307,11 @@ class StreamCapacity(LogwayError):
     """The gateway holds all the streams it can; another one (or later) may have room."""
 
 
+@_problem("produce-capacity", retriable=True)
+class ProduceCapacity(LogwayError):
+    """The gateway holds all the produce bytes it admits at once; retry after `retry_after_s`."""
+
+
 @_problem("disk-full")
 class DiskFull(LogwayError):
     pass

@@ -215,4 +215,5 @@ class AsyncProducer(AsyncClosesOnExit):
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
         delay = min(self.max_backoff_s, self.retry_backoff_s * 2.0 ** (attempt - 1))
         delay *= random.uniform(0.8, 1.2)
-        return max(delay, retry_after_s or 0.0)
+        # Jitter above Retry-After too: producers refused together must not all come back at once.
+        return max(delay, (retry_after_s or 0.0) * random.uniform(1.0, 1.2))
