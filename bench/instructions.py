@@ -2,9 +2,12 @@
 
 The machine is shared and noisy, so wall-clock micro-benchmarks say little; instructions
 counted by valgrind do not depend on what else runs. Each case runs `count` times in a
-fresh interpreter and once with 0, and the difference per call is reported. `--root`
-points at another checkout (e.g. `git worktree add /tmp/main main`) to count its code the
-same way, side by side:
+fresh interpreter and once with 0, and the difference per call is reported; the cyclic GC
+is off meanwhile (what a collection costs depends on the whole heap, not on the call).
+`--root` points at another copy of the code, counted the same way side by side (without
+its bench/, which would shadow this one's), e.g. main's:
+
+    git archive main | tar -x -C /tmp/main && rm -r /tmp/main/bench
 
     .venv/bin/python -m bench.instructions                 # this checkout
     .venv/bin/python -m bench.instructions --root /tmp/main
@@ -13,6 +16,7 @@ same way, side by side:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import subprocess
@@ -64,7 +68,7 @@ def _case(name: str) -> Callable[[], object]:
 def _count(root: Path, case: str, calls: int) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "bench.instructions", "run", case, str(calls)]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "PYTHONHASHSEED": "0"}
     output = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True).stderr
     found = re.search(r"Collected : (\d+)", output)
     if found is None:
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         call = _case(argv[1])
         call()  # first-call costs (imports, caches) are the same in both runs
+        gc.disable()  # its collections cost what this process's heap holds, not the call
         for _ in range(int(argv[2])):
             call()
         return 0

@@ -43,11 +43,20 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     records: list[_Record]
 
 
+class _PlainRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """{"value": v} and nothing else: most records of a large batch."""
+
+    value: msgspec.Raw = msgspec.Raw()
+
+
+class _PlainBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    records: list[_PlainRecord]
+
+
 _BODY = msgspec.json.Decoder(_Body)
+_PLAIN_BODY = msgspec.json.Decoder(_PlainBody)
 _RECORD = msgspec.json.Decoder(_Record)
 _VALUE = attrgetter("value")
-_EXTRAS = attrgetter("value_base64", "key", "headers", "partition")
-_PLAIN = (msgspec.UNSET, None, None, None)  # what _EXTRAS gives for {"value": v}
 _PATH_STEP = re.compile(r"\.(\w+)|\[(\d+)\]")
 
 
@@ -184,20 +193,21 @@ def _utf8(data: bytes) -> None:
 
 
 def _records(items: list[_Record], prefix: str, limits: Limits) -> ProduceBatch:
-    """Typed record objects → a batch. When every record is {"value": v} within the size
-    limit (all of a typical large batch), no Python code runs per record."""
-    values = list(map(bytes, map(_VALUE, items)))
-    if (
-        all(map(_PLAIN.__eq__, map(_EXTRAS, items)))
-        and all(map(len, values))
-        and max(map(len, values), default=0) <= limits.max_record_bytes
-    ):
-        return ProduceBatch(records_of_values(values, ValueFormat.JSON))
+    """Typed record objects → a batch, each checked at its pointer (prefix + index)."""
     batch = ProduceBatch()
     for i, item in enumerate(items):
         checked = _checked(item, f"{prefix}{i}", limits)
         batch.add(checked.record, checked.partition)
     return batch
+
+
+def _plain_records(items: list[_PlainRecord], limits: Limits) -> ProduceBatch | None:
+    """{"value": v} records → a batch with no Python code run per record, or None when a
+    value is missing or over the size limit (the full path names which)."""
+    values = list(map(bytes, map(_VALUE, items)))
+    if not all(map(len, values)) or max(map(len, values), default=0) > limits.max_record_bytes:
+        return None
+    return ProduceBatch(records_of_values(values, ValueFormat.JSON))
 
 
 def _named(error: msgspec.ValidationError, prefix: str) -> Problem:
@@ -214,7 +224,7 @@ def _body_refusal(body: bytes, error: msgspec.ValidationError, limits: Limits) -
     """Why the typed decoder refused a syntactically valid body, as problem+json."""
     try:
         doc = msgspec.json.decode(body)
-    except RecursionError as exc:  # nested deeper than the refused member
+    except (msgspec.DecodeError, RecursionError) as exc:  # past the member it refused
         return _not_json("the body", exc)
     if not isinstance(doc, dict):
         return validation_error("", 'the body must be an object {"records": [...]}')
@@ -238,10 +248,22 @@ def parse_json_body(body: bytes, limits: Limits) -> ProduceBatch:
     """`{"records": [...]}` → validated records, or a Problem for the first thing wrong."""
     try:
         _utf8(body)
+        plain = _PLAIN_BODY.decode(body)
+    except msgspec.ValidationError:
+        pass  # another shape, or wrong: the full decoder says which, below
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise _not_json("the body", exc) from None
+    else:
+        if len(plain.records) > limits.max_records:
+            raise _too_many(limits)
+        batch = _plain_records(plain.records, limits)
+        if batch is not None:
+            return batch
+    try:
         doc = _BODY.decode(body)
     except msgspec.ValidationError as error:
         raise _body_refusal(body, error, limits) from None
-    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # past where the first one stopped
         raise _not_json("the body", exc) from None
     if len(doc.records) > limits.max_records:
         raise _too_many(limits)
@@ -249,13 +271,14 @@ def parse_json_body(body: bytes, limits: Limits) -> ProduceBatch:
 
 
 def _record_refusal(
-    line: bytes, error: msgspec.ValidationError, pointer: str, limits: Limits
+    line: bytes, error: msgspec.ValidationError, number: int, limits: Limits
 ) -> Problem:
-    """Why the typed decoder refused an NDJSON line, as problem+json."""
+    """Why the typed decoder refused NDJSON line `number`, as problem+json."""
+    pointer = f"/{number - 1}"
     try:
         parse_record(msgspec.json.decode(line), pointer, limits)
-    except RecursionError as exc:
-        return _not_json("an NDJSON record", exc)
+    except (msgspec.DecodeError, RecursionError) as exc:  # past the member it refused
+        return _not_json(f"NDJSON record {number}", exc)
     except Problem as problem:
         return problem
     return _named(error, pointer)
@@ -311,7 +334,7 @@ async def parse_ndjson(lines: AsyncIterator[bytes], limits: Limits) -> ProduceBa
             _utf8(line)
             item = _RECORD.decode(line)
         except msgspec.ValidationError as error:
-            raise _record_refusal(line, error, pointer, limits) from None
+            raise _record_refusal(line, error, number, limits) from None
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             raise _not_json(f"NDJSON record {number}", exc) from None
         checked = _checked(item, pointer, limits)

@@ -213,6 +213,10 @@ def test_a_pretty_printed_value_renders_on_one_line() -> None:
         ),
         (b'{"records": [{"value": 1, "value_base64": null}]}', "", "/records/0/value_base64"),
         (b'{"records": null}', "", "/records"),
+        # refused for a member before the syntax error: still bad JSON, not a crash
+        (b'{"records": [{"key": "k", "value": 1}, oops]}', "bad-json", None),
+        (b'{"records": [{"key": 5, "value": 1}, oops]}', "bad-json", None),
+        (b'{"records": 5 x}', "bad-json", None),
     ],
 )
 def test_refusals_name_the_member(body: bytes, slug: str, pointer: str | None) -> None:
@@ -226,3 +230,11 @@ def test_refusals_name_the_member(body: bytes, slug: str, pointer: str | None) -
 def test_integral_partitions_are_integers() -> None:
     batch = parse_json_body(b'{"records": [{"value": 1, "partition": 2.0}]}', LIMITS)
     assert batch.partitions == [2]
+
+
+@pytest.mark.parametrize("line", [b"5 x", b'{"key": 5} x', "5Ø弄{\x91O".encode()])
+async def test_an_ndjson_line_refused_before_its_syntax_error_is_bad_json(line: bytes) -> None:
+    with pytest.raises(Problem) as excinfo:
+        await parse_ndjson(ndjson_lines(_chunks(b'{"value": 1}\n' + line + b"\n"), 100), LIMITS)
+    assert _problem(excinfo)[0] == "bad-json"
+    assert "NDJSON record 2" in _problem(excinfo)[1]
