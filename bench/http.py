@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.bodies import BATCH_BODY, ORDER_SCHEMA, ORDERS_BODY, SINGLE_BODY, SLOW_ORDER_SCHEMA
 from gateway.server import SERVERS
 from gateway.settings import Settings
 
@@ -53,58 +54,6 @@ LOGWAY = Path(sys.executable).parent / "logway"
 HOST = "127.0.0.1"
 TOPIC = "bench"
 SECTIONS = ("compare", "produce", "batch", "latency", "fanout", "memory", "schema")
-
-SINGLE_BODY = orjson.dumps(
-    {"records": [{"key": "order-1", "value": {"id": 1, "sku": "widget", "price": 9.99}}]}
-)
-BATCH_BODY = orjson.dumps({"records": [{"value": "x" * 98} for _ in range(1000)]})  # 100 B each
-# The schema section: an order of 10 properties (~190 bytes), and its schema.
-ORDER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "order_id": {"type": "string", "minLength": 1},
-        "customer_id": {"type": "string"},
-        "amount": {"type": "number", "minimum": 0},
-        "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
-        "quantity": {"type": "integer", "minimum": 1},
-        "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"},
-        "paid": {"type": "boolean"},
-        "created_at": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "note": {"type": ["string", "null"]},
-    },
-    "required": ["order_id", "customer_id", "amount", "currency", "quantity"],
-    "additionalProperties": False,
-}
-SLOW_ORDER_SCHEMA = {
-    **ORDER_SCHEMA,
-    "properties": {
-        **ORDER_SCHEMA["properties"],
-        "created_at": {"type": "string", "format": "date-time"},
-    },
-}
-ORDERS_BODY = orjson.dumps(
-    {
-        "records": [
-            {
-                "value": {
-                    "order_id": f"o-{i}",
-                    "customer_id": f"c-{i % 97}",
-                    "amount": 12.5 + i,
-                    "currency": "EUR",
-                    "quantity": 1 + i % 5,
-                    "sku": f"ABC-{i}",
-                    "paid": i % 2 == 0,
-                    "created_at": "2026-05-01T10:00:00Z",
-                    "tags": ["gift"],
-                    "note": None,
-                }
-            }
-            for i in range(1000)
-        ]
-    }
-)
-
 
 # -- processes ------------------------------------------------------------------------------
 
@@ -330,6 +279,7 @@ async def client_latency(port: int, records: int, timeout_s: float) -> None:
     [reader] = await _client_streams(port, 1, f"/v1/topics/{TOPIC}/events?from=latest")
     _say({"ready": True})
     latencies_ns: list[int] = []
+    scheduled_ns: list[int] = []
     buffer = b""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
@@ -344,8 +294,9 @@ async def client_latency(port: int, records: int, timeout_s: float) -> None:
                     start = event.find(b"\ndata: ")
                     if b"event: record" in event and start >= 0:
                         line = event[start + 7 :].split(b"\n", 1)[0]
-                        latencies_ns.append(now - orjson.loads(line)["value"]["t"])
-    _say({"latencies_ns": latencies_ns})
+                        scheduled_ns.append(orjson.loads(line)["value"]["t"])
+                        latencies_ns.append(now - scheduled_ns[-1])
+    _say({"latencies_ns": latencies_ns, "scheduled_ns": scheduled_ns})
 
 
 async def client_idle(port: int, streams: int) -> None:

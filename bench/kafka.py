@@ -41,7 +41,8 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from bench.http import BATCH_BODY, TOPIC, _free_port, gateway, wrk
+from bench.bodies import BATCH_BODY
+from bench.http import TOPIC, _free_port, gateway, wrk
 from gateway.kafka.records import decode_produced, encode_batch
 from gateway.produce.parse import Limits, parse_json_body
 from gateway.streams.render import render_records

@@ -38,7 +38,7 @@ import jsonschema_rs
 import msgspec
 import orjson
 
-from bench.http import ORDER_SCHEMA, ORDERS_BODY, SLOW_ORDER_SCHEMA
+from bench.bodies import ORDER_SCHEMA, ORDERS_BODY, SLOW_ORDER_SCHEMA
 from gateway.app import create_app
 from gateway.schemas.validation import fast_type
 from gateway.settings import Settings

@@ -2,8 +2,8 @@
 for every subscriber that reads it.
 
 SSE framing comes from sse-starlette, except on the record hot path, where one batch is
-framed by hand into one chunk: the record JSON is one line (orjson, stored JSON values made
-single-line on produce), so the `data:` field needs no splitting.
+framed by hand into one chunk: the record JSON is one line (gateway/streams/render.py
+compacts a stored value with line breaks), so the `data:` field needs no splitting.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sse_starlette.event import ServerSentEvent
 from gateway.http.problems import Problem
 from gateway.streams.cursor import CursorEncoder
 from gateway.streams.log_stream import End, Gap, Idle, LogStream, Reassigned, RecordBatch
-from gateway.streams.render import render_record
+from gateway.streams.render import record_head, record_json
 
 
 class ChunkCache:
@@ -86,15 +86,10 @@ _CLOSED = ServerSentEvent(
 def _sse_records(topic: str, batch: RecordBatch, encoder: CursorEncoder) -> bytes:
     partition, records = batch.partition, batch.records
     cursors = encoder.encode_run(partition, [r.offset + 1 for r in records])
+    head = record_head(topic, partition)
     parts: list[bytes] = []
     for record, cursor in zip(records, cursors, strict=True):
-        parts += (
-            b"event: record\nid: ",
-            cursor,
-            b"\ndata: ",
-            render_record(topic, partition, record),
-            b"\n\n",
-        )
+        parts += (b"event: record\nid: ", cursor, b"\ndata: ", record_json(head, record), b"\n\n")
     return b"".join(parts)
 
 
@@ -161,8 +156,8 @@ async def sse_chunks(
 
 
 def _ndjson_records(topic: str, batch: RecordBatch) -> bytes:
-    partition = batch.partition
-    return b"".join(render_record(topic, partition, record) + b"\n" for record in batch.records)
+    head = record_head(topic, batch.partition)
+    return b"".join([record_json(head, record) + b"\n" for record in batch.records])
 
 
 def _ndjson_cursor(encoder: CursorEncoder) -> bytes:

@@ -169,3 +169,72 @@ async def test_ndjson_records_and_errors() -> None:
     with pytest.raises(Problem) as excinfo:
         await parse_ndjson(ndjson_lines(_chunks(b'{"value":1}\n' * 11), 100), LIMITS)
     assert _problem(excinfo)[0] == "too-many-records"
+
+
+async def test_json_values_are_stored_as_sent_byte_for_byte() -> None:
+    values = [
+        b'{"b": 1,  "a" : [1, 2.50, "\\u00e9"]}',
+        b"123456789012345678901234567890",  # beyond 64 bits: exact, not a float
+        b"1.00000000000000000001",
+        b'{"a":1,"a":2}',
+        b'{\n  "pretty": true\n}',
+    ]
+    body = b'{"records": [' + b",".join(b'{"value": ' + v + b"}" for v in values) + b"]}"
+    assert [r.value for r in parse_json_body(body, LIMITS).records] == values
+    lines = b"".join(b'{"value":' + v + b', "key": "k"}\n' for v in values[:4])
+    batch = await parse_ndjson(ndjson_lines(_chunks(lines), 100), LIMITS)
+    assert [r.value for r in batch.records] == values[:4]
+
+
+def test_a_pretty_printed_value_renders_on_one_line() -> None:
+    body = b'{"records": [{"value": {\n "a": [1,\r\n 2],\n "b": "x y"\n}}]}'
+    stored = parse_json_body(body, LIMITS).records[0]
+    rendered = render_record("t", 0, Record(0, 1, stored.value, None, (), stored.value_format))
+    assert b"\n" not in rendered
+    assert b"\r" not in rendered
+    assert b'"value":{"a":[1,2],"b":"x y"}' in rendered
+
+
+@pytest.mark.parametrize(
+    ("body", "slug", "pointer"),
+    [
+        (b'{"records": [{"value": "\xff"}]}', "bad-json", None),  # not UTF-8 inside a value
+        (b'{"records": [{"value": ' + b"[" * 5000 + b"]" * 5000 + b"}]}", "bad-json", None),
+        (
+            b'{"records": [{"value": 1}, {"value": 1, "headers": {"a": 1}}]}',
+            "",
+            "/records/1/headers/a",
+        ),
+        (b'{"records": [{"value": 1, "key": 5, "key": "k"}]}', "", "/records/0/key"),
+        (
+            b'{"records": [{"value": 1}, {"value": 1, "partition": 2.5}]}',
+            "",
+            "/records/1/partition",
+        ),
+        (b'{"records": [{"value": 1, "value_base64": null}]}', "", "/records/0/value_base64"),
+        (b'{"records": null}', "", "/records"),
+        # refused for a member before the syntax error: still bad JSON, not a crash
+        (b'{"records": [{"key": "k", "value": 1}, oops]}', "bad-json", None),
+        (b'{"records": [{"key": 5, "value": 1}, oops]}', "bad-json", None),
+        (b'{"records": 5 x}', "bad-json", None),
+    ],
+)
+def test_refusals_name_the_member(body: bytes, slug: str, pointer: str | None) -> None:
+    with pytest.raises(Problem) as excinfo:
+        parse_json_body(body, LIMITS)
+    assert excinfo.value.type.slug == (slug or "validation-error")
+    if pointer is not None:
+        assert excinfo.value.detail.startswith(pointer + ":")
+
+
+def test_integral_partitions_are_integers() -> None:
+    batch = parse_json_body(b'{"records": [{"value": 1, "partition": 2.0}]}', LIMITS)
+    assert batch.partitions == [2]
+
+
+@pytest.mark.parametrize("line", [b"5 x", b'{"key": 5} x', "5Ø弄{\x91O".encode()])
+async def test_an_ndjson_line_refused_before_its_syntax_error_is_bad_json(line: bytes) -> None:
+    with pytest.raises(Problem) as excinfo:
+        await parse_ndjson(ndjson_lines(_chunks(b'{"value": 1}\n' + line + b"\n"), 100), LIMITS)
+    assert _problem(excinfo)[0] == "bad-json"
+    assert "NDJSON record 2" in _problem(excinfo)[1]
