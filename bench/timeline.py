@@ -52,8 +52,8 @@ def _install(out: Path) -> None:
     import gateway.routes.produce as produce_route
     import gateway.routes.streams as streams_route
     import gateway.streams.formats as formats
-    import storage.segment as segment
     from gateway.produce.parse import parse_json_body
+    from storage.files import Files
     from storage.partition import Partition
 
     produce, parse = produce_route.produce, parse_json_body
@@ -95,11 +95,11 @@ def _install(out: Path) -> None:
         finally:
             _writing.stamps = []
 
-    sync_data = segment.sync_data
+    sync_data = Files.fdatasync
 
-    def timed_sync(fd: int) -> None:
+    def timed_sync(self: Files, fd: int) -> None:
         started = _now()
-        sync_data(fd)
+        sync_data(self, fd)
         ended = _now()
         for stamps in getattr(_writing, "stamps", []):
             stamps["sync"], stamps["synced"] = started, ended
@@ -145,7 +145,7 @@ def _install(out: Path) -> None:
         (produce_route, "parse_json_body", timed_parse),
         (Partition, "start_append", timed_start_append),
         (Partition, "_write_locked", timed_write_locked),
-        (segment, "sync_data", timed_sync),
+        (Files, "fdatasync", timed_sync),
         (Partition, "_written", timed_written),
         (formats, "_sse_records", timed_sse_records),
         (streams_route, "sse_chunks", timed_sse_chunks),
