@@ -75,12 +75,12 @@ def _install(out: Path) -> None:
 
     start_append = Partition.start_append
 
-    def timed_start_append(self: Partition, records: Any) -> Any:
+    def timed_start_append(self: Partition, records: Any, tag: Any = None) -> Any:
         stamps = _request.get()
         if stamps is not None:
             stamps["queued"] = _now()
             _by_offset[(self.name, self._next_offset)] = stamps
-        return start_append(self, records)
+        return start_append(self, records, tag)
 
     write_locked = Partition._write_locked
 
