@@ -20,6 +20,7 @@ from typing import Any
 from gateway import config
 from gateway.app import begin_shutdown, create_app
 from gateway.backends import MissingExtra, check_extra, check_kafka_extra, parse_backend
+from gateway.client_commands import CLIENT_COMMANDS
 from gateway.server import SERVERS, run
 from gateway.settings import Settings
 from storage.types import Durability
@@ -376,34 +377,10 @@ def _storage_line(settings: Settings) -> str:
     )
 
 
-CLIENT_COMMANDS = {
-    "produce": "write records from stdin or a file (logway_client)",
-    "consume": "print records as NDJSON (logway_client)",
-    "topics": "list, describe, create, delete topics (logway_client)",
-    "groups": "list, describe (with lag), seek, delete consumer groups (logway_client)",
-    "schemas": "register, get, list, delete a topic's schemas (logway_client)",
-}
-
-
 def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """List the client's commands in `logway --help`; `main` hands them to logway_client.cli."""
     for name, summary in CLIENT_COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)
-
-
-def run_client_command(argv: Sequence[str]) -> int:
-    """Run a client command with the client package, imported only now: the server does not
-    depend on it, and `logway serve` must start without it."""
-    try:
-        from logway_client.cli import main as client_main
-    except ModuleNotFoundError as exc:
-        print(
-            f"logway {argv[0]}: needs the Python client (missing module {exc.name!r}): "
-            "pip install ./clients/python (from a checkout: pip install -e ./clients/python)",
-            file=sys.stderr,
-        )
-        return 2
-    return client_main(argv)
 
 
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -428,10 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `logway` console script; returns the process exit code."""
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments and arguments[0] in CLIENT_COMMANDS:
-        return run_client_command(arguments)
+    """`logway serve` and `logway --help` (gateway/entry.py hands client commands to the
+    client first); returns the process exit code."""
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)

@@ -29,6 +29,7 @@ DEFERRED_IMPORTS = {
     "storage.jetstream": "the jetstream extra (nats-py), only when that backend is chosen",
     "gateway.groups.jetstream_store": "needs storage.jetstream, likewise",
     "logway_client.cli": "the client package, installed on its own",
+    "gateway.cli": "the server's command line, not loaded for a client command (gateway/entry.py)",
     "granian": "one of two HTTP servers; jemalloc's settings must precede its import",
     "hypercorn": "the other HTTP server",
     "gateway.kafka": "the Kafka listener (the kafka extra: crc32c, cramjam), only with a port",

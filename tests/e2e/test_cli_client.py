@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import run_client_command
+from gateway.client_commands import run_client_command
 from tests.e2e.conftest import LOGWAY, Gateway, GatewayFactory, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
