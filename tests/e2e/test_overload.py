@@ -12,7 +12,7 @@ import pytest
 from bench.overload import TOPIC, memory_kib, run_flood, verify
 from tests.e2e.conftest import GatewayFactory, create_topic
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("memory")]
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -21,7 +21,7 @@ import pytest
 
 from bench import soak
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("heavy")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("memory")]
 
 
 async def test_every_acknowledged_record_arrives_and_redeliveries_stay_bounded() -> None:

@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.xdist_group("heavy"),
+    pytest.mark.xdist_group("memory"),
 ]
 
 STALLED = 1000

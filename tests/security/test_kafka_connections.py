@@ -206,7 +206,7 @@ def test_kafka_connections_are_capped_per_address_and_in_total(
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xdist_group("heavy")  # fills the descriptor budget: not beside other such tests
+@pytest.mark.xdist_group("descriptors")  # fills the descriptor budget: not beside other such tests
 @pytest.mark.parametrize("server", SERVERS)  # each caps HTTP its own way (connections.py)
 def test_a_kafka_flood_leaves_http_and_the_log_their_descriptors(
     start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)

@@ -163,7 +163,7 @@ def test_idle_connections_are_closed_streams_are_not(
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("descriptors")
 def test_thousands_of_idle_connections_leave_healthz_topics_and_produce_working(
     start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)
 ) -> None:
@@ -205,7 +205,7 @@ def test_thousands_of_idle_connections_leave_healthz_topics_and_produce_working(
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("descriptors")
 def test_the_log_keeps_its_descriptors_when_connections_take_the_rest(
     start_gateway: GatewayFactory,  # noqa: F811 (the fixture imported above)
 ) -> None:

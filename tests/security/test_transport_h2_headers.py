@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(120),
-    pytest.mark.xdist_group("heavy"),
+    pytest.mark.xdist_group("memory"),
 ]
 
 BOMB = b"x" * 4000  # fits HPACK's default 4,096-byte dynamic table with its name
