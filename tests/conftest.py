@@ -34,3 +34,11 @@ def nats_single_node(tmp_path: Path) -> Iterator[NatsCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` run first (in their order), the rest after (in theirs): with
+    xdist, the longest tests (mypy over the tree, the model tests, the floods) then start
+    while there is other work to run beside them, instead of ending the run on one worker
+    while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
