@@ -7,6 +7,7 @@ a JetStream namespace of its own (`?namespace=`), so none sees another's topics 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -450,13 +451,11 @@ async def _pull_everything(client: httpx.AsyncClient, topic: str, partitions: in
     return values
 
 
-@pytest.mark.parametrize("server", ["granian"])
-async def test_one_key_sent_through_two_gateways_at_once_is_written_once(
+@contextlib.asynccontextmanager
+async def _two_gateways(
     cluster: NatsCluster, start_gateway: GatewayFactory, tmp_path: Path
-) -> None:
-    """The same keyed request through two gateways at the same moment: JetStream's
-    duplicate window (the Nats-Msg-Id each append carries) stores it once, with no lock
-    shared by the gateways, and both answer the same offsets."""
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two gateways over the cluster's one JetStream namespace, a client for each."""
     url = backend_url(cluster)
     a = start_gateway("--backend", url, data_dir=tmp_path / "a")
     b = start_gateway("--backend", url, data_dir=tmp_path / "b")
@@ -464,6 +463,17 @@ async def test_one_key_sent_through_two_gateways_at_once_is_written_once(
         httpx.AsyncClient(base_url=a.url, timeout=READ_TIMEOUT_S) as via_a,
         httpx.AsyncClient(base_url=b.url, timeout=READ_TIMEOUT_S) as via_b,
     ):
+        yield via_a, via_b
+
+
+@pytest.mark.parametrize("server", ["granian"])
+async def test_one_key_sent_through_two_gateways_at_once_is_written_once(
+    cluster: NatsCluster, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """The same keyed request through two gateways at the same moment: JetStream's
+    duplicate window (the Nats-Msg-Id each append carries) stores it once, with no lock
+    shared by the gateways, and both answer the same offsets."""
+    async with _two_gateways(cluster, start_gateway, tmp_path) as (via_a, via_b):
         assert (await via_a.put("/v1/topics/once", json={"partitions": 3})).status_code == 201
         sent: list[str] = []
         for round_ in range(12):
@@ -517,13 +527,7 @@ async def test_a_node_killed_under_keyed_load_leaves_one_copy_of_every_record(
     """SIGKILL one nats-server while producers send multi-partition batches through two
     gateways: batches answered 5xx are retried with their Idempotency-Key through the
     other gateway, and afterwards the log holds every record exactly once."""
-    url = backend_url(cluster)
-    a = start_gateway("--backend", url, data_dir=tmp_path / "a")
-    b = start_gateway("--backend", url, data_dir=tmp_path / "b")
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=READ_TIMEOUT_S) as via_a,
-        httpx.AsyncClient(base_url=b.url, timeout=READ_TIMEOUT_S) as via_b,
-    ):
+    async with _two_gateways(cluster, start_gateway, tmp_path) as (via_a, via_b):
         assert (await via_a.put("/v1/topics/load", json={"partitions": 3})).status_code == 201
         acked: list[int] = []
         values = itertools.count()
