@@ -180,27 +180,32 @@ def test_kafka_connections_are_capped_per_address_and_in_total(
     config = tmp_path / "caps.toml"
     config.write_text("kafka_max_connections = 12\nkafka_max_connections_per_client = 5\n")
     gateway, kafka_port = _kafka_gateway(start_gateway, config)
-    held: list[KafkaSocket] = []
+    held: dict[str, list[KafkaSocket]] = {}
     try:
 
         def served(source: str, count: int) -> int:
-            connections = [KafkaSocket(kafka_port, source) for _ in range(count)]
-            held.extend(connections)
-            return sum(_answers(c) for c in connections)  # one at a time: in connect order
+            connections = held.setdefault(source, [])
+            before = len(connections)
+            for _ in range(count):
+                # a busy machine may see the gateway's reset before connect() returns
+                with contextlib.suppress(ConnectionResetError):
+                    connections.append(KafkaSocket(kafka_port, source))
+            return sum(_answers(c) for c in connections[before:])  # in connect order
 
         assert served("127.0.0.2", 8) == 5  # the per-address cap
         assert served("127.0.0.3", 8) == 5
         assert served("127.0.0.4", 5) == 2  # the total: 12
         assert httpx.get(f"{gateway.url}/healthz", timeout=GUARD_S).status_code == 200
-        for connection in held[:8]:  # 127.0.0.2 leaves: its 5 places are free again
+        for connection in held.pop("127.0.0.2"):  # it leaves: its 5 places are free again
             connection.close()
         deadline = time.monotonic() + GUARD_S
         while (again := served("127.0.0.4", 1)) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)  # until the gateway has seen the closes
         assert again == 1
     finally:
-        for connection in held:
-            connection.close()
+        for connections in held.values():
+            for connection in connections:
+                connection.close()
 
 
 @pytest.mark.e2e

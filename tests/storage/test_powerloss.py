@@ -17,8 +17,9 @@ A second stage crashes again while the recovered engine runs (its recovery write
 included) and checks the same, with everything the first recovery served counted as
 acknowledged: once served, a record must not change or vanish.
 
-The long run (`-m slow`, 100,000 crash points) is `test_power_loss_long_run`; its result
-is in bench/RESULTS.md.
+The long run (100,000 crash points, about 6 minutes on one core) is `test_power_loss_long_run`,
+marked `long`: the suite leaves it out, `pytest -m long` runs it; its result is in
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ async def _long_run_workload(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(4 * 3600)
 def test_power_loss_long_run(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """100,000 crash points (bench/RESULTS.md): many per workload, most recovered directly."""
