@@ -46,6 +46,7 @@ import httpx
 import orjson
 
 from bench.bodies import BATCH_BODY, ORDER_SCHEMA, ORDERS_BODY, SINGLE_BODY, SLOW_ORDER_SCHEMA
+from bench.processes import status_kib, stop
 from gateway.server import SERVERS
 from gateway.settings import Settings
 
@@ -78,19 +79,10 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return status_kib(self.process.pid) * 1024
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, 20)
 
 
 def _wait_healthy(server: Server) -> None:

@@ -53,6 +53,7 @@ import httpx
 import orjson
 from logway_client import AsyncLogwayClient, AsyncProducer, RecordMetadata
 
+from bench.processes import status_kib, stop
 from gateway.app import create_app
 from gateway.settings import Settings
 from storage.types import Durability, DurabilityPolicy
@@ -63,14 +64,6 @@ SAMPLE_EVERY_S = 0.2
 FLUSH_TIMEOUT_S = 120.0
 READ_BYTES = 32 * 1024 * 1024
 MiB = 1024 * 1024
-
-
-def memory_kib(pid: int, field_name: str) -> int:
-    """A memory figure of /proc/PID/status (VmRSS, VmHWM...) in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 class Gateway:
@@ -110,17 +103,8 @@ class Gateway:
     def pid(self) -> int:
         return self.process.pid
 
-    def memory_kib(self, field_name: str) -> int:
-        return memory_kib(self.process.pid, field_name)
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
 
 
 @dataclass
@@ -196,7 +180,7 @@ async def _client(
 
 async def _sample(pid: int, samples: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        samples.append(memory_kib(pid, "VmRSS"))
+        samples.append(status_kib(pid))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
 
@@ -266,11 +250,11 @@ async def flood_once(
                     f"/v1/topics/{TOPIC}", json={"partitions": args.partitions}
                 )
                 response.raise_for_status()
-            rss_start = gateway.memory_kib("VmRSS")
+            rss_start = status_kib(gateway.pid)
             started = time.monotonic()
             flood, rss_max = await run_flood(gateway.url, args, gateway.pid)
             elapsed = time.monotonic() - started
-            hwm = memory_kib(gateway.pid, "VmHWM")
+            hwm = status_kib(gateway.pid, "VmHWM")
             missing, wrong, acked_records = await verify(gateway.url, flood, args)
         finally:
             gateway.stop()

@@ -62,6 +62,8 @@ import httpx
 import orjson
 from logway_client import Assignment, AsyncConsumer, AsyncLogwayClient
 
+from bench.processes import status_kib
+
 LOGWAY = Path(sys.executable).parent / "logway"
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "soak"
@@ -323,10 +325,7 @@ class Gateway:
     def rss_mib(self) -> float:
         if self.process is None or self.process.poll() is not None:
             return 0.0
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return status_kib(self.process.pid) / 1024
 
 
 class Bitmap:

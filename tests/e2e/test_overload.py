@@ -9,7 +9,8 @@ import argparse
 import httpx
 import pytest
 
-from bench.overload import TOPIC, memory_kib, run_flood, verify
+from bench.overload import TOPIC, run_flood, verify
+from bench.processes import status_kib
 from tests.e2e.conftest import GatewayFactory, create_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("memory")]
@@ -31,12 +32,12 @@ async def test_a_flood_is_refused_with_retry_after_in_bounded_memory_and_loses_n
     gateway = start_gateway("--fsync", "always", "--max-inflight-produce-bytes", str(BUDGET_BYTES))
     with httpx.Client(base_url=gateway.url) as admin:
         create_topic(admin, TOPIC, 3)
-    idle_kib = memory_kib(gateway.pid, "VmRSS")
+    idle_kib = status_kib(gateway.pid)
     args = argparse.Namespace(
         clients=CLIENTS, seconds=6.0, batch_bytes=BATCH_BYTES, record_bytes=16 * KiB, partitions=3
     )
     flood, _ = await run_flood(gateway.url, args, gateway.pid)
-    peak_kib = memory_kib(gateway.pid, "VmHWM")
+    peak_kib = status_kib(gateway.pid, "VmHWM")
     missing, wrong, acknowledged = await verify(gateway.url, flood, args)
 
     assert flood.statuses[503] > 0, flood.statuses

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.processes import status_kib
 from tests.e2e.conftest import GatewayFactory, sse_events
 
 pytestmark = [
@@ -33,13 +33,6 @@ RECORDS_PER_BATCH = 100
 VALUE = (
     "x" * 2000
 )  # 2 phases of 40 batches of 100 records of 2 KB: ~16 MiB, which every stalled stream wants
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _raise_fd_limit(need: int) -> None:
@@ -76,7 +69,7 @@ async def test_thousand_stalled_streams_cost_bounded_memory(
     sockets: list[socket.socket] = []
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
         assert (await client.put("/v1/topics/big", json={"partitions": 2})).status_code == 201
-        rss_start = _rss_mib(gateway.pid)
+        rss_start = status_kib(gateway.pid) / 1024
         try:
             for _ in range(STALLED // 100):
                 sockets += await asyncio.gather(*(_stall(port, "big") for _n in range(100)))
@@ -90,7 +83,7 @@ async def test_thousand_stalled_streams_cost_bounded_memory(
                     if float(line.split()[1]) >= STALLED:
                         break
                     await asyncio.sleep(0.2)
-            rss_open = _rss_mib(gateway.pid)
+            rss_open = status_kib(gateway.pid) / 1024
 
             total = 2 * BATCHES * RECORDS_PER_BATCH
             seen = 0
@@ -127,12 +120,12 @@ async def test_thousand_stalled_streams_cost_bounded_memory(
                 while seen < total // 2:
                     assert not consumer.done(), "the consumer's stream ended early"
                     await asyncio.sleep(0.1)
-            rss_half = _rss_mib(gateway.pid)
+            rss_half = status_kib(gateway.pid) / 1024
             await produce_phase(1)
             async with asyncio.timeout(120):
                 await consumer
             assert seen == total
-            rss_after = _rss_mib(gateway.pid)
+            rss_after = status_kib(gateway.pid) / 1024
         finally:
             for sock in sockets:
                 sock.close()

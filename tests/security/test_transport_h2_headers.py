@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.processes import status_kib
 from tests.e2e.conftest import SERVERS, GatewayFactory, start_gateway  # noqa: F401 (a fixture)
-from tests.security.transport import API_KEY, RawH2, auth_config, rss_kib
+from tests.security.transport import API_KEY, RawH2, auth_config
 
 pytestmark = [
     pytest.mark.e2e,
@@ -54,7 +55,7 @@ def test_hpack_bomb_is_refused_and_memory_stays_bounded(
     port = int(gateway.url.rsplit(":", 1)[1])
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": API_KEY}) as admin:
         assert admin.put("/v1/topics/t", json={"partitions": 1}).status_code == 201
-    baseline_kib = rss_kib(gateway.pid)
+    baseline_kib = status_kib(gateway.pid)
     limit_kib = baseline_kib + RSS_BOUND_MIB * 1024
     # Half the requests carry a valid key for a stream that would be held open, half none.
     authorized = [(b"x-api-key", API_KEY.encode())]
@@ -69,14 +70,14 @@ def test_hpack_bomb_is_refused_and_memory_stays_bounded(
             sent += 1
             connection.pump(0.01)
             # stop before the machine runs out of memory if the bomb goes off
-            assert rss_kib(gateway.pid) < limit_kib, (
-                f"RSS {rss_kib(gateway.pid) // 1024} MiB after {sent} requests"
+            assert status_kib(gateway.pid) < limit_kib, (
+                f"RSS {status_kib(gateway.pid) // 1024} MiB after {sent} requests"
             )
         for _ in range(10):
             connection.pump(0.05)
         outcomes += connection.outcomes
         connection.close()
-    peak_kib = rss_kib(gateway.pid, "VmHWM")
+    peak_kib = status_kib(gateway.pid, "VmHWM")
     print(
         f"\n{gateway.server}: {sent} HPACK-bomb requests ({len(BOMB)} B x {REFS} refs) on "
         f"{connections} connections: {dict(outcomes)}; RSS {baseline_kib // 1024} MiB before, "

@@ -64,14 +64,6 @@ def eventually(call: Callable[[], httpx.Response]) -> httpx.Response:
             time.sleep(0.2)
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 def open_fd_count(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
