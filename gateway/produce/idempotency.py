@@ -88,12 +88,17 @@ async def ensure_kept(backend: Backend, topic: str, first_offsets: Mapping[int, 
         start = (await backend.partition_info(topic, partition)).log_start_offset
         if offset >= start:
             continue
-        where = {"partition": partition, "offset": offset, "log_start_offset": start}
         detail = (
             f"this Idempotency-Key's request was written to partition {partition} from offset"
             f" {offset}; retention has deleted it (the partition now starts at {start})"
         )
-        raise Problem("idempotent-records-deleted", detail, **where)
+        raise Problem(
+            "idempotent-records-deleted",
+            detail,
+            partition=partition,
+            offset=offset,
+            log_start_offset=start,
+        )
 
 
 def _first_offsets(body: bytes) -> dict[int, int]:
