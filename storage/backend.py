@@ -87,6 +87,16 @@ class Backend(Protocol):
         would raise before writing anything.
         """
 
+    async def tagged_appends(self, topic: str, tag: ProduceTag) -> dict[int, AppendResult]:
+        """Partition -> the result of its append with the tag's key, for every partition of
+        `topic` that is known to hold one; raises ProduceTagConflict when any holds the
+        key for another request, so a reused key is refused before anything is written.
+
+        The embedded log answers from memory, for every partition. JetStream answers {}:
+        finding a key there means reading each stream back through the duplicate window,
+        too much for every first attempt; its streams still refuse the copies on append.
+        """
+
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
     ) -> list[Record]:

@@ -230,6 +230,9 @@ class EmbeddedBackend:
         """
         return self._engine.start_append(topic, partition, records, tag)
 
+    async def tagged_appends(self, topic: str, tag: ProduceTag) -> dict[int, AppendResult]:
+        return self._engine.tagged_appends(topic, tag)
+
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
     ) -> list[Record]:

@@ -190,6 +190,20 @@ class LogEngine:
             return self.partition(topic, partition).start_append(records, tag)  # raises
         return partitions[partition].start_append(records, tag)
 
+    def tagged_appends(self, topic: str, tag: ProduceTag) -> dict[int, AppendResult]:
+        """Partition -> its written append with `tag`'s key, over the whole topic (see
+        Partition.tagged_append; raises ProduceTagConflict and TopicNotFound)."""
+        self._check_open()
+        partitions = self._topics.get(topic)
+        if partitions is None:
+            raise TopicNotFound(topic)
+        held: dict[int, AppendResult] = {}
+        for number, partition in enumerate(partitions):
+            result = partition.tagged_append(tag)
+            if result is not None:
+                held[number] = result
+        return held
+
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int, max_bytes: int
     ) -> list[Record]:

@@ -325,18 +325,27 @@ class Partition:
             loop.call_soon(self._write_next)
         return future
 
+    def tagged_append(self, tag: ProduceTag) -> AppendResult | None:
+        """The result of the written append with `tag`'s key (None when there is none, or
+        it is still queued); ProduceTagConflict when the partition holds the key, written
+        or queued, for another request. Checked by a keyed produce for every partition of
+        the topic before it writes any (gateway.produce.write)."""
+        written = self._tags.get(tag.key, now_ms())
+        queued = self._queued_tags.get(tag.key)
+        request = written.request if written is not None else queued[0] if queued else None
+        if request is not None and request != tag.request:
+            raise ProduceTagConflict(f"partition {self.name}")
+        return None if written is None else written.result
+
     def _held_append(self, tag: ProduceTag) -> asyncio.Future[AppendResult] | None:
         """A future for the append the partition holds with `tag`'s key, written or queued."""
-        written = self._tags.get(tag.key, now_ms())
+        written = self.tagged_append(tag)
         queued = self._queued_tags.get(tag.key)
         if written is None and queued is None:
             return None
-        request = written.request if written is not None else queued[0] if queued else b""
-        if request != tag.request:
-            raise ProduceTagConflict(f"partition {self.name}")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         if written is not None:
-            future.set_result(written.result)
+            future.set_result(written)
         elif queued is not None:
             queued[2].append(future)
         return future

@@ -91,6 +91,8 @@ export declare class ValidationError extends LogwayError {
   readonly errors: Array<{ pointer?: string; parameter?: string; detail: string }>;
 }
 export declare class IdempotencyKeyReused extends LogwayError {}
+/** The key's request was written, but retention has since deleted its records; nothing was written again. */
+export declare class IdempotentRecordsDeleted extends LogwayError {}
 export declare class UnknownSchemaVersion extends LogwayError {}
 /** One change that breaks the topic's compatibility rule. */
 export interface SchemaIncompatibility {

@@ -133,6 +133,7 @@ export const ValidationError = problemClass('ValidationError', 'validation-error
   },
 });
 export const IdempotencyKeyReused = problemClass('IdempotencyKeyReused', 'idempotency-key-reused');
+export const IdempotentRecordsDeleted = problemClass('IdempotentRecordsDeleted', 'idempotent-records-deleted');
 const listExtension = (name) =>
   function () {
     const value = this.extensions[name];

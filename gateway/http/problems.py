@@ -68,6 +68,9 @@ CATALOG: Mapping[str, ProblemType] = _catalog(
     ProblemType("incompatible-schema", 409, "Schema incompatible under the topic's rule"),
     ProblemType("schema-version-conflict", 409, "Schema version conflict"),
     ProblemType("group-protocol-conflict", 409, "Consumer group has members of another protocol"),
+    ProblemType(
+        "idempotent-records-deleted", 409, "Idempotency-Key's records deleted by retention"
+    ),
     ProblemType("body-too-large", 413, "Request body too large"),
     ProblemType("record-too-large", 413, "Record too large"),
     ProblemType("too-many-records", 413, "Too many records in one request"),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import NamedTuple
 
@@ -72,6 +72,44 @@ class Answer(NamedTuple):
     replayed: bool
 
 
+class Written(NamedTuple):
+    """A keyed request's answer body, and whether every partition it places records in
+    already held its produce tag (nothing written: an answer rebuilt from the log)."""
+
+    body: bytes
+    replayed: bool
+
+
+async def ensure_kept(backend: Backend, topic: str, first_offsets: Mapping[int, int]) -> None:
+    """A 409 when retention deleted records of a keyed request's first attempt (partition
+    -> its first offset there): its offsets name nothing any more, and writing the records
+    again would deliver them twice, so the retry is told and nothing is written."""
+    for partition, offset in first_offsets.items():
+        start = (await backend.partition_info(topic, partition)).log_start_offset
+        if offset >= start:
+            continue
+        detail = (
+            f"this Idempotency-Key's request was written to partition {partition} from offset"
+            f" {offset}; retention has deleted it (the partition now starts at {start})"
+        )
+        raise Problem(
+            "idempotent-records-deleted",
+            detail,
+            partition=partition,
+            offset=offset,
+            log_start_offset=start,
+        )
+
+
+def _first_offsets(body: bytes) -> dict[int, int]:
+    """Partition -> the lowest offset a stored produce answer names there."""
+    first: dict[int, int] = {}
+    for placed in orjson.loads(body)["offsets"]:
+        partition, offset = placed["partition"], placed["offset"]
+        first[partition] = min(offset, first.get(partition, offset))
+    return first
+
+
 class KeyedLocks:
     """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
 
@@ -99,14 +137,16 @@ class KeyedLocks:
 async def once(
     backend: Backend,
     locks: KeyedLocks,
+    topic: str,
     key: str,
     fingerprint: str,
     ttl_ms: int,
-    write: Callable[[], Awaitable[bytes]],
+    write: Callable[[], Awaitable[Written]],
 ) -> Answer:
     """The stored answer for `key`, or `write()`'s (which writes with the key's produce
     tag, so it answers the first offsets if the log already holds the request), stored for
-    `ttl_ms` (200 only)."""
+    `ttl_ms` (200 only). Either is refused (ensure_kept) once retention deleted records
+    it names."""
     async with locks.hold(key):
         stored = await backend.load_idempotent_result(key)
         if stored is not None:
@@ -116,8 +156,10 @@ async def once(
                     "idempotency-key-reused",
                     "this Idempotency-Key was used for a different request",
                 )
-            return Answer(first["body"].encode(), first["status"], replayed=True)
-        body = await write()
-        result = {"request": fingerprint, "status": 200, "body": body.decode()}
+            body = first["body"].encode()
+            await ensure_kept(backend, topic, _first_offsets(body))
+            return Answer(body, first["status"], replayed=True)
+        written = await write()
+        result = {"request": fingerprint, "status": 200, "body": written.body.decode()}
         await backend.save_idempotent_result(key, orjson.dumps(result), ttl_ms)
-    return Answer(body, 200, replayed=False)
+    return Answer(written.body, 200, replayed=written.replayed)

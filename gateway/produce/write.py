@@ -10,8 +10,11 @@ produce tag travels with every append, and placement depends only on the request
 key (keyless records start their round-robin at a partition derived from the key, not at
 the topic's counter), so a retry places every record exactly where the first attempt did:
 partitions that already hold the tag write nothing and give their first result, the
-others are written, and the answer is the one the first attempt would have given. Without
-a key, a storage failure on one partition can leave the others written.
+others are written, and the answer is the one the first attempt would have given. Before
+any append, the partitions holding the key are looked up over the whole topic: a key
+reused for another request (422) or whose first records retention deleted (409) writes
+nothing, and an answer rebuilt wholly from the tags is marked replayed. Without a key, a
+storage failure on one partition can leave the others written.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 from gateway.context import Context
 from gateway.faults import fault_point
 from gateway.http.problems import Problem
+from gateway.produce.idempotency import Written, ensure_kept
 from gateway.produce.parse import ProduceBatch
 from storage import errors
 from storage.types import AppendResult, NewRecord, ProduceTag, TopicConfig, TopicInfo
@@ -138,7 +142,7 @@ async def write_batch(
     info: TopicInfo | None,
     batch: ProduceBatch,
     tag: ProduceTag | None = None,
-) -> bytes:
+) -> Written:
     """Append the batch (creating the topic first when `info` is None) and return the
     answer's JSON body: each record's partition, offset and timestamp, in request order.
     `tag` (an Idempotency-Key's) goes with every append (the module docstring says why)."""
@@ -153,9 +157,13 @@ async def write_batch(
             info = None
     if info is None:
         info = await _ensure_topic(ctx, topic)
+    held: dict[int, AppendResult] = {}
+    if tag is not None:  # answered from memory (Backend.tagged_appends): no yield here
+        held = await ctx.backend.tagged_appends(topic, tag)  # a reused key: 422
+        await ensure_kept(ctx.backend, topic, {p: r.base_offset for p, r in held.items()})
     records = batch.records
     if not records:
-        return _NO_OFFSETS
+        return Written(_NO_OFFSETS, False)
     partitions = info.partitions
     offsets: list[dict[str, int]]
     if batch.partitions is None and not batch.keyed:
@@ -188,4 +196,4 @@ async def write_batch(
                 }
             )
     ctx.metrics.produced(topic, records)
-    return orjson.dumps({"offsets": offsets})
+    return Written(orjson.dumps({"offsets": offsets}), bool(held) and results.keys() <= held.keys())

@@ -116,7 +116,7 @@ async def produce(scope: Scope, receive: Receive, send: Send) -> None:
     if key is None:  # nothing to fingerprint or look up
         batch = await _read_records(receive, headers, ctx, kind, None)
         await enforce_schema(ctx, topic, batch, kind == NDJSON)
-        await _answer(send, await write_batch(ctx, topic, info, batch))
+        await _answer(send, (await write_batch(ctx, topic, info, batch)).body)
         return
 
     digest = idempotency.request_digest(topic, kind)
@@ -125,13 +125,15 @@ async def produce(scope: Scope, receive: Receive, send: Send) -> None:
     fingerprint = digest.hexdigest()
     tag = idempotency.produce_tag(scoped, fingerprint)
 
-    async def write() -> bytes:  # a replay answers as first stored, whatever the schema now
+    async def write() -> idempotency.Written:
+        # a replay from the answer table answers as first stored, whatever the schema now
         await enforce_schema(ctx, topic, batch, kind == NDJSON)
         return await write_batch(ctx, topic, info, batch, tag)
 
     answer = await idempotency.once(
         ctx.backend,
         ctx.idempotency_locks,
+        topic,
         scoped,
         fingerprint,
         ctx.settings.idempotency_ttl_ms,

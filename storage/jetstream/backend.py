@@ -545,6 +545,10 @@ class JetStreamBackend:
             raise ProduceTagConflict(f"{topic}/{partition}")
         return AppendResult(last_sequence - count, count, timestamp_ms)
 
+    async def tagged_appends(self, topic: str, tag: ProduceTag) -> dict[int, AppendResult]:
+        """Nothing known without reading every stream back (Backend.tagged_appends)."""
+        return {}
+
     def start_append(
         self,
         topic: str,

@@ -94,6 +94,29 @@ def test_serve_on_jetstream_caps_records_per_request(
         assert info["partitions"][0]["end_offset"] == 1000
 
 
+@pytest.mark.parametrize("server", ["granian"])
+def test_a_keyed_retry_whose_records_jetstream_deleted_is_a_409(
+    cluster: NatsCluster, start_gateway: GatewayFactory
+) -> None:
+    """The stream's max_bytes (retention.bytes) drops the first copy: the retry, answered
+    from the shared answer table, is told so (docs/exactly-once.md) and writes nothing."""
+    gateway = start_gateway("--backend", backend_url(cluster))
+    key = {"Idempotency-Key": "run-7"}
+    first = {"records": [{"value": "first"}]}
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        topic = {"partitions": 1, "config": {"retention.bytes": 4096}}
+        assert client.put("/v1/topics/kept", json=topic).status_code == 201
+        assert client.post("/v1/topics/kept/records", json=first, headers=key).status_code == 200
+        filler = {"records": [{"value": "x" * 1000}]}
+        while client.get("/v1/topics/kept").json()["partitions"][0]["log_start_offset"] == 0:
+            assert client.post("/v1/topics/kept/records", json=filler).status_code == 200
+        before = client.get("/v1/topics/kept").json()
+        retried = client.post("/v1/topics/kept/records", json=first, headers=key)
+        assert retried.status_code == 409, retried.text
+        assert retried.json()["type"].endswith("/idempotent-records-deleted")
+        assert client.get("/v1/topics/kept").json() == before
+
+
 def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
     from tests.e2e.conftest import LOGWAY
 

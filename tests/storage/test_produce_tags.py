@@ -7,13 +7,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from storage import codec
+from storage.embedded import EmbeddedBackend
 from storage.errors import ProduceTagConflict
 from storage.produce_tags import TaggedAppend, TagIndex
-from storage.types import AppendResult, IdempotencyWindow, NewRecord, ProduceTag, TopicConfig
+from storage.types import (
+    AppendResult,
+    DurabilityPolicy,
+    IdempotencyWindow,
+    NewRecord,
+    ProduceTag,
+    TopicConfig,
+)
 from tests.storage.conftest import AnyBackend
 
 
@@ -104,3 +113,18 @@ async def test_tags_are_read_back_past_batches_larger_than_a_read_chunk(
     for i, first in enumerate(small):
         assert await reopened.append("t", 0, [NewRecord(b"%d" % i)], _tag(f"s{i}")) == first
     assert (await reopened.partition_info("t", 0)).end_offset == 54
+
+
+async def test_the_partitions_holding_a_key_are_known_before_an_append(tmp_path: Path) -> None:
+    backend = await EmbeddedBackend.open(tmp_path, DurabilityPolicy())
+    await backend.create_topic("t", 3, TopicConfig())
+    held = {p: await backend.append("t", p, [NewRecord(b"%d" % p)], _tag("k")) for p in (0, 2)}
+    await backend.close()
+    reopened = await EmbeddedBackend.open(tmp_path, DurabilityPolicy())  # read back from the log
+    try:
+        assert await reopened.tagged_appends("t", _tag("k")) == held
+        assert await reopened.tagged_appends("t", _tag("k2")) == {}
+        with pytest.raises(ProduceTagConflict):
+            await reopened.tagged_appends("t", _tag("k", "another request"))
+    finally:
+        await reopened.close()

@@ -264,6 +264,12 @@ class IdempotencyKeyReused(LogwayError):
     pass
 
 
+@_problem("idempotent-records-deleted")
+class IdempotentRecordsDeleted(LogwayError):
+    """The key's request was written, but retention has since deleted its records; the
+    retry wrote nothing (extensions: partition, offset, log_start_offset)."""
+
+
 @_problem("rate-limited", retriable=True)
 class RateLimited(LogwayError):
     """Too many requests from this client; `retry_after_s` says when to try again."""
