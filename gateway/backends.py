@@ -103,6 +103,7 @@ async def open_backend(
             on_fsync=on_fsync,
             idempotency=window,
             data_mode=parse_dir_mode(settings.data_mode),
+            retention_interval_s=settings.retention_check_interval_ms / 1000,
         )
     check_extra(target)
     from storage.jetstream import JetStreamBackend  # the optional extra, only when chosen

@@ -185,6 +185,7 @@ def validate(settings: Settings) -> None:
         "kafka_connection_setup_timeout_ms",
         "kafka_connections_max_idle_ms",
         "kafka_max_connections",
+        "retention_check_interval_ms",
     ):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name}: must be at least 1")

@@ -41,6 +41,9 @@ class Settings:
     # at startup and honoured for this long, at most idempotency_max_keys per partition.
     idempotency_ttl_ms: int = 24 * 3600 * 1000
     idempotency_max_keys: int = 100_000
+    # How often the embedded log deletes segments past retention.ms / retention.bytes
+    # (Kafka: log.retention.check.interval.ms); a deleted segment's records go then.
+    retention_check_interval_ms: int = 30_000
     shutdown_timeout_s: float = 10.0
     root_path: str = ""  # set when mounted under a path prefix behind a proxy
     group_session_timeout_s: float = 30.0  # a group member not heard from for this long is removed

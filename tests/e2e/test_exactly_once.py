@@ -21,6 +21,8 @@ from tests.e2e.kafka_harness import granian_only
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 server = granian_only
 TOPIC = "payments"
+# retention runs every 0.1 s instead of every 30 s
+RETENTION_EVERY = ("LOGWAY_RETENTION_CHECK_INTERVAL_MS", "100")
 BODY = {
     "records": [{"value": i} for i in range(20)]
     + [{"key": f"account-{i}", "value": 100 + i} for i in range(10)]
@@ -100,8 +102,8 @@ def _deleted_by_retention(client: httpx.Client) -> None:
     filler = {"records": [{"value": "x" * 400} for _ in range(4)]}
     for _ in range(4):  # each batch is larger than segment.bytes: a segment of its own
         assert client.post(f"/v1/topics/{TOPIC}/records", json=filler).status_code == 200
-    while _partitions(client)[0]["log_start_offset"] == 0:  # retention runs every 30 s
-        time.sleep(0.5)
+    while _partitions(client)[0]["log_start_offset"] == 0:  # RETENTION_EVERY
+        time.sleep(0.1)
 
 
 def _partitions(client: httpx.Client) -> list[dict[str, int]]:
@@ -117,6 +119,7 @@ def test_a_retry_whose_records_retention_deleted_is_told_so_and_writes_nothing(
 ) -> None:
     topic = {"partitions": 1, "config": {"segment.bytes": 1024, "retention.bytes": 1024}}
     first = {"records": [{"value": "first"}]}
+    monkeypatch.setenv(*RETENTION_EVERY)
     if crash:
         gateway = _crash_after_append(start_gateway, monkeypatch, topic, first)
     else:
