@@ -310,7 +310,11 @@ def test_settings_layers_file_then_environment_then_flags(tmp_path: Path) -> Non
         ("cors_origins = ['*']\ncors_allow_credentials = true\n", {}, "never"),
         ("port = \n", {}, "logway.toml"),
         ('fsync = "sometimes"\n', {}, "fsync"),
-        ("retention_check_interval_ms = 0\n", {}, "retention_check_interval_ms: must be at least 1"),
+        (
+            "retention_check_interval_ms = 0\n",
+            {},
+            "retention_check_interval_ms: must be at least 1",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(
