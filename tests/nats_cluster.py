@@ -60,6 +60,10 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+async def _not_yet(error: Exception) -> None:
+    """nats-py logs every refused connect with a traceback; wait_ready expects them."""
+
+
 @dataclass
 class NatsNode:
     name: str
@@ -228,7 +232,11 @@ class NatsCluster:
                     continue
                 try:
                     nc = await nats.connect(
-                        node.url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0
+                        node.url,
+                        connect_timeout=1,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=0,
+                        error_cb=_not_yet,
                     )
                 except (NatsError, OSError, TimeoutError) as exc:
                     last_error = exc
