@@ -17,6 +17,7 @@ plain install runs the embedded default without them.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -26,7 +27,7 @@ from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
-from storage.files import parse_dir_mode
+from storage.files import Files, lock_data_dir, make_data_dir, parse_dir_mode
 from storage.types import IdempotencyWindow
 
 NATS_SCHEMES = ("nats://", "tls://")
@@ -87,6 +88,17 @@ def check_kafka_extra() -> None:
     for module in KAFKA_MODULES:
         if importlib.util.find_spec(module) is None:
             raise MissingExtra(KAFKA_EXTRA, module, "listener")
+
+
+def check_data_dir_free(settings: Settings) -> None:
+    """Before the server starts: DataDirInUse when another process serves the embedded
+    log's data dir (UnsafeEntry when it is not ours), so `logway serve` says so in one
+    line; the backend takes the lock for good when it opens (storage.files.lock_data_dir)."""
+    if parse_backend(settings.backend) is not None:
+        return
+    files = Files(parse_dir_mode(settings.data_mode))
+    make_data_dir(files, settings.data_dir)
+    os.close(lock_data_dir(files, settings.data_dir))
 
 
 async def open_backend(

@@ -19,10 +19,17 @@ from typing import Any
 
 from gateway import config
 from gateway.app import begin_shutdown, create_app
-from gateway.backends import MissingExtra, check_extra, check_kafka_extra, parse_backend
+from gateway.backends import (
+    MissingExtra,
+    check_data_dir_free,
+    check_extra,
+    check_kafka_extra,
+    parse_backend,
+)
 from gateway.client_commands import CLIENT_COMMANDS
 from gateway.server import SERVERS, run
 from gateway.settings import Settings
+from storage.errors import StorageError
 from storage.types import Durability
 
 _DEFAULTS = Settings()
@@ -346,6 +353,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         if settings.kafka_port is not None:
             check_kafka_extra()
     except MissingExtra as exc:
+        print(f"logway serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_data_dir_free(settings)
+    except (StorageError, OSError) as exc:  # in use, not ours, not creatable: one line
         print(f"logway serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(

@@ -34,7 +34,7 @@ from storage.errors import (
     TopicExists,
     TopicNotFound,
 )
-from storage.files import DEFAULT_DIR_MODE, Files, make_data_dir, make_private_file
+from storage.files import DEFAULT_DIR_MODE, Files, lock_data_dir, make_data_dir, make_private_file
 from storage.log import DEFAULT_RETENTION_INTERVAL_S, LogEngine
 from storage.names import validate_topic_name
 from storage.partition import now_ms
@@ -66,8 +66,9 @@ class EmbeddedBackend:
 
     max_append_records: int | None = None  # an append of any size is one batch of the log
 
-    def __init__(self, data_dir: Path, catalog: Catalog, engine: LogEngine) -> None:
+    def __init__(self, data_dir: Path, catalog: Catalog, engine: LogEngine, lock_fd: int) -> None:
         self.data_dir = data_dir
+        self._lock_fd = lock_fd  # held until close (storage.files.lock_data_dir)
         self._catalog = catalog
         self._engine = engine
         self._topics: dict[str, TopicInfo] = {}
@@ -98,8 +99,13 @@ class EmbeddedBackend:
         files = Files(data_mode)
         catalog_path = data_dir / CATALOG_FILE
         await asyncio.to_thread(make_data_dir, files, data_dir)
-        await asyncio.to_thread(make_private_file, files, catalog_path, "-wal", "-shm")
-        catalog = await Catalog.open(catalog_path)
+        lock_fd = await asyncio.to_thread(lock_data_dir, files, data_dir)
+        try:
+            await asyncio.to_thread(make_private_file, files, catalog_path, "-wal", "-shm")
+            catalog = await Catalog.open(catalog_path)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         try:
             engine = await LogEngine.open(
                 data_dir / TOPICS_DIR,
@@ -111,8 +117,9 @@ class EmbeddedBackend:
             )
         except BaseException:
             await catalog.close()
+            os.close(lock_fd)
             raise
-        backend = cls(data_dir, catalog, engine)
+        backend = cls(data_dir, catalog, engine, lock_fd)
         try:
             await backend._reconcile()
         except BaseException:
@@ -142,7 +149,10 @@ class EmbeddedBackend:
         try:
             await self._engine.close()
         finally:
-            await self._catalog.close()
+            try:
+                await self._catalog.close()
+            finally:
+                os.close(self._lock_fd)  # another process may take the data dir now
 
     async def check_writable(self) -> None:
         if self._closed:

@@ -16,7 +16,8 @@
     │   └── DiskFull            ENOSPC / EDQUOT / EFBIG
     ├── StorageClosed
     ├── StorageUnavailable      the backend cannot be reached (a remote cluster without a leader)
-    └── UnsafeEntry             the data dir holds a symlink, or an entry of another user
+    ├── UnsafeEntry             the data dir holds a symlink, or an entry of another user
+    └── DataDirInUse            another process has the embedded log's data dir open
 
 `retriable` says whether the same call may succeed later without any change by the caller.
 """
@@ -128,3 +129,8 @@ class StorageUnavailable(StorageError):
 
 class UnsafeEntry(StorageError):
     """Refused before use: storage never follows a symlink nor touches another user's file."""
+
+
+class DataDirInUse(StorageError):
+    """Another process holds the data dir's lock: two writers would interleave their
+    appends in the same segments and corrupt the log."""

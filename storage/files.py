@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -25,11 +26,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from storage.errors import UnsafeEntry
+from storage.errors import DataDirInUse, UnsafeEntry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR_MODE = 0o700
+LOCK_FILE = "lock"
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC | _NO_FOLLOW
 
@@ -209,3 +211,28 @@ def make_private_file(files: Files, path: Path, *sidecars: str) -> None:
         sidecar = path.with_name(path.name + suffix)
         with contextlib.suppress(FileNotFoundError):
             check_entry(sidecar, os.lstat(sidecar))
+
+
+def lock_data_dir(files: Files, data_dir: Path) -> int:
+    """Take the data dir for this process: an exclusive flock on `<data_dir>/lock`, held
+    as long as the returned descriptor is open. The kernel drops it when the process
+    ends, kill -9 included, so a crash never leaves a stale lock; a second `logway serve`
+    on the same data dir gets DataDirInUse (naming the holder's pid) instead of writing
+    into the same segments."""
+    path = data_dir / LOCK_FILE
+    fd = files.open(path, create=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        files.close(fd)
+        raise DataDirInUse(
+            f"data dir {data_dir} is in use by another process (pid {holder}): "
+            "one logway serve per data dir"
+        ) from None
+    except BaseException:
+        files.close(fd)
+        raise
+    files.truncate(fd, 0)
+    files.write_all(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -12,6 +12,7 @@ import pytest
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
 from storage.errors import (
+    DataDirInUse,
     GroupNotFound,
     InvalidTopicName,
     PartitionNotFound,
@@ -240,3 +241,22 @@ async def test_a_cancelled_append_does_not_break_the_partition(tmp_path: Path) -
         assert [r.offset for r in records] == list(range(result.base_offset + 1))
     finally:
         await backend.close()
+
+
+async def test_a_data_dir_is_served_by_one_backend_at_a_time(tmp_path: Path) -> None:
+    """Two writers in one data dir would interleave appends in the same segments: the
+    second open is refused, naming the holder, until the first closes."""
+    first = await _open(tmp_path)
+    try:
+        with pytest.raises(
+            DataDirInUse, match=f"in use by another process \\(pid {os.getpid()}\\)"
+        ):
+            await _open(tmp_path)
+        assert await first.create_topic("orders", 1, CONFIG) is True  # the holder goes on
+    finally:
+        await first.close()
+    second = await _open(tmp_path)
+    try:
+        assert [t.name for t in await second.list_topics()] == ["orders"]
+    finally:
+        await second.close()
