@@ -70,7 +70,13 @@ def _count(root: Path, case: str, calls: int, gc_mode: str) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "bench.instructions", "run", case, str(calls), gc_mode]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "PYTHONHASHSEED": "0"}
-    output = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True).stderr
+    return collected(
+        subprocess.run(command, cwd=root, env=env, capture_output=True, text=True).stderr
+    )
+
+
+def collected(output: str) -> int:
+    """The instruction count in callgrind's report (its stderr); RuntimeError if none."""
     found = re.search(r"Collected : (\d+)", output)
     if found is None:
         raise RuntimeError(output)

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import gc
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from starlette.types import ASGIApp as App
 from starlette.types import Message
 
 from bench.bodies import BATCH_BODY, ORDERS_BODY, SINGLE_BODY
+from bench.instructions import collected
 
 ROOT = Path(__file__).resolve().parent.parent
 BODIES = {"single": SINGLE_BODY, "batch": BATCH_BODY, "orders": ORDERS_BODY}
@@ -76,6 +76,7 @@ async def _call(app: App, method: str, path: str, body: bytes) -> int:
 
 async def _serve(which: str, case: str, calls: int, mode: str) -> None:
     from gateway.process import tune_for_serving
+    from gateway.server import Lifespan
 
     if mode == "off":
         gc.disable()
@@ -83,8 +84,8 @@ async def _serve(which: str, case: str, calls: int, mode: str) -> None:
         tune_for_serving()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", ".")) as data:
         app = _app(which, Path(data))
-        lifespan = _Lifespan(app)
-        await lifespan.start()
+        lifespan = Lifespan(app)
+        await lifespan.startup()
         if which == "gateway":
             await _call(app, "PUT", f"/v1/topics/{TOPIC}", b'{"partitions": 3}')
         if mode == "started":
@@ -98,7 +99,7 @@ async def _serve(which: str, case: str, calls: int, mode: str) -> None:
             await _call(app, "POST", path, body)
         print("done", flush=True)
         sys.stdin.readline()  # and off
-        await lifespan.stop()
+        await lifespan.shutdown()
 
 
 def _app(which: str, data: Path) -> App:
@@ -111,32 +112,6 @@ def _app(which: str, data: Path) -> App:
     from storage.types import Durability, DurabilityPolicy
 
     return create_app(Settings(data_dir=data, durability=DurabilityPolicy(Durability.ALWAYS)))
-
-
-class _Lifespan:
-    """The ASGI lifespan protocol, driven as a server drives it."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-        await self.inbox.put({"type": "lifespan.startup"})
-        message = await self.outbox.get()
-        if message["type"] != "lifespan.startup.complete":
-            raise RuntimeError(message)
-
-    async def _run(self) -> None:
-        await self.app({"type": "lifespan"}, self.inbox.get, self.outbox.put)
-
-    async def stop(self) -> None:
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        await self.outbox.get()
-        assert self.task is not None
-        await self.task
 
 
 def _count(which: str, case: str, calls: int, mode: str) -> int:
@@ -155,11 +130,7 @@ def _count(which: str, case: str, calls: int, mode: str) -> int:
             subprocess.run(["callgrind_control", "-i", switch, str(child.pid)], capture_output=True, check=True)  # fmt: skip
             child.stdin.write("\n")
             child.stdin.flush()
-        output = child.communicate()[1]
-    found = re.search(r"Collected : (\d+)", output)
-    if found is None:
-        raise RuntimeError(output)
-    return int(found[1])
+        return collected(child.communicate()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
