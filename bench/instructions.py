@@ -3,7 +3,8 @@
 The machine is shared and noisy, so wall-clock micro-benchmarks say little; instructions
 counted by valgrind do not depend on what else runs. Each case runs `count` times in a
 fresh interpreter and once with 0, and the difference per call is reported; the cyclic GC
-is off meanwhile (what a collection costs depends on the whole heap, not on the call).
+is off meanwhile (what a collection costs depends on the whole heap, not on the call), or
+as `logway serve` runs it with `--gc served`.
 `--root` points at another copy of the code, counted the same way side by side (without
 its bench/, which would shadow this one's), e.g. main's:
 
@@ -65,11 +66,17 @@ def _case(name: str) -> Callable[[], object]:
     return lambda: render_records("bench", 2, records)
 
 
-def _count(root: Path, case: str, calls: int) -> int:
+def _count(root: Path, case: str, calls: int, gc_mode: str) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += [sys.executable, "-m", "bench.instructions", "run", case, str(calls)]
+    command += [sys.executable, "-m", "bench.instructions", "run", case, str(calls), gc_mode]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "PYTHONHASHSEED": "0"}
-    output = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True).stderr
+    return collected(
+        subprocess.run(command, cwd=root, env=env, capture_output=True, text=True).stderr
+    )
+
+
+def collected(output: str) -> int:
+    """The instruction count in callgrind's report (its stderr); RuntimeError if none."""
     found = re.search(r"Collected : (\d+)", output)
     if found is None:
         raise RuntimeError(output)
@@ -81,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         call = _case(argv[1])
         call()  # first-call costs (imports, caches) are the same in both runs
-        gc.disable()  # its collections cost what this process's heap holds, not the call
+        if argv[3:] == ["served"]:  # the GC as `logway serve` runs it (gateway/process.py)
+            from gateway.process import tune_for_serving
+
+            tune_for_serving()
+        else:
+            gc.disable()  # its collections cost what this process's heap holds, not the call
         for _ in range(int(argv[2])):
             call()
         return 0
@@ -89,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose code runs")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--gc", choices=("off", "served"), default="off", help="the cyclic GC")
     args = parser.parse_args(argv)
     for case in args.cases.split(","):
-        per_call = (_count(args.root, case, args.calls) - _count(args.root, case, 0)) / args.calls
+        counts = [_count(args.root, case, calls, args.gc) for calls in (args.calls, 0)]
+        per_call = (counts[0] - counts[1]) / args.calls
         print(f"{case}: {per_call:,.0f} instructions per call ({args.root})", flush=True)
     return 0
 

@@ -273,7 +273,7 @@ async def _tick() -> None:
         await asyncio.sleep(_TICK_S)
 
 
-class _Lifespan:
+class Lifespan:
     """Runs an ASGI app's lifespan protocol (startup, later shutdown) as a task of its own."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -335,7 +335,7 @@ async def _serve_granian(
     from granian.log import LogLevels
     from granian.server.embed import Server
 
-    lifespan = _Lifespan(app)
+    lifespan = Lifespan(app)
     await lifespan.startup()
     try:
         guard.budget = measure_budget(settings)
