@@ -75,14 +75,12 @@ class ValueSchema:
         self._validator = compile_schema(schema)
         fast = fast_type(schema)
         self._decode = None if fast is None else msgspec.json.Decoder(fast).decode
-        self._batch = None if fast is None else batch_check(schema)
+        self._batch = batch_check(schema)
         self.fast = fast is not None
 
     def valid_batch(self, values: list[bytes]) -> bool:
         """True when every value is valid; False when one may not be (`valid_json` then
-        decides value by value). With a fast type, the top-level properties' patterns are
-        checked for all values in one pass (`BatchCheck`) instead of one `re` call per
-        string, which was half the cost of checking an order."""
+        decides value by value): `BatchCheck`, when the schema has one."""
         if self._batch is not None and self._batch.passes(values):
             return True
         return all(map(self.valid_json, values))
@@ -137,23 +135,24 @@ def fast_type(schema: Schema) -> Any | None:
 
 @dataclass(frozen=True, slots=True)
 class _Hoisted:
-    """A top-level property's pattern, checked over all values' strings, each followed by a
-    newline: `lines` matches lines that each contain a match of the pattern, a line at a time
-    (an atomic group: no backtracking into a line already matched, so linear time)."""
+    """A root object's string property whose `pattern` and/or `format` are checked over
+    all values of a batch at once (`checks`, each given the property's non-empty strings)."""
 
     field: attrgetter[Any]
-    lines: re.Pattern[str]
-    empty_ok: bool  # whether "" matches the pattern
+    checks: tuple[Callable[[list[str]], bool], ...]
+    empty_ok: bool  # whether "" passes the checks
 
 
 @dataclass(frozen=True, slots=True)
 class BatchCheck:
-    """`fast_type` with the patterns of the root object's string properties taken out of the
-    msgspec type (msgspec calls Python's `re` once per string, ~3,500 instructions) and
-    checked once per batch, over the strings joined by newlines (one `re` pass). Only
-    patterns that cannot match a newline are taken out (`_newline_free`), so a match never
-    spans two strings, and a batch where a string holds a newline is left to `valid_json`.
-    Sound like `fast_type`: `passes` is True only if every value is valid."""
+    """`fast_type` with the `pattern` and `format` of the root object's string properties
+    taken out of the msgspec type and checked once per batch: a pattern over the strings
+    joined by newlines in one `re` pass (msgspec calls `re` once per string, ~3,500
+    instructions), a format by the authority itself given all the strings as one array (a
+    format leaves a schema without a fast type: every value went to jsonschema_rs alone).
+    Only patterns that cannot match a newline are taken out (`_newline_free`), so a match
+    never spans two strings. Sound like `fast_type`: `passes` is True only if every value
+    is valid; on False, `valid_json` decides value by value."""
 
     decode: Callable[[bytes], Any]
     hoisted: tuple[_Hoisted, ...]
@@ -168,49 +167,73 @@ class BatchCheck:
             if not hoisted.empty_ok and "" in found:
                 return False
             strings = list(filter(None, found))
-            if not strings:
-                continue
-            joined = "\n".join(strings) + "\n"
-            if joined.count("\n") != len(strings):
-                return False  # a string holds a newline: the authority decides
-            if hoisted.lines.fullmatch(joined) is None:
+            if strings and not all(check(strings) for check in hoisted.checks):
                 return False
         return True
 
 
+def _lines_check(pattern: str) -> Callable[[list[str]], bool]:
+    """Whether each string contains a match of `pattern` (one that cannot match a newline):
+    the strings each followed by a newline, matched a line at a time by an atomic group (no
+    backtracking into a line already matched, so linear time)."""
+    lines = re.compile(f"(?>[^\n]*?(?:{pattern})[^\n]*\n)*+", re.ASCII | re.MULTILINE)
+
+    def check(strings: list[str]) -> bool:
+        joined = "\n".join(strings) + "\n"
+        if joined.count("\n") != len(strings):
+            return False  # a string holds a newline: the authority decides
+        return lines.fullmatch(joined) is not None
+
+    return check
+
+
+def _format_check(name: str) -> Callable[[list[str]], bool]:
+    """Whether every string is a valid `name` format, as the authority asserts formats."""
+    return compile_schema({"items": {"format": name}}).is_valid
+
+
 def batch_check(schema: Schema) -> BatchCheck | None:
-    """The batch form of `fast_type(schema)`, or None when there is no fast type."""
+    """The batch form of `fast_type(schema)`, or None when what is left once the root's
+    string properties' patterns and formats are taken out has no fast type."""
     loose = schema
     hoisted: list[_Hoisted] = []
     properties = schema.get("properties") if isinstance(schema, dict) else None
     if isinstance(properties, dict) and schema.get("type") == "object":
         properties = dict(properties)
         for i, (name, sub) in enumerate(properties.items()):
+            checks: list[Callable[[list[str]], bool]] = []
+            taken: set[str] = set()
             pattern = _hoistable(sub)
             if pattern is not None:
-                properties[name] = {k: v for k, v in sub.items() if k != "pattern"}
-                hoisted.append(
-                    _Hoisted(
-                        attrgetter(f"f{i}"),  # the attribute _object gives property i
-                        re.compile(f"(?>[^\n]*?(?:{pattern})[^\n]*\n)*+", re.ASCII | re.MULTILINE),
-                        re.search(pattern, "", re.ASCII) is not None,
-                    )
-                )
+                checks.append(_lines_check(pattern))
+                taken.add("pattern")
+            if _strings_only(sub) and isinstance(sub.get("format"), str):
+                checks.append(_format_check(sub["format"]))
+                taken.add("format")
+            if checks:
+                properties[name] = {k: v for k, v in sub.items() if k not in taken}
+                empty_ok = all(check([""]) for check in checks)
+                hoisted.append(_Hoisted(attrgetter(f"f{i}"), tuple(checks), empty_ok))
         loose = {**schema, "properties": properties}
     found = fast_type(loose)
-    if found is None or fast_type(schema) is None:
+    if found is None:
         return None
     return BatchCheck(msgspec.json.Decoder(found).decode, tuple(hoisted))
+
+
+def _strings_only(schema: Schema) -> bool:
+    """Whether a property's values can only be strings (or null), with no enum or const."""
+    if not isinstance(schema, dict) or "enum" in schema or "const" in schema:
+        return False
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    return bool(types) and types <= {"string", "null"}
 
 
 def _hoistable(schema: Schema) -> str | None:
     """The pattern of a property that can be checked per batch: strings (or null) only,
     and a pattern that cannot match a newline."""
-    if not isinstance(schema, dict) or "pattern" not in schema:
-        return None
-    declared = schema.get("type")
-    types = {declared} if isinstance(declared, str) else set(declared or ())
-    if not types or not types <= {"string", "null"} or "enum" in schema or "const" in schema:
+    if not _strings_only(schema) or "pattern" not in schema:
         return None
     pattern = schema["pattern"]
     if not isinstance(pattern, str) or _safe_pattern(pattern) is None:
