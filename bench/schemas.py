@@ -4,13 +4,17 @@ which repeat on a shared, noisy machine where seconds do not.
     apt-get install -y valgrind
     .venv/bin/python -m bench.schemas              # a few minutes
     .venv/bin/python -m bench.schemas --requests 10
+    git archive main | tar -x -C /tmp/main && rm -r /tmp/main/bench
+    .venv/bin/python -m bench.schemas --root /tmp/main --sections produce   # another checkout
 
 Two sections, each measured beside its baseline in the same run:
 
 - produce: one 1,000-order batch request (bench.http's ORDERS_BODY, 10 properties each)
   through the gateway's ASGI app in process (embedded backend, fsync never), to a topic
-  without a schema, with ORDER_SCHEMA (the msgspec fast path) and with the same schema plus
-  a `format` (no fast path: jsonschema_rs checks every value). Each variant runs in its own
+  without a schema, with ORDER_SCHEMA (the msgspec fast path), the same without its
+  `pattern`, and with the same schema plus a `format` (no fast path: jsonschema_rs checks
+  every value). `--root` runs another checkout's gateway with this bench (as
+  bench/instructions.py does), for a before/after in one run. Each variant runs in its own
   process under callgrind twice, with 0 and with N requests; the difference divided by N is
   the instructions per request, startup excluded. The ratio to the no-schema request is
   what a CPU-bound batch producer loses.
@@ -45,7 +49,17 @@ from gateway.settings import Settings
 from storage.embedded import EmbeddedBackend
 from storage.types import Durability, DurabilityPolicy
 
-VARIANTS = {"plain": None, "checked": ORDER_SCHEMA, "checked-slow": SLOW_ORDER_SCHEMA}
+NO_PATTERN_SCHEMA = {
+    **ORDER_SCHEMA,
+    "properties": {**ORDER_SCHEMA["properties"], "sku": {"type": "string"}},
+}
+VARIANTS = {
+    "plain": None,
+    "checked": ORDER_SCHEMA,
+    "checked-no-pattern": NO_PATTERN_SCHEMA,
+    "checked-slow": SLOW_ORDER_SCHEMA,
+}
+ROOT = Path(__file__).resolve().parent.parent
 VALIDATORS = ("parse", "jsonschema", "jsonschema_rs", "msgspec")
 
 
@@ -108,21 +122,22 @@ def _validator(name: str, rounds: int) -> None:
 # -- the parent: callgrind runs and the report --------------------------------------------------
 
 
-def _instructions(args: list[str]) -> int:
+def _instructions(args: list[str], root: Path = ROOT) -> int:
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "PYTHONHASHSEED": "0"}
     with tempfile.TemporaryDirectory() as out:
         target = os.path.join(out, "callgrind.out")
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={target}", sys.executable,
              "-m", "bench.schemas", *args],
-            check=True, capture_output=True,
+            check=True, capture_output=True, cwd=root, env=env,
         )  # fmt: skip
         summary = re.search(r"^(?:summary|totals): (\d+)", Path(target).read_text(), re.M)
         assert summary is not None
         return int(summary[1])
 
 
-def _per_run(args: list[str], count: int) -> float:
-    return (_instructions([*args, str(count)]) - _instructions([*args, "0"])) / count
+def _per_run(args: list[str], count: int, root: Path = ROOT) -> float:
+    return (_instructions([*args, str(count)], root) - _instructions([*args, "0"], root)) / count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose code runs")
+    parser.add_argument("--sections", default="produce,validators")
     args = parser.parse_args(argv)
-    print("produce: instructions per 1,000-order request (callgrind, startup excluded)")
-    per_request = {v: _per_run(["child-produce", v], args.requests) for v in VARIANTS}
-    for variant, cost in per_request.items():
-        extra = cost / per_request["plain"] - 1
-        print(
-            f"  {variant:13s} {cost / 1e6:8.1f} M instructions  (+{extra:.1%} over no schema;"
-            f" throughput x {per_request['plain'] / cost:.2f} when CPU-bound)"
-        )
+    if "produce" in args.sections:
+        print(f"produce: instructions per 1,000-order request ({args.root}, startup excluded)")
+        per_request = {
+            v: _per_run(["child-produce", v], args.requests, args.root) for v in VARIANTS
+        }
+        for variant, cost in per_request.items():
+            extra = cost / per_request["plain"] - 1
+            print(
+                f"  {variant:18s} {cost / 1e6:8.1f} M instructions  (+{extra:.1%} over no"
+                f" schema; throughput x {per_request['plain'] / cost:.2f} when CPU-bound)",
+                flush=True,
+            )
+    if "validators" not in args.sections:
+        return 0
     print("validators: instructions per record on the same values")
     per_record = {v: _per_run(["child-validator", v], args.rounds) / 1000 for v in VALIDATORS}
     for name, cost in per_record.items():

@@ -118,6 +118,8 @@ def encode_batch(
             raise ValueError(f"a produce tag is two {_TAG_HALF}-byte digests")
         parts = [_AFTER_CRC.pack(base_offset, len(records) | TAGGED, timestamp_ms), *tag]
     append = parts.append
+    last_headers: tuple[tuple[str, bytes], ...] = ()
+    last_encoded = b""
     try:
         for value, key, headers, value_format in records:
             if key is None and not headers:  # the common case, kept short
@@ -130,18 +132,29 @@ def encode_batch(
                 append(pack_record(value_format, len(key), len(value), len(headers)))
                 append(key)
             append(value)
-            for name, header_value in headers:
-                name_bytes = name.encode()
-                append(_HEADER_NAME_LENGTH.pack(len(name_bytes)))
-                append(name_bytes)
-                append(_HEADER_VALUE_LENGTH.pack(len(header_value)))
-                append(header_value)
+            if headers is not last_headers:  # records often share one tuple (a schema stamp)
+                last_headers, last_encoded = headers, _encode_headers(headers)
+            append(last_encoded)
     except struct.error as exc:
         raise ValueError(f"record does not fit the batch format: {exc}") from exc
     body = b"".join(parts)
     if len(body) + 4 > MAX_BATCH_BYTES:
         raise ValueError(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
     return _LENGTH_AND_CRC.pack(len(body) + 4, zlib.crc32(body)) + body
+
+
+def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+    """A record's headers as the format lays them out (name_length name value_length value)."""
+    parts: list[bytes] = []
+    for name, header_value in headers:
+        name_bytes = name.encode()
+        parts += (
+            _HEADER_NAME_LENGTH.pack(len(name_bytes)),
+            name_bytes,
+            _HEADER_VALUE_LENGTH.pack(len(header_value)),
+            header_value,
+        )
+    return b"".join(parts)
 
 
 def read_header(buf: bytes | memoryview | mmap.mmap, position: int) -> BatchHeader | None:

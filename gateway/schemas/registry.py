@@ -11,6 +11,7 @@ history, also across gateways.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -35,8 +36,10 @@ MAX_BREACHES = 50
 _REGISTER_ATTEMPTS = 5
 
 _value_of = attrgetter("value")
+_key_of = attrgetter("key")
 _format_of = attrgetter("value_format")
 _headers_of = attrgetter("headers")
+_JSON = ValueFormat.JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,24 +91,29 @@ def enforce(
 ) -> list[NewRecord]:
     """The records stamped with the schema version, or a 422 naming what does not match
     (pointers are `prefix` + the record's index, e.g. /records/7/value/amount)."""
+    headerless = not any(map(_headers_of, records))
     plain = (
-        compiled.key is None
+        headerless
+        and compiled.key is None
         and compiled.headers is None
         and ValueFormat.BYTES not in map(_format_of, records)
-        and not any(map(_headers_of, records))
     )
-    if not (plain and all(map(compiled.value.valid_json, map(_value_of, records)))):
+    values = list(map(_value_of, records))
+    if not (plain and compiled.value.valid_batch(values)):
         found = list(_violations(compiled, records, prefix))
         if found:
             raise _violation_problem(compiled, topic, found)
-    stamp = compiled.stamp
-    fields = zip(
-        map(_value_of, records),
-        (r.key for r in records),
-        (r.headers + stamp for r in records),
-        map(_format_of, records),
-        strict=True,
-    )
+    if not headerless:
+        fields: Iterator[tuple[Any, ...]] = zip(
+            values,
+            map(_key_of, records),
+            (r.headers + compiled.stamp for r in records),
+            map(_format_of, records),
+            strict=True,
+        )
+    else:  # all share the one `stamp` tuple, which the codec encodes once per batch
+        # (storage.codec.encode_batch); every value is JSON here (bytes were refused above)
+        fields = zip(values, map(_key_of, records), repeat(compiled.stamp), repeat(_JSON))
     return list(map(tuple.__new__, repeat(NewRecord), fields))
 
 

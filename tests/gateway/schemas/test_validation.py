@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.schemas.document import compile_schema
-from gateway.schemas.validation import ValueSchema, fast_type
+from gateway.schemas.validation import ValueSchema, batch_check, fast_type
 
 ORDER: dict[str, Any] = {
     "type": "object",
@@ -41,15 +41,39 @@ SCALARS = [
     {"enum": [1, 2, 3]},
 ]
 FAST = [ORDER, OPEN, *SCALARS]
+DATED = {  # a format: no fast type, but a batch check (the format checked per batch)
+    "type": "object",
+    "properties": {
+        "at": {"type": ["string", "null"], "format": "date-time", "pattern": "^2"},
+        "a": {"type": "integer"},
+    },
+    "required": ["a"],
+}
 
-NAMES = st.sampled_from([*ORDER["properties"], "a", "n", "zz", "A"])
+NAMES = st.sampled_from([*ORDER["properties"], "a", "n", "zz", "A", "at"])
 TEXT = st.text(alphabet=st.sampled_from("aZ09-_ \u0661\u00a0\n\r\u00e9xyz"), max_size=14)
 SCALAR = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-5, 2000),
     st.floats(-5, 2000, allow_nan=False),
-    st.sampled_from([1.0, 2.0, 0.5, 2**70, "EUR", "USD", "AB-12", "AB-\u0661", "x", 3]),
+    st.sampled_from(
+        [
+            1.0,
+            2.0,
+            0.5,
+            2**70,
+            "EUR",
+            "USD",
+            "AB-12",
+            "AB-\u0661",
+            "x",
+            3,
+            "2026-05-01T10:00:00Z",
+            "2026-05-41T10:00:00Z",
+            "1026-05-01T10:00:00Z",
+        ]
+    ),
     TEXT,
 )
 JSON = st.recursive(
@@ -120,3 +144,47 @@ def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
     assert schema.fast
     assert schema.valid_json(b"2.0")  # msgspec refuses 2.0 for int; the authority decides
     assert not schema.valid_json(b"2.5")
+
+
+@pytest.mark.parametrize("schema", [*FAST, DATED], ids=[str(i) for i in range(len(FAST) + 1)])
+@given(values=st.lists(JSON | st.fixed_dictionaries({"a": st.just(1)}, optional={"at": SCALAR})))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_batch_is_valid_exactly_when_each_value_is(schema: dict[str, Any], values: Any) -> None:
+    authority = compile_schema(schema)
+    data = [msgspec.json.encode(v) for v in values]
+    assert ValueSchema(schema).valid_batch(data) == all(map(authority.is_valid, values))
+
+
+def test_patterns_of_top_level_strings_are_checked_per_batch_unless_they_can_match_a_newline() -> (
+    None
+):
+    check = batch_check(ORDER)
+    assert check is not None
+    assert [h.field.__reduce__()[1] for h in check.hoisted] == [("f4",)]  # sku, not \\s's word
+    schema = ValueSchema(ORDER)
+    good = [b'{"order_id": "o", "amount": 1, "sku": "AB-%d"}' % i for i in range(50)]
+    assert schema.valid_batch(good)
+    for bad in ("AB-1x", "xAB-1", "AB-", "", "AB-1\\n", "AB-1\\nAB-2"):
+        value = b'{"order_id": "o", "amount": 1, "sku": "%s"}' % bad.encode()
+        assert not schema.valid_batch([*good, value, *good]), bad
+        assert not compile_schema(ORDER).is_valid(msgspec.json.decode(value))
+
+
+def test_a_format_is_checked_per_batch_by_the_authority() -> None:
+    check = batch_check(DATED)
+    assert check is not None
+    assert fast_type(DATED) is None
+    schema = ValueSchema(DATED)
+    good = [b'{"a": 1, "at": "2026-05-01T10:00:0%dZ"}' % (i % 10) for i in range(30)]
+    assert schema.valid_batch([*good, b'{"a": 1, "at": null}', b'{"a": 2}'])
+    for bad in ("2026-05-41T10:00:00Z", "2026-05-01", "", "1026-05-01T10:00:00Z"):
+        value = b'{"a": 1, "at": "%s"}' % bad.encode()
+        assert not schema.valid_batch([*good, value]), bad
+
+
+def test_a_dollar_is_the_end_of_the_string_as_in_ecma_262() -> None:
+    schema = ValueSchema({"type": "string", "pattern": "^[A-Z]{2}-[0-9]+$"})
+    assert schema.fast
+    assert schema.valid_json(b'"AB-12"')
+    assert not schema.valid_json(b'"AB-12\\n"')  # Python's `$` alone matches before it
+    assert not schema.valid_batch([b'"AB-12"', b'"AB-12\\n"'])
