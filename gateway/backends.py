@@ -27,7 +27,7 @@ from gateway.groups.store import MembershipStore
 from gateway.settings import Settings
 from storage.backend import Backend
 from storage.embedded import EmbeddedBackend
-from storage.files import Files, lock_data_dir, make_data_dir, parse_dir_mode
+from storage.files import LOCK_FILE, Files, lock_data_dir, parse_dir_mode
 from storage.types import IdempotencyWindow
 
 NATS_SCHEMES = ("nats://", "tls://")
@@ -92,13 +92,14 @@ def check_kafka_extra() -> None:
 
 def check_data_dir_free(settings: Settings) -> None:
     """Before the server starts: DataDirInUse when another process serves the embedded
-    log's data dir (UnsafeEntry when it is not ours), so `logway serve` says so in one
-    line; the backend takes the lock for good when it opens (storage.files.lock_data_dir)."""
+    log's data dir (UnsafeEntry when its lock file is not ours), so `logway serve` says so
+    in one line. Creates nothing: a data dir without a lock file has no server, and the
+    backend takes the lock for good when it opens (storage.files.lock_data_dir)."""
     if parse_backend(settings.backend) is not None:
         return
-    files = Files(parse_dir_mode(settings.data_mode))
-    make_data_dir(files, settings.data_dir)
-    os.close(lock_data_dir(files, settings.data_dir))
+    if not os.path.lexists(settings.data_dir / LOCK_FILE):
+        return
+    os.close(lock_data_dir(Files(parse_dir_mode(settings.data_mode)), settings.data_dir))
 
 
 async def open_backend(

@@ -215,7 +215,7 @@ def test_zeros_inside_a_batch_are_a_torn_batch() -> None:
 def test_records_sharing_one_headers_tuple_encode_as_if_each_had_its_own() -> None:
     shared = (("logway-schema-version", b"3"), ("h\u00e9", b""))
     records = [NewRecord(b"%d" % i, None if i % 2 else b"k", shared) for i in range(4)]
-    own = [NewRecord(r.value, r.key, tuple(tuple(h) for h in shared)) for r in records]
+    own = [NewRecord(r.value, r.key, tuple((n, v) for n, v in shared)) for r in records]
     own.insert(2, NewRecord(b"x", None, (("other", b"1"),)))
     records.insert(2, own[2])
     assert all(r.headers is shared for i, r in enumerate(records) if i != 2)
