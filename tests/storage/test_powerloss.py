@@ -190,6 +190,7 @@ async def _crash_and_recover(
     return checked
 
 
+@pytest.mark.slow  # ~400 crash points: ~5-9 s
 @settings(
     max_examples=100,
     deadline=None,

@@ -384,6 +384,7 @@ def _principal_or_401(authenticator: Authenticator, token: str) -> None:
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow  # ~5 s of signed tokens
 @FUZZ
 @given(header=HEADERS, claims=CLAIMS)
 def test_any_signed_token_is_a_principal_or_a_401(

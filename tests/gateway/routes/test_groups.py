@@ -197,6 +197,7 @@ async def _describe_state(client: httpx.AsyncClient, group: str, state: str) -> 
     return current == state
 
 
+@pytest.mark.slow  # waits out a session timeout
 async def test_pull_member_that_stops_pulling_is_removed_after_the_session_timeout(
     live: httpx.AsyncClient,
 ) -> None:
@@ -310,6 +311,7 @@ class StallingRelay:
             self.server.close()
 
 
+@pytest.mark.slow  # waits out a session timeout
 async def test_sse_member_behind_a_vanished_connection_is_removed_after_the_session_timeout(
     live: httpx.AsyncClient, live_url: str
 ) -> None:

@@ -87,6 +87,7 @@ def test_the_schemas_under_test_do_get_a_fast_type() -> None:
     assert all(fast_type(schema) is not None for schema in FAST)
 
 
+@pytest.mark.slow  # 250 examples x 7 schemas: ~10 s
 @pytest.mark.parametrize("schema", FAST, ids=[str(i) for i in range(len(FAST))])
 @given(value=JSON)
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
@@ -146,6 +147,7 @@ def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
     assert not schema.valid_json(b"2.5")
 
 
+@pytest.mark.slow  # 150 batches x 8 schemas: ~12 s
 @pytest.mark.parametrize("schema", [*FAST, DATED], ids=[str(i) for i in range(len(FAST) + 1)])
 @given(values=st.lists(JSON | st.fixed_dictionaries({"a": st.just(1)}, optional={"at": SCALAR})))
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
