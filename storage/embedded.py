@@ -20,6 +20,7 @@ now.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -99,14 +100,12 @@ class EmbeddedBackend:
         files = Files(data_mode)
         catalog_path = data_dir / CATALOG_FILE
         await asyncio.to_thread(make_data_dir, files, data_dir)
-        lock_fd = await asyncio.to_thread(lock_data_dir, files, data_dir)
-        try:
+        async with contextlib.AsyncExitStack() as on_failure:  # undone in reverse
+            lock_fd = await asyncio.to_thread(lock_data_dir, files, data_dir)
+            on_failure.callback(os.close, lock_fd)
             await asyncio.to_thread(make_private_file, files, catalog_path, "-wal", "-shm")
             catalog = await Catalog.open(catalog_path)
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        try:
+            on_failure.push_async_callback(catalog.close)
             engine = await LogEngine.open(
                 data_dir / TOPICS_DIR,
                 durability,
@@ -115,11 +114,8 @@ class EmbeddedBackend:
                 idempotency=idempotency,
                 files=files,
             )
-        except BaseException:
-            await catalog.close()
-            os.close(lock_fd)
-            raise
-        backend = cls(data_dir, catalog, engine, lock_fd)
+            backend = cls(data_dir, catalog, engine, lock_fd)
+            on_failure.pop_all()  # the backend owns them now: close() releases them
         try:
             await backend._reconcile()
         except BaseException:
